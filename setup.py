@@ -1,0 +1,33 @@
+"""kinetics_tfds: TFDS builders, an input pipeline and I3D for DeepMind's Kinetics datasets."""
+import pathlib
+
+import setuptools
+
+_HERE = pathlib.Path(__file__).parent
+_REQUIREMENTS = [
+    line.strip()
+    for line in (_HERE / "requirements.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+
+setuptools.setup(
+    name="kinetics_tfds",
+    version="0.1.0",
+    description="TFDS builders, a fast tf.data pipeline and a Keras I3D for Kinetics-400/600/700/700-2020.",
+    long_description=(_HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["kinetics_tfds", "kinetics_tfds.*"]),
+    package_data={
+        "kinetics_tfds": [
+            "*/README.md",
+            "*/CITATIONS.bib",
+            "*/TAGS.txt",
+            "*/checksums.tsv",
+            "*/dummy_data/**/*",
+        ],
+    },
+    include_package_data=True,
+    install_requires=_REQUIREMENTS,
+    extras_require={"test": ["pytest>=8", "jax[cpu]>=0.10"]},
+)

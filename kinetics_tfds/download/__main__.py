@@ -1,0 +1,69 @@
+r"""Fills a manual folder with Kinetics clips: `python -m kinetics_tfds.download --help`.
+
+  # The CVDF mirror's K400 validation shards and annotations:
+  python -m kinetics_tfds.download --source=cvdf --version=400 --split=val --manual_dir=~/k400
+  # Then the clips of a DeepMind annotation file that are still missing, from YouTube:
+  python -m kinetics_tfds.download --source=youtube --annotations=kinetics400/validate.csv \
+      --manual_dir=~/k400
+
+Prints one JSON line of counts at the end; `download_report.csv` in the manual folder has a row
+per shard, annotation file, clip and refused archive member.
+"""
+import pathlib
+
+from absl import app
+from absl import flags
+
+from kinetics_tfds.download import cvdf
+from kinetics_tfds.download import errors
+from kinetics_tfds.download import report as report_lib
+from kinetics_tfds.download import youtube
+
+_SOURCE = flags.DEFINE_enum("source", None, ["cvdf", "youtube"],
+                            "cvdf: the mirror's tarballs; youtube: the clips of --annotations missing so far.")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "The manual folder to fill (one per Kinetics version).")
+_VERSION = flags.DEFINE_enum("version", "400", list(cvdf.VERSIONS), "Kinetics version on the CVDF mirror.")
+_SPLIT = flags.DEFINE_multi_string("split", ["train,val,test"],
+                                   "CVDF splits to fetch; repeat the flag or give a comma list.")
+_CVDF_BASE_URL = flags.DEFINE_string("cvdf_base_url", cvdf.OFFICIAL_BASE_URL,
+                                     "Root of the CVDF mirror layout; shard URLs are re-rooted onto it.")
+_ANNOTATIONS = flags.DEFINE_string("annotations", None,
+                                   "For --source=youtube: a Kinetics CSV whose clips to fetch.")
+_URL_TEMPLATE = flags.DEFINE_string("youtube_url_template", youtube.URL_TEMPLATE,
+                                    "Video URL, with {youtube_id} filled in; any site yt-dlp reads.")
+_RETRY_FAILED = flags.DEFINE_bool("retry_failed", False,
+                                  "For --source=youtube: also retry clips the report lists as failed for good "
+                                  "(removed, private, http-404, ...).")
+_NUM_WORKERS = flags.DEFINE_integer("num_workers", 4, "Files downloaded at once.")
+_RETRIES = flags.DEFINE_integer("retries", 5, "Attempts per file on 5xx, 429 and network errors.")
+_RETRY_DELAY = flags.DEFINE_float("retry_base_delay_s", 2.0,
+                                  "First wait before a retry; doubles on each further attempt.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False,
+                             "Print what would be fetched (with sizes from HEAD requests) and write nothing.")
+
+flags.mark_flags_as_required(["source", "manual_dir"])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  manual_dir = pathlib.Path(_MANUAL_DIR.value).expanduser()
+  policy = errors.RetryPolicy(_RETRIES.value, _RETRY_DELAY.value)
+  report = report_lib.Report(None if _DRY_RUN.value else manual_dir / report_lib.FILE_NAME)
+  if _SOURCE.value == "cvdf":
+    splits = [s for value in _SPLIT.value for s in value.split(",") if s]
+    unknown = set(splits) - set(cvdf.SPLITS)
+    if unknown:
+      raise app.UsageError(f"--split: unknown {sorted(unknown)}, expected some of {cvdf.SPLITS}")
+    cvdf.run(manual_dir, _VERSION.value, splits, _CVDF_BASE_URL.value, _NUM_WORKERS.value, policy,
+             _DRY_RUN.value, report)
+  else:
+    if not _ANNOTATIONS.value:
+      raise app.UsageError("--source=youtube needs --annotations")
+    youtube.run(manual_dir, pathlib.Path(_ANNOTATIONS.value).expanduser(), _URL_TEMPLATE.value,
+                _NUM_WORKERS.value, policy, _RETRY_FAILED.value, _DRY_RUN.value, report)
+  report.close()
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,49 @@
+"""Safe extraction of the mirror's tarballs, which are not all well formed (FACTS.md §1).
+
+Shards may be gzipped or plain tar, nest clips under deep folders, or carry macOS `._*`
+AppleDouble files. A member that would land outside the target (absolute path, `..`, a link
+pointing out, a device file) is refused and returned so it can be reported; nothing of it is
+written. tarfile's 'data' filter then checks every written member a second time.
+"""
+import os
+import pathlib
+import tarfile
+
+
+def _refusal(member: tarfile.TarInfo, root: str) -> str | None:
+  """Why the member must not be extracted below root, or None when it is safe."""
+  if os.path.isabs(member.name) or member.name.startswith(("/", "\\")):
+    return "absolute-path"
+  destination = os.path.realpath(os.path.join(root, member.name))
+  if os.path.commonpath([root, destination]) != root:
+    return "path-outside-target"
+  if member.issym() or member.islnk():
+    base = os.path.dirname(destination) if member.issym() else root
+    if os.path.isabs(member.linkname):
+      return "link-outside-target"
+    target = os.path.realpath(os.path.join(base, member.linkname))
+    if os.path.commonpath([root, target]) != root:
+      return "link-outside-target"
+  elif not (member.isfile() or member.isdir()):
+    return "special-file"
+  return None
+
+
+def extract(archive: pathlib.Path, target: pathlib.Path) -> list[tuple[str, str]]:
+  """Extracts the safe members of a tar or tar.gz; returns (member name, reason) for refused ones."""
+  target.mkdir(parents=True, exist_ok=True)
+  root = os.path.realpath(target)
+  refused = []
+  with tarfile.open(archive, "r:*") as tar:
+    for member in tar:
+      if os.path.basename(member.name.rstrip("/")).startswith("._"):
+        continue
+      reason = _refusal(member, root)
+      if not reason:
+        try:
+          tar.extract(member, root, filter="data")
+        except tarfile.FilterError as error:
+          reason = type(error).__name__
+      if reason:
+        refused.append((member.name, reason))
+  return refused

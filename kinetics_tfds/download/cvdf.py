@@ -1,0 +1,139 @@
+"""The CVDF mirror (github cvdfoundation/kinetics-dataset): shard tarballs and annotation CSVs.
+
+Layout (FACTS.md §1): `{base}/{version}/{split}/k{version}_{split}_path.txt` lists shard URLs,
+annotations are `{base}/{version}/annotations/{split}.csv`, and K400 has
+`{base}/400/replacement_for_corrupted_k400.tgz`. As the mirror's own scripts do, a split's shards
+are extracted into `manual_dir/{split}/`, the replacement into `manual_dir/replacement/`, CSVs go
+to `manual_dir/annotations/`. Use one manual folder per version.
+
+The lists hold absolute URLs on the official mirror. They are re-rooted onto the base URL given
+(`--cvdf_base_url`), so any server with the mirror's layout (a local copy, a test) serves
+everything; a relative line is resolved against its list's URL.
+
+Archives, `.part` files, cached lists and one `.done` marker per extracted shard live under
+`manual_dir/.download_state/`; a rerun fetches only what has no marker. The replacement tarball
+is fetched with K400's train split, the split whose corrupt videos it replaces.
+"""
+import dataclasses
+import pathlib
+import re
+import tarfile
+import urllib.parse
+import zlib
+
+from kinetics_tfds.download import STATE_DIR
+from kinetics_tfds.download import archives
+from kinetics_tfds.download import errors
+from kinetics_tfds.download import http
+from kinetics_tfds.download import pool
+from kinetics_tfds.download import report as report_lib
+
+OFFICIAL_BASE_URL = "https://s3.amazonaws.com/kinetics"
+VERSIONS = ("400", "600", "700_2020")
+SPLITS = ("train", "val", "test")
+_OFFICIAL_PREFIX = re.compile(r"^https?://s3\.amazonaws\.com/kinetics/")
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  """One file on the mirror: an archive to extract into `folder`, or a CSV to copy there."""
+
+  key: str  # Path below the base URL, unescaped: the report key and the state file's name.
+  url: str
+  folder: str  # Below the manual folder.
+
+  @property
+  def is_archive(self) -> bool:
+    return not self.key.endswith(".csv")
+
+
+def _item(base_url: str, url: str, folder: str) -> Item:
+  prefix = base_url.rstrip("/") + "/"
+  relative = url[len(prefix):] if url.startswith(prefix) else urllib.parse.urlsplit(url).path.lstrip("/")
+  return Item(urllib.parse.unquote(relative), url, folder)
+
+
+def _rebase(line: str, list_url: str, base_url: str) -> str:
+  """The shard's URL below base_url (see the module docstring)."""
+  url = urllib.parse.urljoin(list_url, line)
+  return _OFFICIAL_PREFIX.sub(base_url.rstrip("/") + "/", url)
+
+
+def plan(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: str,
+         policy: errors.RetryPolicy, dry_run: bool) -> list[Item]:
+  """Everything the mirror holds for these splits; caches the shard lists unless dry_run."""
+  base_url = base_url.rstrip("/")
+  items = []
+  for split in splits:
+    items.append(_item(base_url, f"{base_url}/{version}/annotations/{split}.csv", "annotations"))
+    list_url = f"{base_url}/{version}/{split}/k{version}_{split}_path.txt"
+    cached = manual_dir / STATE_DIR / _item(base_url, list_url, split).key
+    if cached.exists():
+      listing = cached.read_text()
+    elif dry_run:
+      listing = http.read_text(list_url, policy)
+    else:
+      http.fetch(list_url, cached, policy)
+      listing = cached.read_text()
+    for line in filter(None, map(str.strip, listing.splitlines())):
+      items.append(_item(base_url, _rebase(line, list_url, base_url), split))
+  if version == "400" and "train" in splits:
+    items.append(_item(base_url, f"{base_url}/400/replacement_for_corrupted_k400.tgz", "replacement"))
+  return list({item.key: item for item in items}.values())  # A repeated line is fetched once.
+
+
+def _is_done(item: Item, manual_dir: pathlib.Path) -> bool:
+  if item.is_archive:
+    return (manual_dir / STATE_DIR / f"{item.key}.done").exists()
+  return (manual_dir / item.folder / http.file_name(item.url)).exists()
+
+
+def _fetch(item: Item, manual_dir: pathlib.Path, policy: errors.RetryPolicy,
+           report: report_lib.Report) -> None:
+  """Downloads one item and, for an archive, extracts it, marks it done and deletes it."""
+  if _is_done(item, manual_dir):
+    report.add(item.key, "skipped", "done")
+    return
+  try:
+    if not item.is_archive:
+      size = http.fetch(item.url, manual_dir / item.folder / http.file_name(item.url), policy)
+      report.add(item.key, "ok", size=size)
+      return
+    archive = manual_dir / STATE_DIR / item.key
+    size = archive.stat().st_size if archive.exists() else http.fetch(item.url, archive, policy)
+    try:
+      refused = archives.extract(archive, manual_dir / item.folder)
+    except (tarfile.TarError, EOFError, zlib.error):
+      archive.unlink()  # Fetch it again next run rather than fail the same way.
+      raise
+    for member, reason in refused:
+      report.add(f"{item.key}:{member}", "refused", reason)
+    (manual_dir / STATE_DIR / f"{item.key}.done").touch()
+    archive.unlink()
+    report.add(item.key, "ok", size=size)
+  except Exception as error:  # pylint: disable=broad-except
+    report.add(item.key, "failed", errors.classify(error))
+
+
+def _plan_one(item: Item, policy: errors.RetryPolicy, report: report_lib.Report) -> None:
+  try:
+    size = http.content_length(item.url, policy)
+  except Exception as error:  # pylint: disable=broad-except
+    report.add(item.key, "failed", errors.classify(error))
+    return
+  report.add(item.key, "planned", size=size)
+
+
+def run(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: str, num_workers: int,
+        policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report) -> None:
+  """Fills manual_dir from the mirror; with dry_run prints each missing file's URL and size."""
+  items = plan(manual_dir, version, splits, base_url, policy, dry_run)
+  if dry_run:
+    todo = [item for item in items if not _is_done(item, manual_dir)]
+    pool.run([lambda item=item: _plan_one(item, policy, report) for item in todo], num_workers, "file")
+    for item in todo:
+      if report.previous(item.key)["status"] == "planned":
+        print(f"{item.url}\t{report.previous(item.key)['bytes']}")
+  else:
+    pool.run([lambda item=item: _fetch(item, manual_dir, policy, report) for item in items],
+             num_workers, "file")

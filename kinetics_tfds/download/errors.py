@@ -1,0 +1,66 @@
+"""Failure reasons for the report, and retrying the ones that may pass on a second try."""
+import dataclasses
+import re
+import time
+from typing import Callable, TypeVar
+
+from absl import logging
+
+_T = TypeVar("_T")
+
+# Checked in order: the first pattern found in the lower-cased error message names the reason.
+# yt-dlp reports YouTube's refusals only as text, so the text is all there is to go on.
+_REASONS = (
+    ("private", ("private video", "video is private")),
+    ("copyright", ("copyright",)),
+    ("country-blocked", ("in your country", "geo restrict", "geo-restrict")),
+    ("age-gated", ("confirm your age", "age-restricted", "inappropriate for some users")),
+    ("removed", ("video unavailable", "has been removed", "account associated with this video has been terminated",
+                 "no longer available", "does not exist")),
+    ("corrupt", ("corrupt", "moov atom not found", "invalid data found", "not a gzip file", "truncated",
+                 "could not be opened successfully", "unexpected end of data",
+                 "compressed file ended", "decompress", "cannot decode")),
+    ("network", ("timed out", "timeout", "connection", "urlopen error", "incompleteread", "incomplete download",
+                 "remote end closed", "name resolution", "network is unreachable", "broken pipe")),
+)
+_HTTP_STATUS = re.compile(r"http error (\d{3})")
+_TRANSIENT = ("network", "http-429", "http-5")
+
+
+def classify(error: BaseException | str) -> str:
+  """Maps an exception or error message to one report reason (removed, network, http-404, ...)."""
+  message = f"{type(error).__name__}: {error}".lower() if isinstance(error, BaseException) else error.lower()
+  status = _HTTP_STATUS.search(message)
+  if status:
+    return f"http-{status.group(1)}"
+  for reason, patterns in _REASONS:
+    if any(pattern in message for pattern in patterns):
+      return reason
+  return "other"
+
+
+def is_transient(reason: str) -> bool:
+  """Rate limits, server errors and dropped connections are worth retrying; the rest is not."""
+  return reason.startswith(_TRANSIENT)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+  """Exponential backoff: waits base_delay_s, 2*base_delay_s, ... between attempts."""
+
+  attempts: int = 5
+  base_delay_s: float = 2.0
+
+  def call(self, fn: Callable[[], _T], what: str) -> _T:
+    """Returns fn(), retrying it on transient failures; re-raises the last failure."""
+    for attempt in range(self.attempts):
+      try:
+        return fn()
+      except Exception as error:  # pylint: disable=broad-except
+        reason = classify(error)
+        if not is_transient(reason) or attempt + 1 == self.attempts:
+          raise
+        delay = self.base_delay_s * 2**attempt
+        logging.info("%s: %s (%s), retrying in %.1f s", what, reason, error, delay)
+        time.sleep(delay)
+    raise ValueError("RetryPolicy.attempts must be at least 1")

@@ -1,0 +1,18 @@
+"""Runs download tasks on threads under one progress bar."""
+import concurrent.futures
+from typing import Callable, Sequence
+
+import tqdm
+
+
+def run(tasks: Sequence[Callable[[], None]], num_workers: int, unit: str) -> None:
+  """Runs every task; threads suffice since downloads wait on the network and OpenCV drops the GIL.
+
+  Tasks record their own failures in the report; an exception escaping one is a bug and is raised.
+  """
+  with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
+    futures = [pool.submit(task) for task in tasks]
+    with tqdm.tqdm(total=len(futures), unit=unit) as bar:
+      for future in concurrent.futures.as_completed(futures):
+        future.result()
+        bar.update()

@@ -1,0 +1,303 @@
+"""kinetics_tfds.download against a loopback HTTP server: no internet, real yt-dlp and OpenCV."""
+import csv
+import http.server
+import io
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tarfile
+import threading
+import urllib.parse
+
+import cv2
+import numpy as np
+import pytest
+
+from kinetics_tfds import clips
+from kinetics_tfds.download import cvdf
+from kinetics_tfds.download import errors
+from kinetics_tfds.download import report as report_lib
+from kinetics_tfds.download import segment
+from kinetics_tfds.download import youtube
+
+_FAST_RETRIES = errors.RetryPolicy(attempts=4, base_delay_s=0.01)
+_MAX_REQUESTS = 200  # The server answers 503 beyond this, so a retry loop cannot run away.
+_LIFETIME_S = 80  # The server stops by itself after this, whatever happens to the test.
+_FPS = 10
+
+
+class _State:
+  """What the server serves (by unescaped path), faults to inject per path, and what it was asked."""
+
+  def __init__(self, base_url: str):
+    self.base_url = base_url
+    self.files: dict[str, bytes] = {}
+    self.faults: dict[str, list] = {}  # path -> faults for its next GETs: an HTTP status or "drop".
+    self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+    self.lock = threading.Lock()
+
+  def gets(self, path: str) -> list[str | None]:
+    """The Range headers of the GETs of path."""
+    return [rng for method, p, rng in self.requests if method == "GET" and p == path]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+  """Serves _State.files with Range support, injecting the faults _State.faults asks for."""
+
+  def do_HEAD(self):  # pylint: disable=invalid-name
+    self._serve(send_body=False)
+
+  def do_GET(self):  # pylint: disable=invalid-name
+    self._serve(send_body=True)
+
+  def _serve(self, send_body: bool) -> None:
+    state = self.server.state
+    path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+    rng = self.headers.get("Range")
+    with state.lock:
+      state.requests.append((self.command, path, rng))
+      pending = state.faults.get(path)
+      fault = pending.pop(0) if pending and send_body else None
+      too_many = len(state.requests) > _MAX_REQUESTS
+    if too_many or isinstance(fault, int):
+      self.send_error(503 if too_many else fault)
+      return
+    data = state.files.get(path)
+    if data is None:
+      self.send_error(404)
+      return
+    start = int(re.match(r"bytes=(\d+)-", rng).group(1)) if rng else 0
+    self.send_response(206 if rng else 200)
+    if rng:
+      self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+    self.send_header("Content-Type", "video/mp4" if path.endswith(".mp4") else "application/octet-stream")
+    self.send_header("Content-Length", str(len(data) - start))
+    self.send_header("Accept-Ranges", "bytes")
+    self.end_headers()
+    if send_body:
+      body = data[start:]
+      self.wfile.write(body[: len(body) // 2] if fault == "drop" else body)
+
+  def log_message(self, *args):
+    del args
+
+
+@pytest.fixture(name="server")
+def _server():
+  httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+  httpd.state = _State(f"http://127.0.0.1:{httpd.server_address[1]}")
+  threading.Thread(target=httpd.serve_forever, daemon=True).start()
+  deadline = threading.Timer(_LIFETIME_S, httpd.shutdown)
+  deadline.daemon = True
+  deadline.start()
+  yield httpd.state
+  deadline.cancel()
+  httpd.shutdown()
+  httpd.server_close()
+
+
+def _video(path: pathlib.Path, seconds: float) -> bytes:
+  """A small mp4v clip whose frame i has a white column at x = i, so a cut can be located."""
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), _FPS, (64, 48))
+  for i in range(round(seconds * _FPS)):
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:, i] = 255
+    writer.write(frame)
+  writer.release()
+  return path.read_bytes()
+
+
+def _tar(members: dict[str, bytes | tuple[bytes, str]], gzip: bool = True) -> bytes:
+  """A tarball of files (name -> bytes) and links (name -> (SYMTYPE or LNKTYPE, target))."""
+  buffer = io.BytesIO()
+  with tarfile.open(fileobj=buffer, mode="w:gz" if gzip else "w") as tar:
+    for name, content in members.items():
+      info = tarfile.TarInfo(name)
+      if isinstance(content, tuple):
+        info.type, info.linkname = content
+        tar.addfile(info)
+      else:
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+  return buffer.getvalue()
+
+
+def _report(manual_dir: pathlib.Path) -> dict[str, dict[str, str]]:
+  with open(manual_dir / report_lib.FILE_NAME, newline="") as f:
+    return {row["key"]: row for row in csv.DictReader(f)}
+
+
+def _cvdf(manual_dir, server, splits, dry_run=False):
+  report = report_lib.Report(None if dry_run else manual_dir / report_lib.FILE_NAME)
+  cvdf.run(manual_dir, "400", splits, server.base_url, 3, _FAST_RETRIES, dry_run, report)
+  return report.close()
+
+
+def test_cvdf_mirror_extracts_every_quirky_shard_and_resumes(tmp_path, server):
+  clip = _video(tmp_path / "source.mp4", 1)
+  label = "passing American football (in game)"
+  official = "https://s3.amazonaws.com/kinetics/400"
+  server.files.update({
+      "/400/train/k400_train_path.txt": "\n".join(
+          f"{official}/train/part_{i}.tar.gz" for i in range(4)).encode() + b"\n\n",
+      "/400/train/part_0.tar.gz": _tar({"aaaaaaaaaaa_000000_000010.mp4": clip,
+                                        "-bbbbbbbbbb_000005_000015.mp4": clip}),
+      # Plain tar (despite the name) with clips under deep folders, as k400 part_120 once was.
+      "/400/train/part_1.tar.gz": _tar({"home/user/kinetics/train/ccccccccccc_000001_000011.mp4": clip},
+                                       gzip=False),
+      "/400/train/part_2.tar.gz": _tar({"dd_dddddddd_000002_000012.mp4": clip}),
+      "/400/train/part_3.tar.gz": _tar({"eeeeeeeeeee_000003_000013.mp4": clip}),
+      # K600-style class tarball: raw spaces and parentheses in the list, AppleDouble files inside.
+      "/400/val/k400_val_path.txt": f"{official}/val/{label}.tar.gz\n".encode(),
+      f"/400/val/{label}.tar.gz": _tar({f"{label}/fffffffffff_000000_000010.mp4": clip,
+                                        f"{label}/._fffffffffff_000000_000010.mp4": b"\0\5\26\7",
+                                        f"._{label}": b"\0\5\26\7"}),
+      "/400/replacement_for_corrupted_k400.tgz": _tar({"replacement/ggggggggggg_000004_000014.mp4": clip}),
+      "/400/annotations/train.csv": b"label,youtube_id,time_start,time_end,split\nabseiling,aaaaaaaaaaa,0,10,train\n",
+      "/400/annotations/val.csv": f"label,youtube_id,time_start,time_end,split\n{label},fffffffffff,0,10,val\n".encode(),
+  })
+  server.faults["/400/train/part_2.tar.gz"] = [500]
+  server.faults["/400/train/part_3.tar.gz"] = ["drop"]
+  manual = tmp_path / "manual"
+
+  counts = _cvdf(manual, server, ["train", "val"])
+
+  assert counts["ok"] == 8 and not counts["failed"], counts
+  expected = {
+      "train/aaaaaaaaaaa_000000_000010.mp4",
+      "train/-bbbbbbbbbb_000005_000015.mp4",
+      "train/home/user/kinetics/train/ccccccccccc_000001_000011.mp4",
+      "train/dd_dddddddd_000002_000012.mp4",
+      "train/eeeeeeeeeee_000003_000013.mp4",
+      f"val/{label}/fffffffffff_000000_000010.mp4",
+      "replacement/replacement/ggggggggggg_000004_000014.mp4",
+  }
+  found = {p.relative_to(manual).as_posix() for p in manual.rglob("*.mp4")}
+  assert found == expected
+  assert all((manual / p).read_bytes() == clip for p in expected)
+  assert len(clips.scan(str(manual))[0]) == len(expected)  # The builder's view of the folder.
+  assert not list(manual.rglob("._*"))
+  leftovers = [p for p in manual.rglob("*") if p.is_file() and not p.name.endswith((".mp4", ".csv", ".done", ".txt"))]
+  assert leftovers == []
+  assert (manual / "annotations/val.csv").read_bytes() == server.files["/400/annotations/val.csv"]
+  assert (manual / "annotations/train.csv").exists()
+  assert len(server.gets("/400/train/part_2.tar.gz")) == 2  # A 500, then the retry.
+  first, resumed = server.gets("/400/train/part_3.tar.gz")
+  assert first is None and int(resumed.removeprefix("bytes=").rstrip("-")) > 0  # Resumed, not restarted.
+  assert {row["status"] for row in _report(manual).values()} == {"ok"}
+
+  before = len(server.requests)
+  counts = _cvdf(manual, server, ["train", "val"])
+  assert len(server.requests) == before  # A rerun asks the server for nothing.
+  assert counts["skipped"] == 8 and not counts["ok"]
+
+
+def test_path_escaping_members_are_refused_and_reported(tmp_path, server):
+  outside = tmp_path / "outside"
+  outside.mkdir()
+  good = b"fine"
+  server.files.update({
+      "/400/val/k400_val_path.txt": b"evil.tar.gz\n",  # Relative lines resolve against the list.
+      "/400/val/evil.tar.gz": _tar({
+          "../evil.mp4": b"x",
+          "a/../../../evil2.mp4": b"x",
+          str(outside / "absolute.mp4"): b"x",
+          "link": (tarfile.SYMTYPE, str(outside)),
+          "uplink": (tarfile.SYMTYPE, "../../outside"),
+          "uplink/through_link.mp4": b"x",  # uplink was refused, so this lands inside.
+          "hard": (tarfile.LNKTYPE, "../../outside/hard"),
+          "kkkkkkkkkkk_000000_000010.mp4": good,
+      }),
+      "/400/annotations/val.csv": b"youtube_id,time_start,time_end,split\n",
+  })
+  manual = tmp_path / "manual"
+
+  counts = _cvdf(manual, server, ["val"])
+
+  assert counts["refused"] == 6, counts
+  rows = _report(manual)
+  refused = {key.split(":", 1)[1]: row["reason"] for key, row in rows.items() if row["status"] == "refused"}
+  assert refused["../evil.mp4"] == "path-outside-target"
+  assert refused[str(outside / "absolute.mp4")] == "absolute-path"
+  assert refused["link"] == refused["uplink"] == refused["hard"] == "link-outside-target"
+  assert (manual / "val/uplink/through_link.mp4").is_file()
+  assert list(outside.iterdir()) == []
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["manual", "outside"]
+  assert (manual / "val/kkkkkkkkkkk_000000_000010.mp4").read_bytes() == good
+  assert rows["400/val/evil.tar.gz"]["status"] == "ok"
+
+
+def test_dry_run_lists_sizes_and_writes_nothing(tmp_path, server):
+  shard = _tar({"hhhhhhhhhhh_000000_000010.mp4": b"x" * 1000})
+  server.files.update({
+      "/400/test/k400_test_path.txt": b"https://s3.amazonaws.com/kinetics/400/test/part_0.tar.gz\n",
+      "/400/test/part_0.tar.gz": shard,
+      "/400/annotations/test.csv": b"youtube_id,time_start,time_end,split\n",
+  })
+  manual = tmp_path / "manual"
+  done = subprocess.run(
+      [sys.executable, "-m", "kinetics_tfds.download", "--source=cvdf", "--version=400", "--split=test",
+       f"--manual_dir={manual}", f"--cvdf_base_url={server.base_url}", "--dry_run"],
+      capture_output=True, text=True, timeout=60, check=True,
+      cwd=pathlib.Path(__file__).parent.parent)
+  assert f"{server.base_url}/400/test/part_0.tar.gz\t{len(shard)}" in done.stdout.splitlines()
+  assert '"planned": 2' in done.stdout
+  assert not manual.exists()
+  assert {method for method, path, _ in server.requests if path.endswith(".gz")} == {"HEAD"}
+
+
+def test_youtube_clips_are_cut_checked_and_not_fetched_twice(tmp_path, server):
+  present, limited, removed = "-yt_video_1", "yt_video_02", "yt_gone_003"
+  server.files[f"/{present}.mp4"] = _video(tmp_path / "a.mp4", 6)
+  server.files[f"/{limited}.mp4"] = _video(tmp_path / "b.mp4", 3)
+  server.faults[f"/{limited}.mp4"] = [429]
+  annotation_file = tmp_path / "kinetics400_val.csv"
+  annotation_file.write_text(
+      "label,youtube_id,time_start,time_end,split\n"
+      f"abseiling,{present},1,4,val\n"
+      f"abseiling,{limited},0,10,val\n"  # The video ends at 3 s: the clip is what there is.
+      f"air drumming,{removed},0,10,val\n")
+  manual = tmp_path / "manual"
+  template = server.base_url + "/{youtube_id}.mp4"
+
+  def download():
+    report = report_lib.Report(manual / report_lib.FILE_NAME)
+    youtube.run(manual, annotation_file, template, 2, _FAST_RETRIES, False, False, report)
+    return report.close()
+
+  counts = download()
+
+  assert counts["ok"] == 2 and counts["failed"] == 1, counts
+  cut = manual / f"val/{present}_000001_000004.mp4"
+  assert segment.duration_s(cut) == pytest.approx(3.0, abs=0.2)
+  capture = cv2.VideoCapture(str(cut))
+  first_frame = capture.read()[1]
+  capture.release()
+  assert first_frame.mean(axis=(0, 2)).argmax() == 1 * _FPS  # The cut starts at 1 s.
+  assert segment.duration_s(manual / f"val/{limited}_000000_000010.mp4") == pytest.approx(3.0, abs=0.2)
+  assert server.gets(f"/{limited}.mp4").count(None) >= 2  # Refused with 429, then fetched.
+  assert _report(manual)[f"{removed}_000000_000010"]["reason"] in ("removed", "http-404")
+  assert not (manual / ".download_state/youtube" / f"{present}_000001_000004").exists()
+
+  before = len(server.requests)
+  counts = download()
+  assert len(server.requests) == before
+  assert counts["skipped:present"] == 2 and counts["skipped:failed-before"] == 1, counts
+
+
+@pytest.mark.parametrize("message, reason", [
+    ("ERROR: [youtube] x: Video unavailable. This video has been removed by the uploader", "removed"),
+    ("ERROR: [youtube] x: Private video. Sign in if you've been granted access", "private"),
+    ("ERROR: [youtube] x: Video unavailable. This video contains content from SME, who has blocked it "
+     "on copyright grounds", "copyright"),
+    ("ERROR: [youtube] x: The uploader has not made this video available in your country", "country-blocked"),
+    ("ERROR: [youtube] x: Sign in to confirm your age. This video may be inappropriate for some users.",
+     "age-gated"),
+    ("ERROR: Unable to download webpage: HTTP Error 429: Too Many Requests", "http-429"),
+    ("ERROR: Unable to download webpage: <urlopen error [Errno 111] Connection refused>", "network"),
+    ("ERROR: something else entirely", "other"),
+])
+def test_failure_reasons(message, reason):
+  assert errors.classify(message) == reason

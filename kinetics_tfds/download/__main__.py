@@ -34,8 +34,9 @@ _URL_TEMPLATE = flags.DEFINE_string("youtube_url_template", youtube.URL_TEMPLATE
 _RETRY_FAILED = flags.DEFINE_bool("retry_failed", False,
                                   "For --source=youtube: also retry clips the report lists as failed for good "
                                   "(removed, private, http-404, ...).")
-_NUM_WORKERS = flags.DEFINE_integer("num_workers", 4, "Files downloaded at once.")
-_RETRIES = flags.DEFINE_integer("retries", 5, "Attempts per file on 5xx, 429 and network errors.")
+_NUM_WORKERS = flags.DEFINE_integer("num_workers", 4, "Files downloaded at once.", lower_bound=1)
+_RETRIES = flags.DEFINE_integer("retries", 5, "Attempts per file on 5xx, 429 and network errors.",
+                                lower_bound=1)
 _RETRY_DELAY = flags.DEFINE_float("retry_base_delay_s", 2.0,
                                   "First wait before a retry; doubles on each further attempt.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False,

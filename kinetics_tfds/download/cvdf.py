@@ -59,24 +59,34 @@ def _rebase(line: str, list_url: str, base_url: str) -> str:
   return _OFFICIAL_PREFIX.sub(base_url.rstrip("/") + "/", url)
 
 
+def _shard_urls(manual_dir: pathlib.Path, list_url: str, base_url: str, policy: errors.RetryPolicy,
+                dry_run: bool) -> list[str]:
+  """The shard URLs a list names; the list is cached in the state folder unless dry_run."""
+  cached = manual_dir / STATE_DIR / _item(base_url, list_url, "").key
+  if cached.exists():
+    listing = cached.read_text()
+  elif dry_run:
+    listing = http.read_text(list_url, policy)
+  else:
+    http.fetch(list_url, cached, policy)
+    listing = cached.read_text()
+  return [_rebase(line, list_url, base_url) for line in filter(None, map(str.strip, listing.splitlines()))]
+
+
 def plan(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: str,
-         policy: errors.RetryPolicy, dry_run: bool) -> list[Item]:
-  """Everything the mirror holds for these splits; caches the shard lists unless dry_run."""
+         policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report) -> list[Item]:
+  """Everything the mirror holds for these splits; a list that cannot be read is reported."""
   base_url = base_url.rstrip("/")
   items = []
   for split in splits:
     items.append(_item(base_url, f"{base_url}/{version}/annotations/{split}.csv", "annotations"))
     list_url = f"{base_url}/{version}/{split}/k{version}_{split}_path.txt"
-    cached = manual_dir / STATE_DIR / _item(base_url, list_url, split).key
-    if cached.exists():
-      listing = cached.read_text()
-    elif dry_run:
-      listing = http.read_text(list_url, policy)
-    else:
-      http.fetch(list_url, cached, policy)
-      listing = cached.read_text()
-    for line in filter(None, map(str.strip, listing.splitlines())):
-      items.append(_item(base_url, _rebase(line, list_url, base_url), split))
+    try:
+      urls = _shard_urls(manual_dir, list_url, base_url, policy, dry_run)
+    except Exception as error:  # pylint: disable=broad-except
+      report.add(_item(base_url, list_url, split).key, "failed", errors.classify(error))
+      continue
+    items.extend(_item(base_url, url, split) for url in urls)
   if version == "400" and "train" in splits:
     items.append(_item(base_url, f"{base_url}/400/replacement_for_corrupted_k400.tgz", "replacement"))
   return list({item.key: item for item in items}.values())  # A repeated line is fetched once.
@@ -127,7 +137,7 @@ def _plan_one(item: Item, policy: errors.RetryPolicy, report: report_lib.Report)
 def run(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: str, num_workers: int,
         policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report) -> None:
   """Fills manual_dir from the mirror; with dry_run prints each missing file's URL and size."""
-  items = plan(manual_dir, version, splits, base_url, policy, dry_run)
+  items = plan(manual_dir, version, splits, base_url, policy, dry_run, report)
   if dry_run:
     todo = [item for item in items if not _is_done(item, manual_dir)]
     pool.run([lambda item=item: _plan_one(item, policy, report) for item in todo], num_workers, "file")

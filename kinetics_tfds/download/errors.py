@@ -11,6 +11,8 @@ _T = TypeVar("_T")
 # Checked in order: the first pattern found in the lower-cased error message names the reason.
 # yt-dlp reports YouTube's refusals only as text, so the text is all there is to go on.
 _REASONS = (
+    # YouTube's bot check is its rate limit under another name: retried like a 429.
+    ("http-429", ("confirm you're not a bot", "confirm you’re not a bot")),
     ("private", ("private video", "video is private")),
     ("copyright", ("copyright",)),
     ("country-blocked", ("in your country", "geo restrict", "geo-restrict")),
@@ -53,14 +55,15 @@ class RetryPolicy:
 
   def call(self, fn: Callable[[], _T], what: str) -> _T:
     """Returns fn(), retrying it on transient failures; re-raises the last failure."""
-    for attempt in range(self.attempts):
+    attempt = 0
+    while True:
       try:
         return fn()
       except Exception as error:  # pylint: disable=broad-except
+        attempt += 1
         reason = classify(error)
-        if not is_transient(reason) or attempt + 1 == self.attempts:
+        if not is_transient(reason) or attempt >= self.attempts:
           raise
-        delay = self.base_delay_s * 2**attempt
+        delay = self.base_delay_s * 2 ** (attempt - 1)
         logging.info("%s: %s (%s), retrying in %.1f s", what, reason, error, delay)
         time.sleep(delay)
-    raise ValueError("RetryPolicy.attempts must be at least 1")

@@ -75,8 +75,11 @@ def _fetch_once(url: str, part: pathlib.Path) -> None:
       raise IncompleteDownload(f"range not satisfiable at byte {have}, restarting") from error
     raise
   with response:
-    content_range = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-    if response.status == 206 and content_range and int(content_range.group(1)) == have:
+    if response.status == 206:
+      content_range = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+      if not content_range or int(content_range.group(1)) != have:
+        part.unlink()
+        raise IncompleteDownload(f"asked for bytes from {have}, got {content_range and content_range.group(0)}")
       expected = None if content_range.group(2) == "*" else int(content_range.group(2))
       mode = "ab"
     else:  # The server ignored the Range header and sends everything.

@@ -301,3 +301,30 @@ def test_youtube_clips_are_cut_checked_and_not_fetched_twice(tmp_path, server):
 ])
 def test_failure_reasons(message, reason):
   assert errors.classify(message) == reason
+
+
+def test_downloaded_folder_builds_with_the_projects_builder(tmp_path, server):
+  """End to end: the CVDF layout this package writes is what kinetics_tfds' builder reads."""
+  builder_module = pytest.importorskip("kinetics_tfds.kinetics400.kinetics400_dataset_builder")
+  from kinetics_tfds import builder as builder_lib  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  clip = _video(tmp_path / "source.mp4", 1)
+  server.files.update({
+      "/400/train/k400_train_path.txt": b"https://s3.amazonaws.com/kinetics/400/train/part_0.tar.gz\n",
+      "/400/train/part_0.tar.gz": _tar({"aaaaaaaaaaa_000000_000010.mp4": clip,
+                                        "bbbbbbbbbbb_000000_000010.mp4": clip}),
+      "/400/val/k400_val_path.txt": b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\n",
+      "/400/val/part_0.tar.gz": _tar({"ccccccccccc_000000_000010.mp4": clip}),
+      "/400/replacement_for_corrupted_k400.tgz": _tar({}),
+      "/400/annotations/train.csv": (b"label,youtube_id,time_start,time_end,split\n"
+                                     b"abseiling,aaaaaaaaaaa,0,10,train\nair drumming,bbbbbbbbbbb,0,10,train\n"),
+      "/400/annotations/val.csv": b"label,youtube_id,time_start,time_end,split\nabseiling,ccccccccccc,0,10,val\n",
+  })
+  manual = tmp_path / "manual"
+  assert not _cvdf(manual, server, ["train", "val"])["failed"]
+
+  config = builder_lib.KineticsConfig(name="tiny", fps=5.0, short_side=32, num_classes=2)
+  builder = builder_module.Builder(config=config, data_dir=str(tmp_path / "data"), num_workers=1)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  assert {name: info.num_examples for name, info in builder.info.splits.items()} == {"train": 2, "validation": 1}

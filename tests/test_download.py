@@ -2,7 +2,6 @@
 import csv
 import http.server
 import io
-import os
 import pathlib
 import re
 import subprocess

@@ -142,8 +142,9 @@ def run(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: str
     todo = [item for item in items if not _is_done(item, manual_dir)]
     pool.run([lambda item=item: _plan_one(item, policy, report) for item in todo], num_workers, "file")
     for item in todo:
-      if report.previous(item.key)["status"] == "planned":
-        print(f"{item.url}\t{report.previous(item.key)['bytes']}")
+      row = report.previous(item.key)
+      if row["status"] == "planned":
+        print(f"{item.url}\t{row['bytes']}")
   else:
     pool.run([lambda item=item: _fetch(item, manual_dir, policy, report) for item in items],
              num_workers, "file")

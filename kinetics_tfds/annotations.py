@@ -1,0 +1,264 @@
+"""Kinetics annotation files, in every form users have them, turned into clip records.
+
+Forms read (FACTS.md §1): DeepMind's archive as downloaded (`kinetics400.tar.gz`) or extracted
+(`kinetics400/{train,validate,test}.{csv,json}`), CVDF's `annotations/{train,val,test}.csv`, and
+every CSV dialect (6-column quoted 2017 K400 with `is_cc`, 5-column, 4-column unlabeled test,
+split `val` or `validate`). CSVs are preferred over JSON: the JSON is keyed by video id and cannot
+hold two clips of one video.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+import tarfile
+from typing import Callable, Iterable, Iterator
+
+SPLITS = ("train", "validation", "test")
+
+# Basenames (without extension) that hold each split, in every dialect we know.
+_SPLIT_FILE_STEMS = {
+    "train": ("train",),
+    "validation": ("validate", "val", "validation"),
+    "test": ("test",),
+}
+
+_YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_FORBIDDEN_LABEL_CHARS = re.compile(r"[/\\\x00-\x1f]")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Clip:
+  """One annotated clip: a segment of a YouTube video, its label and split."""
+
+  youtube_id: str
+  time_start: int
+  time_end: int
+  label: str | None  # None in unlabeled test lists.
+  split: str
+  is_cc: int = -1  # Only the 2017 K400 files say; -1 elsewhere.
+
+  @property
+  def key(self) -> str:
+    return clip_key(self.youtube_id, self.time_start, self.time_end)
+
+
+def clip_key(youtube_id: str, time_start: int, time_end: int) -> str:
+  """The name every downloader gives a clip: `{youtube_id}_{start:06d}_{end:06d}`."""
+  return f"{youtube_id}_{time_start:06d}_{time_end:06d}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+  """An annotation row that cannot become a clip, with why; reported, never dropped silently."""
+
+  split: str
+  key: str
+  reason: str
+
+
+@dataclasses.dataclass
+class Annotations:
+  """Everything read from one version's annotation files."""
+
+  clips: dict[str, list[Clip]]  # split -> clips, sorted by key
+  classes: list[str]  # sorted by code point
+  rejected: list[Rejected]
+  duplicates: collections.Counter  # split -> duplicate rows dropped
+  sources: list[str]  # where the rows came from, for the build log
+
+
+class AnnotationError(ValueError):
+  """The annotation files are missing or do not describe the expected dataset."""
+
+
+# A source maps a split to a callable returning the bytes of its annotation file.
+_Source = dict[str, tuple[str, Callable[[], bytes]]]
+
+
+def _directory_source(folder: str) -> _Source:
+  source = {}
+  for split, stems in _SPLIT_FILE_STEMS.items():
+    for stem in stems:
+      for ext in ("csv", "json"):
+        path = os.path.join(folder, f"{stem}.{ext}")
+        if os.path.isfile(path) and split not in source:
+          source[split] = (path, lambda path=path: _read_bytes(path))
+  return source
+
+
+def _read_bytes(path: str) -> bytes:
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def _archive_source(path: str) -> _Source:
+  """Reads split files straight out of a DeepMind archive: no extraction, read-only manual dirs work."""
+  with tarfile.open(path) as tar:
+    members = {
+        os.path.basename(m.name): m.name
+        for m in tar.getmembers()
+        if m.isfile() and not os.path.basename(m.name).startswith("._")
+    }
+
+  def reader(name: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+      with tarfile.open(path) as tar:
+        return tar.extractfile(name).read()
+
+    return read
+
+  source = {}
+  for split, stems in _SPLIT_FILE_STEMS.items():
+    for stem in stems:
+      for ext in ("csv", "json"):
+        name = members.get(f"{stem}.{ext}")
+        if name and split not in source:
+          source[split] = (f"{path}:{name}", reader(name))
+  return source
+
+
+def find_sources(manual_dir: str, archive_names: Iterable[str]) -> list[_Source]:
+  """Annotation sources in `manual_dir` for the given archive names, first found wins per name.
+
+  For each name (e.g. `kinetics700_2020`, then `kinetics700_2020_delta`) the extracted folder,
+  then the `.tar.gz`, is used; CVDF's `annotations/` folder and loose files in `manual_dir` count
+  for the first name only.
+  """
+  sources = []
+  for i, name in enumerate(archive_names):
+    candidates = [os.path.join(manual_dir, name), os.path.join(manual_dir, f"{name}.tar.gz")]
+    if i == 0:
+      candidates += [os.path.join(manual_dir, "annotations"), manual_dir]
+    for candidate in candidates:
+      if os.path.isdir(candidate):
+        source = _directory_source(candidate)
+      elif os.path.isfile(candidate):
+        source = _archive_source(candidate)
+      else:
+        continue
+      if source:
+        sources.append(source)
+        break
+  return sources
+
+
+def _rows_from_bytes(origin: str, data: bytes) -> Iterator[tuple[int, dict]]:
+  """(line number, row dict) from a CSV or JSON annotation file."""
+  text = data.decode("utf-8-sig")
+  if origin.endswith(".json"):
+    for i, (youtube_id, entry) in enumerate(sorted(json.loads(text).items()), start=1):
+      annotation = entry.get("annotations", {})
+      segment = annotation.get("segment") or [None, None]
+      yield i, {
+          "youtube_id": youtube_id,
+          "label": annotation.get("label"),
+          "time_start": segment[0],
+          "time_end": segment[1],
+      }
+    return
+  reader = csv.DictReader(io.StringIO(text))
+  for row in reader:
+    yield reader.line_num, row
+
+
+def _parse_row(row: dict, split: str, labeled: bool) -> Clip:
+  """A validated clip from one row; raises ValueError saying what is wrong."""
+  if None in row or any(v is None for v in row.values()):
+    raise ValueError("wrong number of fields")
+  youtube_id = (row.get("youtube_id") or "").strip()
+  if not _YOUTUBE_ID.match(youtube_id):
+    raise ValueError(f"invalid youtube_id {youtube_id!r}")
+  try:
+    time_start = int(float(row["time_start"]))
+    time_end = int(float(row["time_end"]))
+  except (KeyError, TypeError, ValueError):
+    raise ValueError("time_start/time_end are not numbers") from None
+  if not 0 <= time_start < time_end:
+    raise ValueError(f"empty or negative segment [{time_start}, {time_end}]")
+  label = None
+  if labeled:
+    label = (row.get("label") or "").strip()
+    if not label or label in (".", "..") or _FORBIDDEN_LABEL_CHARS.search(label):
+      raise ValueError(f"invalid label {label!r}")
+  is_cc = row.get("is_cc")
+  return Clip(
+      youtube_id=youtube_id,
+      time_start=time_start,
+      time_end=time_end,
+      label=label,
+      split=split,
+      is_cc=int(is_cc) if is_cc and is_cc.strip().isdigit() else -1,
+  )
+
+
+def _fallback_key(row: dict, origin: str, line: int) -> str:
+  try:
+    return clip_key(row["youtube_id"], int(float(row["time_start"])), int(float(row["time_end"])))
+  except (KeyError, TypeError, ValueError):
+    return f"{origin}:{line}"
+
+
+def parse_split(origin: str, data: bytes, split: str) -> tuple[list[Clip], list[Rejected]]:
+  """All rows of one annotation file: clips (labelled when the file has labels) and rejected rows."""
+  clips, rejected = [], []
+  labeled = None
+  for line, row in _rows_from_bytes(origin, data):
+    if labeled is None:
+      labeled = "label" in row and row["label"] is not None
+    try:
+      clips.append(_parse_row(row, split, labeled))
+    except ValueError as e:
+      rejected.append(Rejected(split, _fallback_key(row, origin, line), f"malformed row: {e}"))
+  return clips, rejected
+
+
+def read_annotations(
+    sources: list[_Source], num_classes: int | None, splits: Iterable[str] = SPLITS
+) -> Annotations:
+  """Reads and merges sources into clips per split, with the class list taken from the labels.
+
+  Classes are the train labels when there is a train file (else all labels), sorted by code
+  point, and must number `num_classes`. A key seen twice in a split keeps its first row (sources
+  in order, rows in file order) and is counted; labelled rows outside the class list are rejected.
+  """
+  if not sources:
+    raise AnnotationError("no annotation files found")
+  raw: dict[str, list[Clip]] = collections.defaultdict(list)
+  rejected: list[Rejected] = []
+  origins = []
+  for source in sources:
+    for split in splits:
+      if split in source:
+        origin, read = source[split]
+        clips, bad = parse_split(origin, read(), split)
+        raw[split].extend(clips)
+        rejected.extend(bad)
+        origins.append(origin)
+
+  label_splits = ["train"] if any(c.label for c in raw.get("train", [])) else list(raw)
+  classes = sorted({c.label for s in label_splits for c in raw[s] if c.label is not None})
+  if num_classes is not None and len(classes) != num_classes:
+    raise AnnotationError(
+        f"expected {num_classes} classes, the annotation files ({', '.join(origins)}) name "
+        f"{len(classes)}: wrong version, or an incomplete file?"
+    )
+  known = set(classes)
+  clips: dict[str, list[Clip]] = {}
+  duplicates: collections.Counter = collections.Counter()
+  for split, rows in raw.items():
+    kept: dict[str, Clip] = {}
+    for clip in rows:
+      if clip.label is not None and clip.label not in known:
+        rejected.append(Rejected(split, clip.key, f"unknown label {clip.label!r}"))
+      elif clip.key in kept:
+        duplicates[split] += 1
+      else:
+        kept[clip.key] = clip
+    clips[split] = sorted(kept.values(), key=lambda c: c.key)
+  return Annotations(clips, classes, rejected, duplicates, origins)

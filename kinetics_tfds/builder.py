@@ -1,0 +1,256 @@
+"""The shared Kinetics builder and its configs; each version subclasses it in its own TFDS folder.
+
+Heavy work lives in plain modules (annotations, clips, video, examples); this file only wires them
+into TFDS: what an example is, where the inputs are, and how the per-clip function is run —
+serially, over a worker pool on one machine, or as a Beam pipeline when `tfds build` is given
+`--beam_pipeline_options`.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import io
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow_datasets as tfds
+
+from kinetics_tfds import annotations
+from kinetics_tfds import clips
+from kinetics_tfds import examples
+from kinetics_tfds import parallel
+
+ANNOTATIONS_URL_ENV = "KINETICS_TFDS_ANNOTATIONS_URL"
+_DEEPMIND_URL = "https://storage.googleapis.com/deepmind-media/Datasets/{name}.tar.gz"
+SKIPPED_FILE = "skipped_clips.csv"
+
+
+@dataclasses.dataclass(eq=False)
+class KineticsConfig(tfds.core.BuilderConfig):
+  """How clips are stored: frame rate, size and JPEG quality.
+
+  `tfds.builder('kinetics400', config=KineticsConfig(fps=12.5, short_side=160))` makes a config
+  of one's own; its name, when not given, says what it is (`12.5fps_160px_q90`).
+  fps None keeps every source frame; short_side None keeps the source size.
+  num_classes None means the version's own class count (400, 600 or 700).
+  """
+
+  name: str = ""
+  fps: float | None = 25.0
+  short_side: int | None = 256
+  jpeg_quality: int = 90
+  num_classes: int | None = None
+
+  def __post_init__(self):
+    if not self.name:
+      fps = "srcfps" if self.fps is None else f"{self.fps:g}fps"
+      size = "srcsize" if self.short_side is None else f"{self.short_side}px"
+      self.name = f"{fps}_{size}_q{self.jpeg_quality}"
+    if not 1 <= self.jpeg_quality <= 100:
+      raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+
+
+I3D_CONFIG = KineticsConfig(
+    name="i3d_25fps_256",
+    description=(
+        "The I3D protocol: 25 fps resampled by timestamp (nearest source frame), short side "
+        "256 (bilinear, aspect kept), JPEG quality 90 per frame."
+    ),
+)
+SMALL_CONFIG = KineticsConfig(
+    name="small_10fps_128",
+    fps=10.0,
+    short_side=128,
+    jpeg_quality=85,
+    description=(
+        "For fast experiments: 10 fps, short side 128, JPEG quality 85; about 8x smaller and "
+        "faster to read than i3d_25fps_256."
+    ),
+)
+
+
+class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Kinetics from the clips a user has downloaded; a subclass per version sets the class attributes."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  BUILDER_CONFIGS = [I3D_CONFIG, SMALL_CONFIG]
+  DEFAULT_CONFIG_NAME = I3D_CONFIG.name
+  # DeepMind annotation archives, merged in order (700-2020 adds its delta top-up).
+  ANNOTATION_ARCHIVES: tuple[str, ...] = ()
+  NUM_CLASSES = 0
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+  Put the clips you have downloaded below `manual_dir` (default
+  `<data_dir>/downloads/manual`, or `tfds build --manual_dir`), in any layout: CVDF tarballs
+  extracted (`train/`, `val/`, `test/`, `replacement/`), per-label folders, or flat. Clips are
+  found by name, `{youtube_id}_{time_start:06d}_{time_end:06d}.{mp4,mkv,webm,avi,mov}`, or as
+  full-length `{youtube_id}.{ext}` videos cut to the segment. `python -m kinetics_tfds.download`
+  fetches them. Annotations are read from the DeepMind archive (`<name>.tar.gz`, or extracted
+  as `<name>/`) or CVDF's `annotations/` folder; when none is there, the builder downloads the
+  DeepMind archive.
+  """
+
+  def __init__(self, *, num_workers: int | None = None, annotations_url: str | None = None, **kwargs):
+    """num_workers: build processes (default: all cores, or $KINETICS_TFDS_WORKERS).
+
+    annotations_url: where to fetch a missing annotation archive, `{name}` standing for its name
+    (default: DeepMind's bucket, or $KINETICS_TFDS_ANNOTATIONS_URL).
+    """
+    super().__init__(**kwargs)
+    self._num_workers = num_workers or parallel.default_workers()
+    self._annotations_url = annotations_url or os.environ.get(ANNOTATIONS_URL_ENV) or _DEEPMIND_URL
+    self._use_beam = False
+    self._skipped: list[annotations.Rejected] = []
+
+  @property
+  def num_classes(self) -> int:
+    return self.builder_config.num_classes or self.NUM_CLASSES
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            "video": tfds.features.Video(
+                shape=(None, None, None, 3),
+                encoding_format="jpeg",
+                doc="RGB frames, JPEG-encoded one by one at the config's fps and size.",
+            ),
+            "label": tfds.features.ClassLabel(num_classes=self.num_classes),
+            "key": tfds.features.Text(doc="{youtube_id}_{time_start:06d}_{time_end:06d}"),
+            "youtube_id": tfds.features.Text(),
+            "time_start": tfds.features.Scalar(dtype=np.int32, doc="Segment start, seconds."),
+            "time_end": tfds.features.Scalar(dtype=np.int32, doc="Segment end, seconds."),
+            "source_fps": tfds.features.Scalar(dtype=np.float32, doc="Frame rate of the file."),
+            "is_cc": tfds.features.Scalar(dtype=np.int32, doc="Creative Commons: 1/0, -1 unknown."),
+        }),
+        supervised_keys=("video", "label"),
+        homepage="https://github.com/google-deepmind/kinetics-i3d",
+    )
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    """Runs TFDS's generation, then writes the skipped clips beside the dataset."""
+    self._use_beam = bool(download_config.beam_runner or download_config.beam_options)
+    self._skipped = []
+    super()._download_and_prepare(dl_manager, download_config)
+    self._skipped.extend(_collect_beam_skips(self.data_dir))
+    _write_skipped(self.data_dir, self._skipped)
+    _log_skipped(self._skipped)
+
+  def _annotation_sources(self, dl_manager, manual_dir: str):
+    sources = annotations.find_sources(manual_dir, self.ANNOTATION_ARCHIVES)
+    if sources:
+      return sources
+    logging.info("No annotation files in %s: downloading them.", manual_dir)
+    names = list(self.ANNOTATION_ARCHIVES)
+    extracted = dl_manager.download_and_extract(
+        {name: self._annotations_url.format(name=name) for name in names}
+    )
+    return [s for name in names for s in annotations.find_sources(os.fspath(extracted[name]), [name])]
+
+  def _split_generators(self, dl_manager):
+    manual_dir = os.fspath(dl_manager.manual_dir)
+    found = annotations.read_annotations(self._annotation_sources(dl_manager, manual_dir), self.num_classes)
+    self.info.features["label"].names = found.classes
+    self._skipped.extend(found.rejected)
+    for split, count in sorted(found.duplicates.items()):
+      logging.warning("%s: %d duplicate annotation rows dropped (first row kept).", split, count)
+    by_key, by_id = clips.scan(manual_dir)
+    config = self.builder_config
+    generators = {}
+    for split, split_clips in found.clips.items():
+      tasks = []
+      for clip in split_clips:
+        located = clips.locate(clip, by_key, by_id, manual_dir)
+        if located is None:
+          self._skipped.append(annotations.Rejected(split, clip.key, "missing file"))
+        else:
+          tasks.append(examples.Task(clip, located, config.fps, config.short_side, config.jpeg_quality))
+      logging.info("%s: %d of %d annotated clips found in %s.", split, len(tasks), len(split_clips), manual_dir)
+      if tasks:
+        generators[split] = self._generate_examples(split, tasks)
+    if not generators:
+      raise FileNotFoundError(
+          f"None of the annotated clips is below {manual_dir}.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+      )
+    return generators
+
+  def _generate_examples(self, split: str, tasks: list[examples.Task]):
+    if self._use_beam:
+      return _beam_examples(tasks, os.path.join(self.data_dir, f".skipped-{split}"))
+    return self._pool_examples(tasks)
+
+  def _pool_examples(self, tasks: list[examples.Task]):
+    for result in parallel.bounded_map(examples.build, tasks, self._num_workers):
+      if result.example is None:
+        self._skipped.append(annotations.Rejected(result.split, result.key, result.reason))
+      else:
+        yield result.key, result.example
+
+
+def _has_example(result: examples.Result) -> bool:
+  return result.example is not None
+
+
+def _keyed_example(result: examples.Result):
+  return result.key, result.example
+
+
+def _skip_line(result: examples.Result) -> str:
+  out = io.StringIO()
+  csv.writer(out, lineterminator="").writerow([result.split, result.key, result.reason])
+  return out.getvalue()
+
+
+def _beam_examples(tasks: list[examples.Task], skipped_prefix: str):
+  """The per-clip function as a Beam transform; skipped clips go to text files merged after the run."""
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top  # Only Beam builds need it.
+
+  @beam.ptransform_fn
+  def generate(root):
+    results = (
+        root
+        | "Tasks" >> beam.Create(tasks)
+        | "Spread" >> beam.Reshuffle()
+        | "Build" >> beam.Map(examples.build)
+    )
+    _ = (
+        results
+        | "Skipped" >> beam.Filter(lambda r: not _has_example(r))
+        | "SkipLines" >> beam.Map(_skip_line)
+        | "WriteSkips" >> beam.io.WriteToText(skipped_prefix)
+    )
+    return results | "Built" >> beam.Filter(_has_example) | "Keyed" >> beam.Map(_keyed_example)
+
+  return generate()  # pylint: disable=no-value-for-parameter
+
+
+def _collect_beam_skips(data_dir: str) -> list[annotations.Rejected]:
+  rows = []
+  for path in tfds.core.Path(data_dir).glob(".skipped-*"):
+    rows += [annotations.Rejected(*row) for row in csv.reader(path.read_text().splitlines())]
+    path.unlink()
+  return rows
+
+
+def _write_skipped(data_dir: str, skipped: list[annotations.Rejected]) -> None:
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator="\n")
+  writer.writerow(["split", "key", "reason"])
+  for row in sorted(skipped, key=lambda r: (r.split, r.key, r.reason)):
+    writer.writerow([row.split, row.key, row.reason])
+  (tfds.core.Path(data_dir) / SKIPPED_FILE).write_text(out.getvalue())
+
+
+def _log_skipped(skipped: list[annotations.Rejected]) -> None:
+  counts = collections.Counter((r.split, r.reason.split(":")[0]) for r in skipped)
+  for (split, reason), count in sorted(counts.items()):
+    logging.info("Skipped %s: %d clips, %s.", split, count, reason)
+  logging.info("%d clips skipped in all; see %s.", len(skipped), SKIPPED_FILE)
+
+
+def read_skipped(data_dir: str) -> list[annotations.Rejected]:
+  """The skipped clips a build recorded in its version folder."""
+  text = (tfds.core.Path(data_dir) / SKIPPED_FILE).read_text()
+  return [annotations.Rejected(*row) for row in list(csv.reader(text.splitlines()))[1:]]

@@ -1,0 +1,1 @@
+"""Kinetics-400 TFDS folder."""

@@ -1,0 +1,1 @@
+"""Kinetics-600 TFDS folder."""

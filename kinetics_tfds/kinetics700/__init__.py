@@ -1,0 +1,1 @@
+"""Kinetics-700 TFDS folder."""

@@ -1,0 +1,1 @@
+"""Kinetics-700-2020 TFDS folder."""

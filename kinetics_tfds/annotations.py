@@ -154,13 +154,11 @@ def _rows_from_bytes(origin: str, data: bytes) -> Iterator[tuple[int, dict]]:
   if origin.endswith(".json"):
     for i, (youtube_id, entry) in enumerate(sorted(json.loads(text).items()), start=1):
       annotation = entry.get("annotations", {})
-      segment = annotation.get("segment") or [None, None]
-      yield i, {
-          "youtube_id": youtube_id,
-          "label": annotation.get("label"),
-          "time_start": segment[0],
-          "time_end": segment[1],
-      }
+      segment = annotation.get("segment") or ["", ""]
+      row = {"youtube_id": youtube_id, "time_start": segment[0], "time_end": segment[1]}
+      if "label" in annotation:
+        row["label"] = annotation["label"]
+      yield i, row
     return
   reader = csv.DictReader(io.StringIO(text))
   for row in reader:
@@ -175,8 +173,7 @@ def _parse_row(row: dict, split: str, labeled: bool) -> Clip:
   if not _YOUTUBE_ID.match(youtube_id):
     raise ValueError(f"invalid youtube_id {youtube_id!r}")
   try:
-    time_start = int(float(row["time_start"]))
-    time_end = int(float(row["time_end"]))
+    time_start, time_end = int(float(row["time_start"])), int(float(row["time_end"]))
   except (KeyError, TypeError, ValueError):
     raise ValueError("time_start/time_end are not numbers") from None
   if not 0 <= time_start < time_end:

@@ -1,0 +1,16 @@
+"""Shared fixtures: the read-only ../shared folder beside the repo (real Kinetics files)."""
+
+import pathlib
+
+import pytest
+
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+  """../shared/data, or a clear skip where this checkout has no ../shared beside it."""
+  data = SHARED / "data"
+  if not data.is_dir():
+    pytest.skip(f"{data} is missing: the real Kinetics files live in ../shared beside the repo")
+  return data

@@ -179,14 +179,20 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _generate_examples(self, split: str, tasks: list[examples.Task]):
     if self._use_beam:
       return _beam_examples(tasks, os.path.join(self.data_dir, f".skipped-{split}"))
-    return self._pool_examples(tasks)
+    return self._pool_examples(split, tasks)
 
-  def _pool_examples(self, tasks: list[examples.Task]):
-    for result in parallel.bounded_map(examples.build, tasks, self._num_workers):
+  def _pool_examples(self, split: str, tasks: list[examples.Task]):
+    """Examples in task order, so 1 or N workers give the same output; the main process only writes."""
+    results = parallel.bounded_map(examples.build, tasks, self._num_workers, on_crash=_crashed)
+    for result in parallel.logged_progress(results, len(tasks), split):
       if result.example is None:
         self._skipped.append(annotations.Rejected(result.split, result.key, result.reason))
       else:
         yield result.key, result.example
+
+
+def _crashed(task: examples.Task) -> examples.Result:
+  return examples.Result(task.clip.split, task.clip.key, reason="decoder crashed")
 
 
 def _has_example(result: examples.Result) -> bool:
@@ -211,8 +217,7 @@ def _beam_examples(tasks: list[examples.Task], skipped_prefix: str):
   def generate(root):
     results = (
         root
-        | "Tasks" >> beam.Create(tasks)
-        | "Spread" >> beam.Reshuffle()
+        | "Tasks" >> beam.Create(tasks)  # Reshuffles, so clips spread over workers.
         | "Build" >> beam.Map(examples.build)
     )
     _ = (

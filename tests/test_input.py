@@ -1,0 +1,270 @@
+"""The input pipeline on a real build: which frames, which crop, flips, eval views, seeds, tf.distribute.
+
+The clips are made so every output frame can be traced back: each clip is a fixed texture of its own
+(it finds the clip, the crop and the flip) whose brightness rises with the frame index (it finds the
+frame). An output frame is traced by comparing it with the frames TFDS decodes in full.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from kinetics_tfds import KineticsConfig
+from kinetics_tfds import annotations
+from kinetics_tfds import input as kinput
+from kinetics_tfds import sample
+
+NUM_SOURCE = 40  # Frames per clip: 1.6 s at 25 fps.
+HEIGHT, WIDTH = 64, 96  # Stored as is: the short side is the config's.
+SIZE = 32  # Output crop: never resized, so frames compare exactly.
+CLIPS_PER_CLASS = {"train": 2, "validation": 2}
+
+
+def _write_indexed_clip(path: str, seed: int) -> None:
+  """Frame i: the clip's texture plus 4 * i in brightness, intra-coded (MJPG) so each frame keeps its level."""
+  rng = np.random.default_rng(seed)
+  noise = rng.integers(0, 60, (HEIGHT // 4, WIDTH // 4, 3), dtype=np.uint8)
+  texture = cv2.resize(noise, (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC).astype(np.int32) + 20
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (WIDTH, HEIGHT))
+  for i in range(NUM_SOURCE):
+    writer.write(np.clip(texture + 4 * i, 0, 255).astype(np.uint8))
+  writer.release()
+
+
+@pytest.fixture(scope="session")
+def builder(tmp_path_factory):
+  """kinetics400 built once by the real builder from 16 indexed clips (4 classes x 2, train and validation)."""
+  root = tmp_path_factory.mktemp("input")
+  manual = root / "manual"
+  counter = 0
+  for split, count in CLIPS_PER_CLASS.items():
+    rows = []
+    for label in sorted(sample.MOTIONS):
+      for _ in range(count):
+        counter += 1
+        clip = annotations.Clip(f"index{counter:06d}"[:11], counter, counter + 10, label, split)
+        folder = manual / ("train" if split == "train" else "val")
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_indexed_clip(str(folder / f"{clip.key}.avi"), seed=counter)
+        rows.append(clip)
+    sample.write_annotations(str(manual / "kinetics400"), split, rows)
+  config = KineticsConfig(name="indexed", fps=25, short_side=HEIGHT, num_classes=len(sample.MOTIONS))
+  result = tfds.builder("kinetics400", config=config, data_dir=str(root / "data"), num_workers=1)
+  result.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  return result
+
+
+class Video(NamedTuple):
+  label: int
+  frames: np.ndarray  # [n, H, W, 3] as TFDS decodes them.
+  textures: np.ndarray  # [H - SIZE + 1, W - SIZE + 1, SIZE, SIZE]: frame 0's grey windows, mean removed.
+
+
+def _texture(grey: np.ndarray) -> np.ndarray:
+  return grey - grey.mean(axis=(-2, -1), keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def full_frames(builder):
+  """{split: {key: Video}}: every frame, decoded by TFDS."""
+  out = {}
+  for split in CLIPS_PER_CLASS:
+    out[split] = {}
+    for ex in tfds.as_numpy(builder.as_dataset(split, read_config=tfds.ReadConfig(try_autocache=False))):
+      frames = ex["video"]
+      assert frames.shape == (NUM_SOURCE, HEIGHT, WIDTH, 3)
+      assert np.all(np.diff(frames.mean(axis=(1, 2, 3))) > 2), "frames must be told apart by brightness"
+      grey = np.lib.stride_tricks.sliding_window_view(frames[0].astype(np.float32).mean(-1), (SIZE, SIZE))
+      out[split][ex["key"].decode()] = Video(int(ex["label"]), frames, _texture(grey))
+  return out
+
+
+def _locate(clip, videos, key=None):
+  """(key, frame indices, [y, x], flipped) of a [T, SIZE, SIZE, 3] output clip, among `videos` or just `key`.
+
+  The texture finds clip, corner and flip on frame 0 (brightness removed); each frame's index is
+  then the one full frame that matches exactly at that corner. The outer columns are left out:
+  where a crop edge meets an MCU boundary, libjpeg-turbo's chroma upsampling differs slightly.
+  """
+  best = None
+  for name in [key] if key else videos:
+    for flipped in (False, True):
+      target = _texture((clip[0][:, ::-1] if flipped else clip[0]).astype(np.float32).mean(-1))
+      errors = ((videos[name].textures - target) ** 2).mean(axis=(-2, -1))
+      y, x = np.unravel_index(np.argmin(errors), errors.shape)
+      if best is None or errors[y, x] < best[0]:
+        best = (errors[y, x], name, int(y), int(x), flipped)
+  _, name, y, x, flipped = best
+  crops = videos[name].frames[:, y : y + SIZE, x + 1 : x + SIZE - 1]
+  indices = []
+  for frame in clip:
+    frame = (frame[:, ::-1] if flipped else frame)[:, 1:-1]
+    matches = [i for i, crop in enumerate(crops) if np.array_equal(crop, frame)]
+    assert len(matches) == 1, f"frame not found exactly once in {name}"
+    indices.append(matches[0])
+  return name, indices, [y, x], flipped
+
+
+def _train_clips(builder, batches=4, **kwargs):
+  """The first `batches` batches (one epoch of the 8 train clips at batch 2), concatenated."""
+  kwargs = {"batch_size": 2, "image_size": SIZE, "repeat": False, "seed": 1, "deterministic": True, **kwargs}
+  out = list(kinput.train_dataset(builder, **kwargs).take(batches).as_numpy_iterator())
+  return np.concatenate([b[0] for b in out]), np.concatenate([b[1] for b in out])
+
+
+def test_train_window_stride_crop_and_flip(builder, full_frames):
+  videos = full_frames["train"]
+  clips, labels = _train_clips(builder, num_frames=8, frame_stride=3)
+  assert clips.shape == (len(videos), 8, SIZE, SIZE, 3) and clips.dtype == np.uint8
+  assert labels.dtype == np.int32
+  keys, flips = set(), set()
+  for clip, label in zip(clips, labels):
+    # One corner for every frame of the clip, or _locate would not find each frame exactly.
+    key, indices, (y, x), flipped = _locate(clip, videos)
+    start = indices[0]
+    assert indices == list(range(start, start + 8 * 3, 3))
+    assert 0 <= start <= NUM_SOURCE - (7 * 3 + 1)
+    assert 0 <= y <= HEIGHT - SIZE and 0 <= x <= WIDTH - SIZE
+    assert label == videos[key].label
+    keys.add(key)
+    flips.add(flipped)
+  assert keys == set(videos), "one epoch holds every clip once"
+  assert flips == {False, True}
+
+
+def test_short_clips_loop(builder, full_frames):
+  clips, _ = _train_clips(builder, num_frames=30, frame_stride=2)
+  for clip in clips[:2]:
+    _, indices, _, _ = _locate(clip, full_frames["train"])
+    assert indices == [(2 * t) % NUM_SOURCE for t in range(30)]
+
+
+def test_scale_jitter_crops_inside_the_frame():
+  size = tf.constant([HEIGHT, WIDTH])
+  for i in range(200):
+    fraction = 0.5 + 0.5 * i / 199
+    side = kinput.crop_side(size, SIZE, fraction)
+    y, x, h, w = kinput.random_crop_window(size, side, tf.constant([i, 7])).numpy()
+    assert h == w and abs(h - fraction * HEIGHT) <= 0.5 + 1e-4
+    assert 0 <= y <= HEIGHT - h and 0 <= x <= WIDTH - w
+
+
+def test_scale_jitter_and_float32(builder):
+  clips, _ = _train_clips(builder, num_frames=4, scale_jitter=(0.6, 1.0), dtype="float32")
+  assert clips.shape == (8, 4, SIZE, SIZE, 3) and clips.dtype == np.float32
+  assert clips.min() >= -1 and clips.max() <= 1
+  uint8, _ = _train_clips(builder, num_frames=4, scale_jitter=(0.6, 1.0))
+  np.testing.assert_allclose(clips, uint8 / 127.5 - 1, atol=1e-6)
+
+
+def test_seed_makes_runs_equal(builder):
+  # Six batches: past the end of the first epoch.
+  first = _train_clips(builder, batches=6, num_frames=4, repeat=True, seed=3)
+  again = _train_clips(builder, batches=6, num_frames=4, repeat=True, seed=3)
+  other = _train_clips(builder, batches=6, num_frames=4, repeat=True, seed=4)
+  np.testing.assert_array_equal(first[0], again[0])
+  np.testing.assert_array_equal(first[1], again[1])
+  assert not np.array_equal(first[0], other[0])
+
+
+def test_eval_windows_and_crops_cover_the_clip(builder, full_frames):
+  videos = full_frames["validation"]
+  ds = kinput.eval_dataset(builder, batch_size=4, num_frames=16, image_size=SIZE, num_clips=3, num_crops=3)
+  batches = list(ds.as_numpy_iterator())
+  seen = {}
+  for batch in batches:
+    assert batch["video"].shape[1:] == (16, SIZE, SIZE, 3)
+    for clip, label, key, view in zip(batch["video"], batch["label"], batch["key"], batch["view"]):
+      key = key.decode()
+      _, indices, corner, flipped = _locate(clip, videos, key)
+      assert label == videos[key].label and not flipped
+      seen.setdefault(key, {})[int(view)] = (indices, corner)
+  assert set(seen) == set(videos)
+  slack_x = WIDTH - SIZE
+  centre_y = (HEIGHT - SIZE) // 2
+  for views in seen.values():
+    assert sorted(views) == list(range(9))
+    for view, (indices, corner) in views.items():
+      clip_index, crop_index = divmod(view, 3)
+      start = [0, (NUM_SOURCE - 16) // 2, NUM_SOURCE - 16][clip_index]
+      assert indices == list(range(start, start + 16))
+      assert corner == [centre_y, [0, slack_x // 2, slack_x][crop_index]]
+
+
+def test_eval_whole_clip(builder, full_frames):
+  videos = full_frames["validation"]
+  ds = kinput.eval_dataset(builder, batch_size=1, image_size=SIZE)
+  keys = []
+  for batch in ds.as_numpy_iterator():
+    assert batch["video"].shape == (1, NUM_SOURCE, SIZE, SIZE, 3) and batch["view"][0] == 0
+    key, indices, corner, _ = _locate(batch["video"][0], videos, batch["key"][0].decode())
+    assert indices == list(range(NUM_SOURCE)) and corner == [(HEIGHT - SIZE) // 2, (WIDTH - SIZE) // 2]
+    keys.append(key)
+  assert sorted(keys) == sorted(videos)
+  with pytest.raises(ValueError, match="batch_size must be 1"):
+    kinput.eval_dataset(builder, batch_size=2)
+
+
+def test_eval_crop_fraction_windows():
+  size = tf.constant([HEIGHT, WIDTH])
+  windows = kinput.spaced_crop_windows(size, kinput.crop_side(size, SIZE, 1.0), 3).numpy()
+  assert windows.tolist() == [[0, 0, HEIGHT, HEIGHT], [0, 16, HEIGHT, HEIGHT], [0, 32, HEIGHT, HEIGHT]]
+  portrait = kinput.spaced_crop_windows(tf.constant([WIDTH, HEIGHT]), tf.constant(SIZE), 3).numpy()
+  assert portrait[:, :2].tolist() == [[0, 16], [32, 16], [64, 16]]
+
+
+def test_eval_crop_fraction_resizes_the_short_side(builder, full_frames):
+  ds = kinput.eval_dataset(builder, batch_size=8, num_frames=4, image_size=SIZE, num_clips=1, crop_fraction=1.0)
+  batch = next(ds.as_numpy_iterator())
+  start = (NUM_SOURCE - 4) // 2
+  for clip, key in zip(batch["video"], batch["key"]):
+    square = full_frames["validation"][key.decode()].frames[start : start + 4, :, 16 : 16 + HEIGHT]
+    expected = tf.image.resize(square, [SIZE, SIZE]).numpy()
+    assert np.abs(clip - expected).mean() < 1.5
+
+
+def test_aggregate_averages_views_per_key():
+  means = kinput.aggregate([b"a", b"b", b"a"], [[1.0, 0.0], [0.0, 1.0], [3.0, 2.0]])
+  assert set(means) == {"a", "b"}
+  np.testing.assert_array_equal(means["a"], [2.0, 1.0])
+
+
+_MIRRORED = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    import tensorflow_datasets as tfds
+    from kinetics_tfds import input as kinput
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    ds = kinput.distributed_train_dataset(
+        strategy, tfds.builder_from_directory(sys.argv[1]), batch_size=4, num_frames=4, image_size=32,
+        repeat=False, seed=0)
+    out = {}
+    for step, (clips, labels) in enumerate(ds):
+      for replica, part in enumerate(strategy.experimental_local_results(clips)):
+        out[f"{step}_{replica}"] = part.numpy()
+    np.savez(sys.argv[2], **out)
+""")
+
+
+def test_mirrored_strategy_replicas_get_disjoint_clips(builder, full_frames, tmp_path):
+  out = tmp_path / "replicas.npz"
+  env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+  subprocess.run([sys.executable, "-c", _MIRRORED, builder.data_dir, str(out)], check=True, env=env, timeout=120)
+  parts = np.load(out)
+  assert sorted(parts) == ["0_0", "0_1", "1_0", "1_1"]
+  keys = []
+  for name in parts:
+    assert parts[name].shape == (2, 4, SIZE, SIZE, 3), "per-replica batch: global 4 // 2 replicas"
+    keys += [_locate(clip, full_frames["train"])[0] for clip in parts[name]]
+  assert sorted(keys) == sorted(full_frames["train"]), "every clip once, on one replica"

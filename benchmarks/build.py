@@ -1,0 +1,297 @@
+r"""Build throughput: the project's per-clip path against a bare OpenCV floor and TFDS's own Video feature.
+
+Generates 10 s clips at 340x256, 640x360 and 1280x720, 30 fps (H.264 made by the `ffmpeg` binary
+from OpenCV-written frames; OpenCV's pip wheel cannot write H.264, so without ffmpeg they are
+MPEG-4 part 2, and the JSON names the codec), then measures on the same clips:
+
+  * ours: `examples.build`, the function every build path runs per clip, one core;
+  * floor: a bare loop that decodes every source frame and resizes and JPEG-encodes the kept ones;
+  * TFDS: `tfds.features.Video(...).encode_example(path)` with ffmpeg doing the same fps and scale,
+    as PNG (its default), JPEG at ffmpeg's default quality and JPEG at `--ffmpeg_qscale`;
+  * scaling: `parallel.bounded_map` over 1 worker against all workers, and the whole machine
+    against TFDS's serial path (one split is generated in one process, ffmpeg free to use threads);
+  * peak memory (RSS and PSS of the main process and its workers) at two clip counts.
+
+Per-core figures run pinned to one core (ffmpeg inherits the pinning). Times are medians over
+`--repeats`. The last line printed is one JSON object; the headline is `--headline_size`.
+
+  python benchmarks/build.py --work_dir /tmp/kinetics_build_bench
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import cv2
+import tensorflow_datasets as tfds
+
+from kinetics_tfds import annotations
+from kinetics_tfds import clips
+from kinetics_tfds import examples
+from kinetics_tfds import parallel
+from kinetics_tfds import sample
+from kinetics_tfds import video
+
+_WORK_DIR = flags.DEFINE_string("work_dir", "", "Where clips are written and kept between runs; default a temp folder.")
+_SIZES = flags.DEFINE_list("sizes", ["340x256", "640x360", "1280x720"], "Source sizes, WIDTHxHEIGHT.")
+_HEADLINE = flags.DEFINE_string("headline_size", "340x256", "The size whose figures are the JSON's top-level keys.")
+_SECONDS = flags.DEFINE_float("seconds", 10.0, "Length of each clip (Kinetics clips are 10 s).")
+_SOURCE_FPS = flags.DEFINE_float("source_fps", 30.0, "Frame rate of the generated clips.")
+_CLIPS = flags.DEFINE_integer("clips_per_size", 2, "Distinct clips per size.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed passes; medians are reported.")
+_FPS = flags.DEFINE_float("fps", 25.0, "Output frame rate, as in the i3d_25fps_256 config.")
+_SHORT_SIDE = flags.DEFINE_integer("short_side", 256, "Output short side.")
+_QUALITY = flags.DEFINE_integer("jpeg_quality", 90, "Our JPEG quality.")
+_QSCALE = flags.DEFINE_integer(
+    "ffmpeg_qscale",
+    2,
+    "ffmpeg's -q:v for the same-quality TFDS run: 2 (its best with the default qmin) gives the "
+    "bytes per frame nearest to libjpeg quality 90 (measured: 93%); 3 is 72%.",
+)
+_WORKERS = flags.DEFINE_integer("workers", 0, "Workers for the whole-machine runs; 0: every core.")
+_SCALING_CLIPS = flags.DEFINE_integer("scaling_clips", 12, "Clips per pass in the scaling runs.")
+_MEMORY_CLIPS = flags.DEFINE_list("memory_clips", ["8", "48"], "Two clip counts for the peak-memory runs.")
+
+
+def make_clips(folder: str, width: int, height: int, count: int) -> tuple[list[str], str]:
+  """`count` clips of one size, H.264 when ffmpeg is there; returns (paths, codec)."""
+  has_ffmpeg = shutil.which("ffmpeg") is not None
+  codec = "h264 (libx264, crf 23)" if has_ffmpeg else "mpeg4 (OpenCV mp4v; no ffmpeg binary)"
+  paths = []
+  for i in range(count):
+    path = os.path.join(folder, f"{width}x{height}_{i}.mp4")
+    paths.append(path)
+    if os.path.exists(path):
+      continue
+    kwargs = dict(seconds=_SECONDS.value, fps=_SOURCE_FPS.value, width=width, height=height, seed=i)
+    if not has_ffmpeg:
+      sample.write_clip(path, **kwargs)
+      continue
+    frames = sample.write_clip(os.path.join(folder, "frames.avi"), **kwargs)  # Motion JPEG, near lossless.
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", frames, "-c:v", "libx264", "-pix_fmt", "yuv420p",
+         "-preset", "medium", "-crf", "23", path],
+        check=True,
+    )
+    os.remove(frames)
+  return paths, codec
+
+
+def task(path: str) -> examples.Task:
+  clip = annotations.Clip(os.path.basename(path)[:11], 0, 10, "bench", "train")
+  return examples.Task(clip, clips.Located(path), _FPS.value, _SHORT_SIDE.value, _QUALITY.value)
+
+
+def ours(path: str) -> int:
+  """Bytes of the clip as the builder stores it."""
+  return sum(map(len, examples.build(task(path)).example["video"]))
+
+
+def floor(path: str) -> int:
+  """Decode every frame; resize and JPEG-encode the ones nearest the output times; nothing else."""
+  capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+  step = capture.get(cv2.CAP_PROP_FPS) / _FPS.value
+  params = [cv2.IMWRITE_JPEG_QUALITY, _QUALITY.value]
+  size, kept, total, index = None, 0, 0, 0
+  while True:
+    ok, frame = capture.read()
+    if not ok:
+      break
+    while round(kept * step) == index:
+      size = size or video.output_size(frame.shape[0], frame.shape[1], _SHORT_SIDE.value)
+      if frame.shape[:2] != size:
+        frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+      total += len(cv2.imencode(".jpg", frame, params)[1])
+      kept += 1
+    index += 1
+  capture.release()
+  return total
+
+
+def tfds_video(width: int, height: int, encoding_format: str, quality_args: tuple[str, ...] = ()):
+  """TFDS's Video feature doing the same fps and scale with ffmpeg; returns a path -> bytes function."""
+  out_h, out_w = video.output_size(height, width, _SHORT_SIDE.value)
+  feature = tfds.features.Video(
+      shape=(None, None, None, 3),
+      encoding_format=encoding_format,
+      ffmpeg_extra_args=("-vf", f"fps={_FPS.value:g},scale={out_w}:{out_h}") + quality_args,
+  )
+  return lambda path: sum(map(len, feature.encode_example(path)))
+
+
+@contextlib.contextmanager
+def one_core():
+  """Pins this process, and what it starts, to one core: per-core figures, whatever threads run."""
+  cores = os.sched_getaffinity(0)
+  os.sched_setaffinity(0, {min(cores)})
+  try:
+    yield
+  finally:
+    os.sched_setaffinity(0, cores)
+
+
+def cpu_seconds() -> float:
+  """CPU time of this process and of its reaped children (ffmpeg, pool workers)."""
+  own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+  return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def seconds_per_clip(fn, paths: list[str], clock=cpu_seconds) -> tuple[float, int]:
+  """(median over repeats of the mean seconds per clip on `clock`, mean bytes per clip).
+
+  Per-core figures count CPU time: other jobs on a shared machine slow the wall clock, not it.
+  """
+  fn(paths[0])  # Warm: page cache, lazy imports, ffmpeg's first start.
+  times = []
+  for _ in range(_REPEATS.value):
+    start = clock()
+    sizes = [fn(p) for p in paths]
+    times.append((clock() - start) / len(paths))
+  return statistics.median(times), round(statistics.mean(sizes))
+
+
+def pool_rate(paths: list[str], num_workers: int) -> tuple[float, float]:
+  """Median (clips/s on the wall clock, CPU seconds per clip) of examples.build through the pool."""
+  tasks = [task(p) for p in paths]
+  rates, cpu = [], []
+  for _ in range(_REPEATS.value):
+    start, start_cpu = time.perf_counter(), cpu_seconds()
+    for _ in parallel.bounded_map(examples.build, tasks, num_workers):
+      pass
+    rates.append(len(tasks) / (time.perf_counter() - start))
+    cpu.append((cpu_seconds() - start_cpu) / len(tasks))
+  return statistics.median(rates), statistics.median(cpu)
+
+
+def _tree(pid: int) -> list[int]:
+  try:
+    children = [
+        int(c) for t in os.listdir(f"/proc/{pid}/task") for c in open(f"/proc/{pid}/task/{t}/children").read().split()
+    ]
+  except OSError:  # Gone while we looked.
+    return []
+  return [pid] + [d for c in children for d in _tree(c)]
+
+
+def _memory_mb() -> tuple[float, float]:
+  """(RSS, PSS) summed over this process and its descendants, in MB."""
+  rss = pss = 0.0
+  for pid in _tree(os.getpid()):
+    with contextlib.suppress(OSError):
+      rss += int(open(f"/proc/{pid}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+      pss += next(int(l.split()[1]) for l in open(f"/proc/{pid}/smaps_rollup") if l.startswith("Pss:")) / 1024
+  return rss, pss
+
+
+def peak_memory_mb(paths: list[str], count: int, num_workers: int) -> tuple[float, float]:
+  """Peak (RSS, PSS) while `count` clips go through the pool and are dropped, as the writer would."""
+  peak = [0.0, 0.0]
+  done = threading.Event()
+
+  def sample_memory():
+    while not done.wait(0.02):
+      peak[:] = map(max, peak, _memory_mb())
+
+  sampler = threading.Thread(target=sample_memory)
+  sampler.start()
+  try:
+    for _ in parallel.bounded_map(examples.build, [task(paths[i % len(paths)]) for i in range(count)], num_workers):
+      pass
+  finally:
+    done.set()
+    sampler.join()
+  return round(peak[0]), round(peak[1])
+
+
+def measure_size(folder: str, size: str, workers: int) -> dict:
+  width, height = map(int, size.split("x"))
+  paths, codec = make_clips(folder, width, height, _CLIPS.value)
+  jpeg_same_q = ("-q:v", str(_QSCALE.value))
+  runs = {
+      "ours": ours,
+      "floor": floor,
+      "tfds_png": tfds_video(width, height, "png"),
+      "tfds_jpeg_default": tfds_video(width, height, "jpeg"),
+      "tfds_jpeg_same_q": tfds_video(width, height, "jpeg", jpeg_same_q),
+  }
+  logging.info("%s: timing %s on one core.", size, ", ".join(runs))
+  with one_core():
+    per_core = {name: seconds_per_clip(fn, paths) for name, fn in runs.items()}
+  logging.info("%s: whole machine, %d workers, against TFDS's serial path.", size, workers)
+  tfds_serial_s, _ = seconds_per_clip(runs["tfds_jpeg_same_q"], paths, clock=time.perf_counter)
+  scaling_paths = [paths[i % len(paths)] for i in range(_SCALING_CLIPS.value)]
+  with one_core():
+    one_worker, one_worker_cpu = pool_rate(scaling_paths, 1)
+  all_workers, all_workers_cpu = pool_rate(scaling_paths, workers)
+  rate = {name: 1.0 / s for name, (s, _) in per_core.items()}
+  return {
+      "codec": codec,
+      "source_kbps": round(statistics.mean(os.path.getsize(p) for p in paths) * 8 / _SECONDS.value / 1000),
+      "clips_per_s_per_core": round(rate["ours"], 3),
+      "cpu_ms_per_clip": {name: round(s * 1000) for name, (s, _) in per_core.items()},
+      "floor_clips_per_s_per_core": round(rate["floor"], 3),
+      "ratio_to_floor": round(rate["ours"] / rate["floor"], 3),
+      "tfds_video_png_clips_per_s_per_core": round(rate["tfds_png"], 3),
+      "tfds_video_jpeg_default_clips_per_s_per_core": round(rate["tfds_jpeg_default"], 3),
+      "tfds_video_jpeg_clips_per_s_per_core": round(rate["tfds_jpeg_same_q"], 3),
+      "speedup_vs_tfds_video_png": round(rate["ours"] / rate["tfds_png"], 2),
+      "speedup_vs_tfds_video_jpeg_default": round(rate["ours"] / rate["tfds_jpeg_default"], 2),
+      "speedup_vs_tfds_video_jpeg": round(rate["ours"] / rate["tfds_jpeg_same_q"], 2),
+      "one_worker_clips_per_s": round(one_worker, 3),
+      "all_workers_clips_per_s": round(all_workers, 3),
+      "scaling_efficiency": round(all_workers / (workers * one_worker), 3),
+      "cpu_scaling_efficiency": round(one_worker_cpu / all_workers_cpu, 3),
+      "tfds_video_jpeg_serial_clips_per_s": round(1.0 / tfds_serial_s, 3),
+      "speedup_whole_machine_vs_tfds": round(all_workers * tfds_serial_s, 2),
+      "bytes_per_clip": per_core["ours"][1],
+      "bytes_per_clip_floor": per_core["floor"][1],
+      "bytes_per_clip_tfds_png": per_core["tfds_png"][1],
+      "bytes_per_clip_tfds_jpeg_default": per_core["tfds_jpeg_default"][1],
+      "bytes_per_clip_tfds_jpeg_same_q": per_core["tfds_jpeg_same_q"][1],
+  }
+
+
+def main(argv):
+  del argv
+  folder = _WORK_DIR.value or tempfile.mkdtemp(prefix="kinetics_build_bench_")
+  os.makedirs(folder, exist_ok=True)
+  workers = _WORKERS.value or parallel.default_workers()
+  load_before = os.getloadavg()[0]
+  by_size = {size: measure_size(folder, size, workers) for size in _SIZES.value}
+  headline_paths, _ = make_clips(folder, *map(int, _HEADLINE.value.split("x")), _CLIPS.value)
+  memory = {int(n): peak_memory_mb(headline_paths, int(n), workers) for n in _MEMORY_CLIPS.value}
+  result = dict(by_size[_HEADLINE.value])
+  result.update(
+      headline_size=_HEADLINE.value,
+      peak_rss_mb=max(rss for rss, _ in memory.values()),
+      peak_rss_mb_by_clips={n: rss for n, (rss, _) in memory.items()},
+      peak_pss_mb_by_clips={n: pss for n, (_, pss) in memory.items()},
+      workers=workers,
+      cores=len(os.sched_getaffinity(0)),
+      load_avg_1min=[round(load_before, 2), round(os.getloadavg()[0], 2)],
+      per_core_basis="CPU time (self + children) pinned to one core; scaling on the wall clock",
+      clip_seconds=_SECONDS.value,
+      source_fps=_SOURCE_FPS.value,
+      output=f"{_FPS.value:g} fps, short side {_SHORT_SIDE.value}, JPEG q{_QUALITY.value}",
+      ffmpeg_same_q_args=f"-q:v {_QSCALE.value}",
+      clips_per_size=_CLIPS.value,
+      repeats=_REPEATS.value,
+      by_size=by_size,
+  )
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main)

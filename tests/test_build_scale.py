@@ -1,0 +1,154 @@
+"""Every way of building gives the same dataset: serially, over a worker pool, as a Beam pipeline
+through `tfds build`, and when a killed build is rerun. Examples are compared key by key with the
+frames' JPEG bytes as stored; skipped_clips.csv byte for byte. Clips are tiny to keep this fast.
+"""
+
+from concurrent.futures.process import BrokenProcessPool
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import kinetics_tfds
+from kinetics_tfds import annotations
+from kinetics_tfds import builder
+from kinetics_tfds import parallel
+from kinetics_tfds import sample
+
+CONFIG = {"name": "tiny", "fps": 25.0, "short_side": 32, "num_classes": 4}
+BEAM_OPTIONS = "runner=DirectRunner,direct_running_mode=multi_processing,direct_num_workers=2"
+
+
+@pytest.fixture(scope="module")
+def manual(tmp_path_factory):
+  """4 classes x (3 train + 1 validation) clips, plus a train row with no file and one with a bad file."""
+  folder = tmp_path_factory.mktemp("manual")
+  written = sample.make_manual_dir(
+      str(folder), clips_per_class={"train": 3, "validation": 1}, seconds=1.0, width=64, height=48
+  )
+  missing = annotations.Clip("missing0001", 0, 10, "swiping up", "train")
+  corrupt = annotations.Clip("corrupt0001", 0, 10, "swiping up", "train")
+  (folder / "train" / f"{corrupt.key}.mp4").write_bytes(b"not a video" * 100)
+  sample.write_annotations(str(folder / "kinetics400"), "train", written["train"] + [missing, corrupt])
+  return str(folder)
+
+
+def build(manual: str, data_dir: str, num_workers: int) -> str:
+  """Builds the tiny config in this process; returns its version folder."""
+  dataset = tfds.builder(
+      "kinetics400", config=kinetics_tfds.KineticsConfig(**CONFIG), data_dir=data_dir, num_workers=num_workers
+  )
+  dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  return os.fspath(dataset.data_dir)
+
+
+def version_dir(data_dir) -> str:
+  return os.path.join(data_dir, "kinetics400", CONFIG["name"], "1.0.0")
+
+
+def read(folder: str) -> tuple[dict, str]:
+  """({(split, key): example with the frames' stored bytes}, skipped_clips.csv) of a built dataset."""
+  dataset = tfds.builder_from_directory(folder)
+  examples = {}
+  for split in dataset.info.splits:
+    ds = dataset.as_dataset(split=split, decoders={"video": tfds.decode.SkipDecoding()})
+    for example in tfds.as_numpy(ds):
+      examples[split, example["key"]] = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in example.items()}
+  return examples, open(os.path.join(folder, builder.SKIPPED_FILE)).read()
+
+
+@pytest.fixture(scope="module")
+def serial(manual, tmp_path_factory):
+  folder = build(manual, str(tmp_path_factory.mktemp("serial")), num_workers=1)
+  examples, skipped = read(folder)
+  assert len(examples) == 16
+  assert [(r.key, r.reason.split(":")[0]) for r in builder.read_skipped(folder)] == [
+      ("corrupt0001_000000_000010", "unreadable"),
+      ("missing0001_000000_000010", "missing file"),
+  ]
+  return examples, skipped
+
+
+def test_worker_pool_matches_serial(manual, serial, tmp_path):
+  assert read(build(manual, str(tmp_path), num_workers=2)) == serial
+
+
+def test_beam_through_tfds_build_matches_serial(manual, serial, tmp_path):
+  tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
+  subprocess.run(
+      [tfds_cli, "build", "kinetics400", "--imports", "kinetics_tfds", "--manual_dir", manual,
+       "--data_dir", str(tmp_path), "--config", json.dumps(CONFIG), f"--beam_pipeline_options={BEAM_OPTIONS}"],
+      check=True,
+      capture_output=True,
+  )
+  assert read(version_dir(tmp_path)) == serial
+
+
+def _children(pid: int) -> list[int]:
+  found = []
+  for task in os.listdir(f"/proc/{pid}/task"):
+    try:
+      with open(f"/proc/{pid}/task/{task}/children") as f:
+        found += [int(c) for c in f.read().split()]
+    except FileNotFoundError:  # A thread that ended while we looked.
+      pass
+  return found
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().split(")")[-1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+def test_killed_build_reruns_to_the_same_dataset(manual, serial, tmp_path):
+  script = (
+      "import sys; sys.path.insert(0, sys.argv[1]); import test_build_scale as t;"
+      "t.build(sys.argv[2], sys.argv[3], num_workers=2)"
+  )
+  run = subprocess.Popen(
+      [sys.executable, "-c", script, os.path.dirname(__file__), manual, str(tmp_path)],
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
+  config_dir = os.path.dirname(version_dir(tmp_path))
+  try:
+    deadline = time.monotonic() + 120
+    # Workers are the children that appear once TFDS has made its incomplete folder.
+    while not (os.path.isdir(config_dir) and os.listdir(config_dir) and (workers := _children(run.pid))):
+      assert run.poll() is None and time.monotonic() < deadline, "the build never started its workers"
+      time.sleep(0.002)
+    # Frozen the moment its pool starts, the build has written at most a few clips: killed mid-build.
+    run.send_signal(signal.SIGSTOP)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+  finally:
+    run.kill()
+  assert not os.path.exists(version_dir(tmp_path))
+  assert [n for n in os.listdir(config_dir) if n.startswith("incomplete.")]
+  deadline = time.monotonic() + 10
+  while any(map(_alive, workers)):
+    assert time.monotonic() < deadline, "workers outlived their killed build"
+    time.sleep(0.05)
+  assert read(build(manual, str(tmp_path), num_workers=2)) == serial
+
+
+def _segfault_on_5(item: int) -> int:
+  if item == 5:
+    os.kill(os.getpid(), signal.SIGSEGV)
+  return item * 10
+
+
+def test_a_crashing_worker_loses_only_its_item():
+  results = parallel.bounded_map(_segfault_on_5, range(12), num_workers=2, on_crash=lambda i: f"crashed {i}")
+  assert list(results) == [0, 10, 20, 30, 40, "crashed 5", 60, 70, 80, 90, 100, 110]
+  with pytest.raises(BrokenProcessPool):
+    list(parallel.bounded_map(_segfault_on_5, range(12), num_workers=2))

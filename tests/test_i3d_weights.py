@@ -66,7 +66,7 @@ def _clip_at_25fps(path, fps=25, short_side=256, crop=224):
 
 def _write_deepmind_checkpoint(index_name, value, directory):
     """Writes `directory/model.ckpt` with exactly the variables of a DeepMind checkpoint; value(name, shape)."""
-    import tensorflow as tf
+    import tensorflow as tf  # Not at the top: the JAX half (`__main__`) runs without it.
 
     listing = directory / "listing"
     listing.mkdir()

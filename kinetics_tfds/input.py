@@ -23,8 +23,19 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-_SKIP_VIDEO = {"video": tfds.decode.SkipDecoding()}
 _DTYPES = ("uint8", "float32")
+
+
+class _FrameStrings(tfds.decode.SkipDecoding):
+  """The video as its frames' JPEG strings, as parsed.
+
+  `SkipDecoding` on a sequence feature still runs TFDS's per-frame `tf.map_fn`, an identity that
+  copies every frame string: as costly as reading and parsing the record.
+  """
+
+  def decode_batch_example(self, serialized_example):
+    return serialized_example
+
 
 
 # Time: which frames.
@@ -155,6 +166,56 @@ def _finish(ds: tf.data.Dataset, decode, deterministic: bool) -> tf.data.Dataset
   return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
+def _pipeline_seed(seed: int, input_context) -> int:
+  """A seed of this input pipeline's own, so pipelines do not repeat each other's random numbers."""
+  return seed + (input_context.input_pipeline_id << 32 if input_context else 0)
+
+
+def train_views(
+    builder,
+    split: str = "train",
+    *,
+    num_frames: int = 64,
+    frame_stride: int = 1,
+    image_size: int = 224,
+    scale_jitter: tuple[float, float] | None = None,
+    seed: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+    repeat: bool = True,
+    data_dir: str | None = None,
+) -> tf.data.Dataset:
+  """Per clip, in file order, what training decodes: {'video': [num_frames] JPEG strings, 'window': [4], 'flip', 'label'}.
+
+  The sampling half of `train_dataset` (see there), on its own so a benchmark can time decoding
+  exactly these frames. Each clip's random numbers come from `seed` and its position in the stream.
+  """
+  builder = _as_builder(builder, data_dir)
+  seed = _pipeline_seed(seed, input_context)
+  base_seed = tf.constant([seed, 0], tf.int64)
+  span = (num_frames - 1) * frame_stride + 1
+
+  def sample(index, example):
+    jpegs = example["video"]
+    seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(base_seed, index), 4)
+    start = random_start(tf.shape(jpegs)[0], span, seeds[0])
+    size = frame_size(jpegs[0])
+    fraction = None
+    if scale_jitter is not None:
+      fraction = tf.random.stateless_uniform([], seeds[1], minval=scale_jitter[0], maxval=scale_jitter[1])
+    return {
+        "video": tf.gather(jpegs, window_indices(tf.shape(jpegs)[0], start, num_frames, frame_stride)[0]),
+        "window": random_crop_window(size, crop_side(size, image_size, fraction), seeds[2]),
+        "flip": tf.random.stateless_uniform([], seeds[3]) < 0.5,
+        "label": tf.cast(example["label"], tf.int32),
+    }
+
+  read_config = tfds.ReadConfig(shuffle_seed=seed, input_context=input_context, try_autocache=False)
+  ds = builder.as_dataset(split, shuffle_files=True, decoders={"video": _FrameStrings()}, read_config=read_config)
+  if repeat:
+    ds = ds.repeat()
+  return ds.enumerate().map(sample, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def train_dataset(
     builder,
     split: str = "train",
@@ -180,42 +241,23 @@ def train_dataset(
   `builder`: a prepared `tfds.core.DatasetBuilder`, or a name such as 'kinetics400/i3d_25fps_256'
   with `data_dir`. Randomness is keyed by `seed` and each example's position, so with a seed and
   `deterministic=True` two runs yield the same batches; `deterministic=False` lets parallel steps
-  finish out of order, which is faster. `shuffle_buffer` counts clips held as their sampled JPEG
-  strings (about 1.3 MB each for 64 frames at 256 px). `input_context` (from
-  `tf.distribute`) gives each input pipeline its own files; `batch_size` is then per replica.
+  finish out of order, which is faster. Clips are shuffled after sampling, as the JPEG strings of
+  their window: `shuffle_buffer` clips of 64 frames at 256 px hold about 1.3 MB each.
+  `input_context` (from `tf.distribute`) gives each input pipeline its own files; `batch_size`
+  is then per replica.
   """
   _check(dtype, batch_size)
-  builder = _as_builder(builder, data_dir)
   seed = random.SystemRandom().randrange(2**31) if seed is None else seed
-  pipeline = input_context.input_pipeline_id if input_context else 0
-  base_seed = tf.constant([seed, pipeline], tf.int64)
-  span = (num_frames - 1) * frame_stride + 1
-
-  def sample(index, example):
-    jpegs = example["video"]
-    seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(base_seed, index), 4)
-    start = random_start(tf.shape(jpegs)[0], span, seeds[0])
-    size = frame_size(jpegs[0])
-    fraction = None
-    if scale_jitter is not None:
-      fraction = tf.random.stateless_uniform([], seeds[1], minval=scale_jitter[0], maxval=scale_jitter[1])
-    return {
-        "video": tf.gather(jpegs, window_indices(tf.shape(jpegs)[0], start, num_frames, frame_stride)[0]),
-        "window": random_crop_window(size, crop_side(size, image_size, fraction), seeds[2]),
-        "flip": tf.random.stateless_uniform([], seeds[3]) < 0.5,
-        "label": tf.cast(example["label"], tf.int32),
-    }
+  views = train_views(
+      builder, split, num_frames=num_frames, frame_stride=frame_stride, image_size=image_size,
+      scale_jitter=scale_jitter, seed=seed, input_context=input_context, repeat=repeat, data_dir=data_dir,
+  )
 
   def decode(batch):
     clips = decode_clips(batch["video"], batch["window"], batch["flip"], image_size)
     return to_dtype(clips, dtype), batch["label"]
 
-  read_config = tfds.ReadConfig(shuffle_seed=seed + pipeline, input_context=input_context, try_autocache=False)
-  ds = builder.as_dataset(split, shuffle_files=True, decoders=_SKIP_VIDEO, read_config=read_config)
-  if repeat:
-    ds = ds.repeat()
-  ds = ds.enumerate().map(sample, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.shuffle(shuffle_buffer, seed=seed + pipeline).batch(batch_size, drop_remainder=True)
+  ds = views.shuffle(shuffle_buffer, seed=_pipeline_seed(seed, input_context)).batch(batch_size, drop_remainder=True)
   return _finish(ds, decode, deterministic)
 
 
@@ -276,7 +318,7 @@ def eval_dataset(
     return {"video": to_dtype(clips, dtype), "label": batch["label"], "key": batch["key"], "view": batch["view"]}
 
   read_config = tfds.ReadConfig(input_context=input_context, try_autocache=False)
-  ds = builder.as_dataset(split, shuffle_files=False, decoders=_SKIP_VIDEO, read_config=read_config)
+  ds = builder.as_dataset(split, shuffle_files=False, decoders={"video": _FrameStrings()}, read_config=read_config)
   ds = ds.flat_map(views).batch(batch_size)
   return _finish(ds, decode, deterministic=True)
 

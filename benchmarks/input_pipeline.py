@@ -1,0 +1,193 @@
+"""Training input throughput: the pipeline against pure JPEG decoding of its frames, and against TFDS's full decode.
+
+Builds a small Kinetics-like dataset with the real builder (10 s clips, 340x256 source, stored at
+25 fps, short side 256, JPEG quality 90: the i3d_25fps_256 settings; cached in --work_dir), then
+times, in one run, taking turns so a busy machine slows all three alike:
+
+  pipeline     `input.train_dataset`: clips per second, as a training loop receives them.
+  limit        a bare loop running only `tf.io.decode_and_crop_jpeg` on the frames the pipeline
+               samples (the same clips, windows and crops), as parallel as the pipeline.
+  full decode  `tfds` with its default decoding (every frame of every clip), then the same
+               sampling, crop and flip.
+
+It also times reading, parsing and sampling alone (nothing decoded), and records CPU time per clip
+for each: on a shared machine CPU time says more than wall time. Prints one JSON line:
+clips_per_s, limit_clips_per_s, ratio_to_limit, full_decode_clips_per_s, speedup_vs_full_decode,
+cpu_ms_per_clip and the settings.
+"""
+
+import json
+import os
+import resource
+import statistics
+import time
+
+# Each batch is a fresh ~77 MB tensor; glibc maps and zeroes new pages for every one, which costs
+# about a sixth of decoding. TensorFlow's BFC allocator keeps and reuses them. It must be chosen
+# before TensorFlow starts; run with TF_CPU_ALLOCATOR_USE_BFC=false to see the difference.
+_BFC = "TF_CPU_ALLOCATOR_USE_BFC"
+os.environ.setdefault(_BFC, "true")
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from kinetics_tfds import KineticsConfig
+from kinetics_tfds import input as kinput
+from kinetics_tfds import sample
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+_NUM_CLIPS = flags.DEFINE_integer("num_clips", 16, "Clips in the dataset built (a multiple of its 4 classes).")
+_SECONDS = flags.DEFINE_float("seconds", 10.0, "Length of each clip, seconds (Kinetics: 10).")
+_NUM_FRAMES = flags.DEFINE_integer("num_frames", 64, "Frames per training clip.")
+_FRAME_STRIDE = flags.DEFINE_integer("frame_stride", 1, "Stride between the sampled frames.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Side of the square crop.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Clips per batch.")
+_STEPS = flags.DEFINE_integer("steps", 16, "Batches per timed pass of the pipeline and the limit.")
+_FULL_DECODE_STEPS = flags.DEFINE_integer("full_decode_steps", 3, "Batches per timed pass of the full decode.")
+_WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", 4, "Batches run before timing (fills buffers, tunes).")
+_PASSES = flags.DEFINE_integer("passes", 3, "Timed passes per measurement.")
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 2, "Measurements of each, taken in turn (so a busy machine slows all alike); the median pass is reported."
+)
+_WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/kinetics_tfds_input_benchmark", "Where the built dataset is cached.")
+
+_SEED = 0
+
+
+def build_dataset(work_dir: str, num_clips: int, seconds: float) -> tfds.core.DatasetBuilder:
+  """The kinetics400 builder over synthetic 340x256 clips at the i3d_25fps_256 settings; built once per size."""
+  classes = len(sample.MOTIONS)
+  if num_clips % classes:
+    raise app.UsageError(f"--num_clips must be a multiple of {classes}")
+  config = KineticsConfig(
+      name=f"i3d_{num_clips}clips_{seconds:g}s", fps=25.0, short_side=256, jpeg_quality=90, num_classes=classes
+  )
+  builder = tfds.builder("kinetics400", config=config, data_dir=os.path.join(work_dir, "data"))
+  if not builder.is_prepared():
+    manual = os.path.join(work_dir, config.name, "manual")
+    sample.make_manual_dir(
+        manual, clips_per_class={"train": num_clips // classes}, seconds=seconds, fps=25, width=340, height=256
+    )
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  return builder
+
+
+def limit_dataset(builder, num_clips: int) -> tf.data.Dataset:
+  """Only `decode_and_crop_jpeg` of the frames the pipeline samples (same seed), a loop per clip.
+
+  The first `num_clips` views are read once and held in memory, so no reading, parsing or copying
+  is timed; each frame's first pixel is summed so that no decode can be skipped.
+  """
+  views = kinput.train_views(
+      builder, num_frames=_NUM_FRAMES.value, frame_stride=_FRAME_STRIDE.value, image_size=_IMAGE_SIZE.value,
+      seed=_SEED,
+  )
+  held = next(iter(views.map(lambda v: (v["video"], v["window"])).batch(num_clips)))
+
+  def decode_only(jpegs, window):
+    total = tf.constant(0, tf.int64)
+    for i in tf.range(tf.shape(jpegs)[0]):
+      total += tf.cast(tf.io.decode_and_crop_jpeg(jpegs[i], window, channels=3)[0, 0, 0], tf.int64)
+    return total
+
+  ds = tf.data.Dataset.from_tensor_slices(held).repeat().map(decode_only, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(_BATCH_SIZE.value)
+  options = tf.data.Options()
+  options.deterministic = False
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def full_decode_dataset(builder) -> tf.data.Dataset:
+  """TFDS's default path: every frame decoded, then a window, a crop and a flip cut from the pixels."""
+  num_frames, stride, image_size = _NUM_FRAMES.value, _FRAME_STRIDE.value, _IMAGE_SIZE.value
+  span = (num_frames - 1) * stride + 1
+
+  def sample_decoded(index, example):
+    video = example["video"]
+    seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(_SEED, tf.int64), index]), 3)
+    indices = kinput.window_indices(tf.shape(video)[0], kinput.random_start(tf.shape(video)[0], span, seeds[0]),
+                                    num_frames, stride)[0]
+    size = tf.shape(video)[1:3]
+    y, x, side, _ = tf.unstack(kinput.random_crop_window(size, kinput.crop_side(size, image_size), seeds[1]))
+    clip = tf.gather(video, indices)[:, y : y + side, x : x + side]
+    clip = tf.cond(tf.random.stateless_uniform([], seeds[2]) < 0.5, lambda: tf.reverse(clip, [2]), lambda: clip)
+    return tf.ensure_shape(clip, [num_frames, image_size, image_size, 3]), tf.cast(example["label"], tf.int32)
+
+  read_config = tfds.ReadConfig(shuffle_seed=_SEED, try_autocache=False)
+  ds = builder.as_dataset("train", shuffle_files=True, read_config=read_config).repeat().enumerate()
+  ds = ds.map(sample_decoded, num_parallel_calls=tf.data.AUTOTUNE).batch(_BATCH_SIZE.value, drop_remainder=True)
+  options = tf.data.Options()
+  options.deterministic = False
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def timed_pass(iterator, steps: int, batch_size: int) -> tuple[float, float]:
+  """(clips per second, CPU milliseconds per clip) over `steps` batches."""
+  start, start_cpu = time.perf_counter(), cpu_seconds()
+  for _ in range(steps):
+    next(iterator)
+  clips = steps * batch_size
+  return clips / (time.perf_counter() - start), 1000 * (cpu_seconds() - start_cpu) / clips
+
+
+def measure(dataset: tf.data.Dataset, steps: int, batch_size: int) -> list[tuple[float, float]]:
+  """--passes timed passes after a warm-up, on an iterator of its own.
+
+  The iterator is dropped before the next measurement starts: a live one keeps decoding into its
+  buffers in the background, which would slow the others and flatter itself.
+  """
+  iterator = iter(dataset)
+  timed_pass(iterator, _WARMUP_STEPS.value, batch_size)
+  return [timed_pass(iterator, steps, batch_size) for _ in range(_PASSES.value)]
+
+
+def main(argv):
+  del argv
+  builder = build_dataset(_WORK_DIR.value, _NUM_CLIPS.value, _SECONDS.value)
+  batch = _BATCH_SIZE.value
+  sampling = dict(num_frames=_NUM_FRAMES.value, frame_stride=_FRAME_STRIDE.value, image_size=_IMAGE_SIZE.value)
+  runs = {  # name: (dataset of batches, batches per timed pass)
+      "pipeline": (kinput.train_dataset(builder, batch_size=batch, seed=_SEED, **sampling), _STEPS.value),
+      "limit": (limit_dataset(builder, _STEPS.value * batch), _STEPS.value),
+      "full_decode": (full_decode_dataset(builder), _FULL_DECODE_STEPS.value),
+      # Where the rest goes: reading, parsing and sampling alone, nothing decoded.
+      "read_and_sample": (kinput.train_views(builder, seed=_SEED, **sampling).batch(batch).prefetch(2), _STEPS.value),
+  }
+  passes = {name: [] for name in runs}
+  for round_ in range(_ROUNDS.value):
+    for name, (dataset, steps) in runs.items():
+      passes[name] += measure(dataset, steps, batch)
+      logging.info("Round %d, %s: (clips/s, CPU ms/clip) %s", round_, name, passes[name][-_PASSES.value :])
+  rate = {name: statistics.median(r for r, _ in p) for name, p in passes.items()}
+  cpu_ms = {name: round(statistics.median(c for _, c in p), 1) for name, p in passes.items()}
+  print(json.dumps({
+      "clips_per_s": round(rate["pipeline"], 2),
+      "limit_clips_per_s": round(rate["limit"], 2),
+      "ratio_to_limit": round(rate["pipeline"] / rate["limit"], 3),
+      "full_decode_clips_per_s": round(rate["full_decode"], 2),
+      "speedup_vs_full_decode": round(rate["pipeline"] / rate["full_decode"], 2),
+      "read_and_sample_clips_per_s": round(rate["read_and_sample"], 2),
+      "cpu_ms_per_clip": cpu_ms,
+      "cpu_ratio_to_limit": round(cpu_ms["limit"] / cpu_ms["pipeline"], 3),
+      "num_frames": _NUM_FRAMES.value,
+      "frame_stride": _FRAME_STRIDE.value,
+      "image_size": _IMAGE_SIZE.value,
+      "batch_size": batch,
+      "source_frames_per_clip": int(round(_SECONDS.value * 25)),
+      "passes": _PASSES.value * _ROUNDS.value,
+      "tf_cpu_allocator_use_bfc": os.environ.get(_BFC),
+      "cores": len(os.sched_getaffinity(0)),
+  }))
+
+
+if __name__ == "__main__":
+  app.run(main)

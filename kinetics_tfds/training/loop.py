@@ -1,0 +1,156 @@
+"""Training with checkpoints that resume after a kill, and evaluation aggregated per video.
+
+A run is `epochs` of `steps_per_epoch` steps, where an "epoch" is only the checkpoint interval: Keras'
+BackupAndRestore saves weights and optimizer state (its iteration counter, so the schedule goes on where it was) at
+each one's end, and a rerun with the same model_dir starts from the last.
+"""
+import importlib
+import json
+import logging
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+logger = logging.getLogger(__name__)
+FINAL_WEIGHTS = "model.weights.h5"
+
+
+class Progress(keras.callbacks.Callback):
+  """Logs step, loss, accuracy and clips/s every `every` steps, and measures steady-state speed: the first interval
+  (tracing and compilation) is left out of `clips_per_second`."""
+
+  def __init__(self, global_batch: int, every: int, printer=print):
+    super().__init__()
+    self.global_batch, self.every, self.printer = global_batch, every, printer
+    self.initial_step = 0
+    self.steps_timed = 0
+    self.seconds_timed = 0.0
+
+  def _step(self):
+    return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+  def on_train_begin(self, logs=None):
+    self.initial_step = self._last_step = self._step()
+    if self.initial_step:
+      self.printer(f"resumed at step {self.initial_step}")
+    self._last_time = time.perf_counter()
+
+  def on_train_batch_end(self, batch, logs=None):
+    step = self._step()
+    if step - self._last_step < self.every:
+      return
+    now = time.perf_counter()
+    steps, seconds = step - self._last_step, now - self._last_time
+    if self._last_step > self.initial_step:  # not the interval that compiled
+      self.steps_timed += steps
+      self.seconds_timed += seconds
+    logs = logs or {}
+    self.printer(f"step {step}: loss {logs.get('loss', float('nan')):.4f} top1 {logs.get('top1', float('nan')):.3f} "
+                 f"{steps * self.global_batch / seconds:.1f} clips/s")
+    self._last_step, self._last_time = step, now
+
+  @property
+  def clips_per_second(self):
+    return self.steps_timed * self.global_batch / self.seconds_timed if self.seconds_timed else None
+
+  @property
+  def step_time_s(self):
+    return self.seconds_timed / self.steps_timed if self.steps_timed else None
+
+
+def tensorboard(log_dir: str, update_freq: int):
+  """Keras' TensorBoard callback; None (logged) where TensorFlow or TensorBoard, which it writes with, is missing."""
+  for module in ("tensorflow", "tensorboard"):
+    try:
+      importlib.import_module(module)
+    except ImportError:
+      logger.warning("%s is not installed: no TensorBoard logs", module)
+      return None
+  return keras.callbacks.TensorBoard(log_dir, update_freq=update_freq, write_graph=False)
+
+
+def train(model, data, *, total_steps: int, checkpoint_steps: int, model_dir: str, global_batch: int,
+          log_every: int = 10, printer=print) -> dict:
+  """Fits `model` for about `total_steps` (rounded up to whole checkpoint intervals) and saves its final weights.
+
+  Returns steps, initial_step (where a resumed run started), train clips/s, step time and the last loss.
+  """
+  epochs = math.ceil(total_steps / checkpoint_steps)
+  steps_per_epoch = math.ceil(total_steps / epochs)
+  progress = Progress(global_batch, min(log_every, steps_per_epoch), printer)
+  callbacks = [
+      # First, so the restored iteration counter is what the others see.
+      keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), delete_checkpoint=False),
+      progress,
+      tensorboard(os.path.join(model_dir, "logs"), log_every),
+  ]
+  history = model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                      callbacks=[c for c in callbacks if c is not None], verbose=0)
+  model.save_weights(os.path.join(model_dir, FINAL_WEIGHTS))
+  losses = history.history.get("loss") or [None]
+  return {
+      "steps": epochs * steps_per_epoch,
+      "initial_step": progress.initial_step,
+      "train_clips_per_second": progress.clips_per_second,
+      "step_time_s": progress.step_time_s,
+      "final_loss": losses[-1],
+  }
+
+
+def evaluate(model, batches, class_names, *, predictions_out: str | None = None) -> dict:
+  """Runs `model` over eval batches ({'video', 'label', 'key'} as numpy), averages each video's views' softmax
+  scores (`input.aggregate`), and reports top-1/top-5 per video and views/s (the first batch, which compiles, is not
+  timed). With `predictions_out`, writes one JSON line per video: key, label and the top-5 names and scores.
+  """
+  from kinetics_tfds import input as input_lib  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
+
+  keys, labels, scores = [], {}, []
+  views_timed, seconds = 0, 0.0
+  for i, batch in enumerate(batches):
+    start = time.perf_counter()
+    logits = model.predict_on_batch(batch["video"])
+    if i:
+      seconds += time.perf_counter() - start
+      views_timed += len(logits)
+    scores.append(_softmax(logits))
+    keys.extend(batch["key"])
+    labels.update(zip((k.decode() for k in batch["key"]), batch["label"].tolist()))
+  if not keys:
+    raise ValueError("the evaluation split yielded no clips")
+  per_video = input_lib.aggregate(keys, np.concatenate(scores))
+  ranked = {key: np.argsort(-score)[:5] for key, score in per_video.items()}
+  if predictions_out:
+    os.makedirs(os.path.dirname(os.path.abspath(predictions_out)), exist_ok=True)
+    with open(predictions_out, "w") as f:
+      for key, top in ranked.items():
+        f.write(json.dumps({
+            "key": key,
+            "label": class_names[labels[key]],
+            "top5": [class_names[c] for c in top],
+            "scores": [round(float(per_video[key][c]), 6) for c in top],
+        }) + "\n")
+  return {
+      "videos": len(per_video),
+      "views": len(keys),
+      "top1": float(np.mean([top[0] == labels[key] for key, top in ranked.items()])),
+      "top5": float(np.mean([labels[key] in top for key, top in ranked.items()])),
+      "eval_clips_per_second": views_timed / seconds if seconds else None,
+  }
+
+
+def benchmark_predict(model, clips, steps: int) -> dict:
+  """Inference clips/s on one device-resident batch (synthetic runs), the first, compiling call left out."""
+  model.predict_on_batch(clips)
+  start = time.perf_counter()
+  for _ in range(steps):
+    model.predict_on_batch(clips)  # Returns numpy, so each call waits for the device.
+  seconds = time.perf_counter() - start
+  return {"eval_clips_per_second": steps * len(clips) / seconds}
+
+
+def _softmax(logits):
+  exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  return exp / exp.sum(axis=-1, keepdims=True)

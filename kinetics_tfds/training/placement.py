@@ -1,0 +1,84 @@
+"""Where a run executes: a TPU, all local GPUs, several machines (TF_CONFIG), or the default device.
+
+On the TensorFlow backend this is a `tf.distribute.Strategy`; on the JAX backend a `keras.distribution.DataParallel`
+over all devices, set globally. TensorFlow is imported only on its own backend.
+"""
+import contextlib
+import dataclasses
+import json
+import os
+
+import keras
+
+
+class PlacementError(RuntimeError):
+  """The requested devices cannot be used (an unreachable TPU, a batch that does not split over replicas)."""
+
+
+@dataclasses.dataclass
+class Placement:
+  description: str
+  num_replicas: int
+  strategy: object = None  # A tf.distribute.Strategy on the TensorFlow backend.
+
+  def scope(self):
+    """Where variables must be created: the strategy's scope, or nothing to enter on JAX."""
+    return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+  def check_batch(self, global_batch: int) -> int:
+    """The per-replica batch, or a clear error where the global batch does not divide over the replicas."""
+    if global_batch % self.num_replicas:
+      raise PlacementError(
+          f"batch size {global_batch} does not divide over the {self.num_replicas} replicas of {self.description}; "
+          f"use a multiple of {self.num_replicas}")
+    return global_batch // self.num_replicas
+
+
+def resolve(tpu: str | None = None) -> Placement:
+  """Resolves `tpu` (a name, or "local" on a TPU VM), else GPUs, TF_CONFIG workers or the default device."""
+  backend = keras.backend.backend()
+  if backend == "tensorflow":
+    return _tensorflow(tpu)
+  if backend == "jax":
+    return _jax(tpu)
+  if tpu:
+    raise PlacementError(f"--tpu={tpu}: TPUs need the tensorflow or jax backend, not {backend}")
+  return Placement(f"the {backend} backend's default device", 1)
+
+
+def _tensorflow(tpu):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  if tpu:
+    try:
+      resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+      tf.config.experimental_connect_to_cluster(resolver)
+      tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, OSError, RuntimeError, tf.errors.OpError) as e:
+      raise PlacementError(f"cannot reach TPU {tpu!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    strategy = tf.distribute.TPUStrategy(resolver)
+    return Placement(f"TPU {tpu!r}", strategy.num_replicas_in_sync, strategy)
+  workers = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {}).get("worker", [])
+  if len(workers) > 1:
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    return Placement(f"{len(workers)} workers (TF_CONFIG)", strategy.num_replicas_in_sync, strategy)
+  gpus = tf.config.list_logical_devices("GPU")
+  if len(gpus) > 1:
+    strategy = tf.distribute.MirroredStrategy([gpu.name for gpu in gpus])
+    return Placement(f"{len(gpus)} GPUs", len(gpus), strategy)
+  device = gpus[0].name if gpus else "CPU"
+  return Placement(device, 1, tf.distribute.get_strategy())
+
+
+def _jax(tpu):
+  import jax  # pylint: disable=g-import-not-at-top
+
+  devices = jax.devices()
+  platform = devices[0].platform
+  if tpu and platform != "tpu":
+    raise PlacementError(
+        f"cannot reach TPU {tpu!r}: JAX sees {len(devices)} {platform} device(s) and no TPU (with JAX, run on the "
+        "TPU VM itself)")
+  if len(devices) > 1:
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+  return Placement(f"{len(devices)} {platform} device(s)", len(devices))

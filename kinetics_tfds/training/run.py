@@ -1,0 +1,165 @@
+"""One run: build I3D where `placement` says, train and/or evaluate it, and summarise what was measured.
+
+`benchmarks/i3d.py` fills a `Config` from its flags and `python -m kinetics_tfds` from its sample; both print the
+summary this returns. Real data needs TensorFlow (tf.data); `synthetic=True` with the JAX backend does not.
+"""
+import dataclasses
+import json
+import math
+import os
+
+import keras
+
+from kinetics_tfds.models import i3d
+from kinetics_tfds.training import loop
+from kinetics_tfds.training import optimization
+from kinetics_tfds.training import placement as placement_lib
+from kinetics_tfds.training import synthetic
+
+MODES = ("train", "eval", "train_and_eval")
+
+
+@dataclasses.dataclass
+class Config:
+  """What `benchmarks/i3d.py`'s flags say; see their help for each field."""
+
+  mode: str = "train_and_eval"
+  dataset: str = "kinetics400"
+  data_dir: str | None = None
+  split: str = "train"
+  eval_split: str = "validation"
+  model_dir: str = "/tmp/i3d"
+  weights: str = "none"
+  batch_size: int = 8
+  eval_batch_size: int = 8
+  num_frames: int = 64
+  frame_stride: int = 1
+  image_size: int = 224
+  epochs: int = 40
+  train_steps: int = 0
+  checkpoint_steps: int = 500
+  log_every: int = 50
+  optimizer: str = "sgd"
+  learning_rate: float = 0.1
+  lr_schedule: str = "steps"
+  lr_step_fractions: tuple[float, ...] = (0.5, 0.8)
+  warmup_fraction: float = 0.05
+  momentum: float = 0.9
+  weight_decay: float = 1e-7
+  dropout_rate: float = 0.5
+  batchnorm_momentum: float | None = None
+  label_smoothing: float = 0.0
+  precision: str = "float32"
+  jit_compile: bool = True
+  steps_per_execution: int = 1
+  eval_views: str = "whole"
+  predictions_out: str | None = None
+  synthetic: bool = False
+  num_classes: int = 400
+  eval_steps: int = 10
+  tpu: str | None = None
+  seed: int = 0
+  deterministic: bool = False
+
+
+def parse_views(views: str) -> tuple[int | None, int]:
+  """'whole' -> (None, 1): the whole clip, centre crop; 'KxN' -> (K, N): K clips in time times N crops (1 or 3)."""
+  if views == "whole":
+    return None, 1
+  try:
+    clips, crops = (int(n) for n in views.lower().split("x"))
+  except ValueError:
+    raise ValueError(f"eval_views must be 'whole' or KxN such as 10x3, got {views!r}") from None
+  return clips, crops
+
+
+def run(config: Config, builder=None, printer=print) -> dict:
+  """Trains and/or evaluates as `config` says; writes and returns the summary. `builder`: a prepared builder to use
+  instead of `config.dataset` (a config that is not registered by name, such as the main job's sample)."""
+  if config.mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
+  num_clips, num_crops = parse_views(config.eval_views)
+  os.makedirs(config.model_dir, exist_ok=True)
+  keras.utils.set_random_seed(config.seed)
+  optimization.set_precision(config.precision)
+  placement = placement_lib.resolve(config.tpu)
+  placement.check_batch(config.batch_size)
+  if config.synthetic:
+    class_names = [str(i) for i in range(config.num_classes)]
+  else:
+    if builder is None:
+      from kinetics_tfds.training import datasets  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
+
+      builder = datasets.prepared_builder(config.dataset, config.data_dir)
+    class_names = builder.info.features["label"].names
+  total_steps = _total_steps(config, builder) if config.mode != "eval" else 1
+  weights = None if config.weights == "none" else config.weights
+  with placement.scope():
+    model = i3d(len(class_names), weights=weights, dropout_rate=config.dropout_rate)
+    if config.batchnorm_momentum is not None:
+      for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+          layer.momentum = config.batchnorm_momentum
+    lr = optimization.learning_rate(config.lr_schedule, config.learning_rate, total_steps,
+                                    step_fractions=config.lr_step_fractions, warmup_fraction=config.warmup_fraction)
+    model.compile(
+        optimization.optimizer(config.optimizer, lr, momentum=config.momentum, weight_decay=config.weight_decay),
+        loss=optimization.SparseCrossentropy(len(class_names), config.label_smoothing),
+        metrics=optimization.metrics(),
+        jit_compile=config.jit_compile,
+        steps_per_execution=config.steps_per_execution,
+    )
+  summary = {"placement": placement.description, "backend": keras.backend.backend()}
+  clips = None
+  if config.synthetic:
+    clips = synthetic.SyntheticClips(config.batch_size, config.num_frames, config.image_size, len(class_names),
+                                     steps=total_steps, seed=config.seed)
+  if config.mode != "eval":
+    data = clips if clips is not None else _train_data(config, builder, placement)
+    summary.update(loop.train(model, data, total_steps=total_steps, checkpoint_steps=config.checkpoint_steps,
+                              model_dir=config.model_dir, global_batch=config.batch_size,
+                              log_every=config.log_every, printer=printer))
+  elif weights is None:
+    final = os.path.join(config.model_dir, loop.FINAL_WEIGHTS)
+    if not os.path.exists(final):
+      raise FileNotFoundError(f"--mode=eval needs --weights or a trained model in --model_dir ({final} is missing)")
+    model.load_weights(final)
+  if config.mode != "train":
+    if clips is not None:
+      summary.update(loop.benchmark_predict(model, clips.clips, config.eval_steps))
+    else:
+      summary.update(loop.evaluate(model, _eval_data(config, builder, num_clips, num_crops), class_names,
+                                   predictions_out=config.predictions_out))
+  summary["config"] = dataclasses.asdict(config)
+  with open(os.path.join(config.model_dir, "summary.json"), "w") as f:
+    json.dump(summary, f)
+  return summary
+
+
+def _total_steps(config, builder):
+  if config.train_steps:
+    return config.train_steps
+  if builder is None:
+    raise ValueError("--synthetic needs --train_steps")
+  return config.epochs * math.ceil(builder.info.splits[config.split].num_examples / config.batch_size)
+
+
+def _train_data(config, builder, placement):
+  from kinetics_tfds import input as input_lib  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
+
+  kwargs = dict(split=config.split, batch_size=config.batch_size, num_frames=config.num_frames,
+                frame_stride=config.frame_stride, image_size=config.image_size, seed=config.seed,
+                deterministic=config.deterministic)
+  if placement.strategy is not None:  # TensorFlow: one pipeline per worker, a share of the batch per replica.
+    return input_lib.distributed_train_dataset(placement.strategy, builder, **kwargs)
+  return input_lib.train_dataset(builder, **kwargs)
+
+
+def _eval_data(config, builder, num_clips, num_crops):
+  from kinetics_tfds import input as input_lib  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
+
+  ds = input_lib.eval_dataset(
+      builder, config.eval_split, batch_size=1 if num_clips is None else config.eval_batch_size,
+      num_frames=config.num_frames, frame_stride=config.frame_stride, image_size=config.image_size,
+      num_clips=num_clips, num_crops=num_crops)
+  return ds.as_numpy_iterator()

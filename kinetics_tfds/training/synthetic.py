@@ -1,0 +1,23 @@
+"""Random clips generated once on the device, so a run measures the model alone (no host input, no TensorFlow)."""
+import keras
+from keras import ops
+
+
+class SyntheticClips(keras.utils.PyDataset):
+  """The same device-resident (uint8 clips, int32 labels) batch, `steps` times per epoch.
+
+  Keras passes device arrays through on JAX; on TensorFlow its PyDataset adapter goes through the host.
+  """
+
+  def __init__(self, batch_size: int, num_frames: int, image_size: int, num_classes: int, *, steps: int, seed=0):
+    super().__init__()
+    shape = (batch_size, num_frames, image_size, image_size, 3)
+    self.clips = ops.cast(keras.random.randint(shape, 0, 256, seed=seed), "uint8")
+    self.labels = keras.random.randint((batch_size,), 0, num_classes, seed=seed + 1)
+    self.steps = steps
+
+  def __len__(self):
+    return self.steps
+
+  def __getitem__(self, index):
+    return self.clips, self.labels

@@ -23,7 +23,7 @@ import statistics
 import time
 
 # Each batch is a fresh ~77 MB tensor; glibc maps and zeroes new pages for every one, which costs
-# up to a quarter of decoding. TensorFlow's BFC allocator keeps and reuses them. It must be chosen
+# a third as much as decoding. TensorFlow's BFC allocator keeps and reuses them. It must be chosen
 # before TensorFlow starts; run with TF_CPU_ALLOCATOR_USE_BFC=false to see the difference.
 _BFC = "TF_CPU_ALLOCATOR_USE_BFC"
 os.environ.setdefault(_BFC, "true")

@@ -13,7 +13,7 @@ per clip: the frames of a whole batch are decoded into one tensor, so the pixels
 Clips come out as uint8: normalising on the accelerator moves 4x fewer bytes to it. Start the
 training process with TF_CPU_ALLOCATOR_USE_BFC=true: each batch is a fresh tensor (77 MB for
 8 x 64 x 224 x 224 x 3), and without TensorFlow's BFC allocator glibc maps and zeroes new pages
-for every one, which cost up to a quarter of the decoding time in benchmarks/input_pipeline.py.
+for every one, which cost a third as much as the decoding in benchmarks/input_pipeline.py.
 Everything yields plain tensors, so any Keras backend can read it (`.as_numpy_iterator()` for JAX).
 """
 

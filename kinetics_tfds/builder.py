@@ -133,6 +133,7 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Runs TFDS's generation, then writes the skipped clips beside the dataset."""
     self._use_beam = bool(download_config.beam_runner or download_config.beam_options)
     self._skipped = []
+    _remove_interrupted_builds(self.data_dir)
     super()._download_and_prepare(dl_manager, download_config)
     self._skipped.extend(_collect_beam_skips(self.data_dir))
     _write_skipped(self.data_dir, self._skipped)
@@ -229,6 +230,17 @@ def _beam_examples(tasks: list[examples.Task], skipped_prefix: str):
     return results | "Built" >> beam.Filter(_has_example) | "Keyed" >> beam.Map(_keyed_example)
 
   return generate()  # pylint: disable=no-value-for-parameter
+
+
+def _remove_interrupted_builds(current: str) -> None:
+  """Deletes what killed builds of this version left: TFDS starts over in a new folder, and a
+  K700 build's leftovers can be terabytes."""
+  current = tfds.core.Path(current)
+  version = current.name.split("_", 1)[1]
+  for folder in current.parent.glob(f"incomplete.*_{version}"):
+    if folder != current:
+      logging.warning("Removing %s, left by an interrupted build.", folder)
+      folder.rmtree()
 
 
 def _collect_beam_skips(data_dir: str) -> list[annotations.Rejected]:

@@ -77,6 +77,7 @@ def serial(manual, tmp_path_factory):
 
 def test_worker_pool_matches_serial(manual, serial, tmp_path):
   assert read(build(manual, str(tmp_path), num_workers=2)) == serial
+  assert not [n for n in os.listdir(config_dir) if n.startswith("incomplete.")]  # Leftovers removed.
 
 
 def test_beam_through_tfds_build_matches_serial(manual, serial, tmp_path):
@@ -139,6 +140,7 @@ def test_killed_build_reruns_to_the_same_dataset(manual, serial, tmp_path):
     assert time.monotonic() < deadline, "workers outlived their killed build"
     time.sleep(0.05)
   assert read(build(manual, str(tmp_path), num_workers=2)) == serial
+  assert not [n for n in os.listdir(config_dir) if n.startswith("incomplete.")]  # Leftovers removed.
 
 
 def _segfault_on_5(item: int) -> int:

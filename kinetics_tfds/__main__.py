@@ -2,7 +2,9 @@
 
 Generates a small Kinetics-format manual folder (DeepMind's CSV dialect, CVDF's clip folders,
 synthetic clips whose class is their direction of motion), builds it with the real kinetics400
-builder, and prints where the dataset is and what it holds. Nothing is downloaded.
+builder, trains I3D on it briefly from scratch and evaluates it on the held-out clips, and prints
+one JSON line: where the dataset is and what it holds, accuracy and clips/s. Nothing is downloaded.
+Clips are small (8 frames of 32 pixels) so that this takes minutes on two CPU cores.
 """
 
 import json
@@ -11,10 +13,12 @@ import tempfile
 
 from absl import app
 from absl import flags
+from absl import logging
 import tensorflow_datasets as tfds
 
 import kinetics_tfds
 from kinetics_tfds import sample
+from kinetics_tfds.training import run
 
 _WORK_DIR = flags.DEFINE_string(
     "work_dir",
@@ -23,6 +27,7 @@ _WORK_DIR = flags.DEFINE_string(
 )
 _TRAIN_CLIPS = flags.DEFINE_integer("train_clips_per_class", 12, "Training clips per class.")
 _VALIDATION_CLIPS = flags.DEFINE_integer("validation_clips_per_class", 4, "Validation clips per class.")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 60, "I3D training steps of 8 clips; 0: only build.")
 
 SAMPLE_CONFIG = kinetics_tfds.KineticsConfig(
     name="sample_motion",
@@ -41,7 +46,8 @@ def build_sample(work_dir: str, train_clips: int, validation_clips: int) -> tfds
     sample.make_manual_dir(
         manual_dir, clips_per_class={"train": train_clips, "validation": validation_clips}
     )
-  builder = tfds.builder("kinetics400", config=SAMPLE_CONFIG, data_dir=os.path.join(work_dir, "data"))
+  # One process: the sample's 64 small clips take seconds, less than starting a pool of workers.
+  builder = tfds.builder("kinetics400", config=SAMPLE_CONFIG, data_dir=os.path.join(work_dir, "data"), num_workers=1)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
 
@@ -60,10 +66,28 @@ def describe(builder: tfds.core.DatasetBuilder) -> dict:
   }
 
 
+def train_and_evaluate(builder: tfds.core.DatasetBuilder, work_dir: str, train_steps: int) -> dict:
+  """Trains I3D from scratch on the sample (a fresh model_dir each time) and evaluates it on the validation split.
+
+  Adam, no dropout and fast batch-norm statistics, because the run is a few dozen steps, not DeepMind's 100k.
+  """
+  model_dir = tempfile.mkdtemp(prefix="i3d_", dir=work_dir)
+  config = run.Config(
+      model_dir=model_dir, batch_size=8, num_frames=8, frame_stride=2, image_size=32, train_steps=train_steps,
+      checkpoint_steps=train_steps, log_every=10, optimizer="adam", learning_rate=1e-3, lr_schedule="constant",
+      weight_decay=0.0, dropout_rate=0.0, batchnorm_momentum=0.9, eval_views="2x1", seed=0)
+  summary = run.run(config, builder=builder, printer=logging.info)
+  keys = ("top1", "top5", "videos", "steps", "train_clips_per_second", "eval_clips_per_second")
+  return {"model_dir": model_dir, **{key: summary[key] for key in keys}}
+
+
 def main(argv):
   del argv
   builder = build_sample(_WORK_DIR.value, _TRAIN_CLIPS.value, _VALIDATION_CLIPS.value)
-  print(json.dumps({"built": describe(builder)}))
+  result = {"built": describe(builder)}
+  if _TRAIN_STEPS.value:
+    result["i3d"] = train_and_evaluate(builder, _WORK_DIR.value, _TRAIN_STEPS.value)
+  print(json.dumps(result))
 
 
 if __name__ == "__main__":

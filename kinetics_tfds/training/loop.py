@@ -25,21 +25,21 @@ class Progress(keras.callbacks.Callback):
   def __init__(self, global_batch: int, every: int, printer=print):
     super().__init__()
     self.global_batch, self.every, self.printer = global_batch, every, printer
-    self.initial_step = 0
+    self.initial_step = self._last_step = None
     self.steps_timed = 0
     self.seconds_timed = 0.0
 
-  def _step(self):
-    return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-
-  def on_train_begin(self, logs=None):
-    self.initial_step = self._last_step = self._step()
-    if self.initial_step:
-      self.printer(f"resumed at step {self.initial_step}")
-    self._last_time = time.perf_counter()
+  # Steps are counted from epoch and batch, not read from the optimizer: on JAX its variables are stale mid-epoch.
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_start = epoch * self.params["steps"]
+    if self.initial_step is None:
+      self.initial_step = self._last_step = self._epoch_start
+      if self.initial_step:
+        self.printer(f"resumed at step {self.initial_step}")
+      self._last_time = time.perf_counter()
 
   def on_train_batch_end(self, batch, logs=None):
-    step = self._step()
+    step = self._epoch_start + batch + 1
     if step - self._last_step < self.every:
       return
     now = time.perf_counter()
@@ -82,7 +82,6 @@ def train(model, data, *, total_steps: int, checkpoint_steps: int, model_dir: st
   steps_per_epoch = math.ceil(total_steps / epochs)
   progress = Progress(global_batch, min(log_every, steps_per_epoch), printer)
   callbacks = [
-      # First, so the restored iteration counter is what the others see.
       keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), delete_checkpoint=False),
       progress,
       tensorboard(os.path.join(model_dir, "logs"), log_every),
@@ -91,9 +90,10 @@ def train(model, data, *, total_steps: int, checkpoint_steps: int, model_dir: st
                       callbacks=[c for c in callbacks if c is not None], verbose=0)
   model.save_weights(os.path.join(model_dir, FINAL_WEIGHTS))
   losses = history.history.get("loss") or [None]
+  steps = epochs * steps_per_epoch
   return {
-      "steps": epochs * steps_per_epoch,
-      "initial_step": progress.initial_step,
+      "steps": steps,
+      "initial_step": steps if progress.initial_step is None else progress.initial_step,  # None: already done
       "train_clips_per_second": progress.clips_per_second,
       "step_time_s": progress.step_time_s,
       "final_loss": losses[-1],

@@ -1,0 +1,215 @@
+"""Training and evaluating I3D: learning motion, published weights on real clips, resume after SIGKILL, two
+replicas, a TF-free JAX path, and clear errors.
+
+I3D is heavy for 2 CPU cores: each process that trains pays one XLA compile (about a minute), so every training
+check runs once, on 8 frames of 32 pixels.
+"""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import kinetics_tfds
+from kinetics_tfds import annotations
+from kinetics_tfds import sample
+from kinetics_tfds.training import datasets
+from kinetics_tfds.training import optimization
+from kinetics_tfds.training import placement
+from kinetics_tfds.training import run as run_lib
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+_SCRIPT = str(_REPO / "benchmarks" / "i3d.py")
+# Random horizontal flips (train_dataset's augmentation) swap left and right: up and down survive them.
+_UP_DOWN = {label: sample.MOTIONS[label] for label in ("swiping down", "swiping up")}
+_TINY = ["--num_frames=8", "--image_size=32", "--batch_size=4", "--num_classes=4", "--log_every=1"]
+
+
+def _script(*args, env=None, **kwargs):
+  return subprocess.run([sys.executable, _SCRIPT, *args], capture_output=True, text=True, timeout=600,
+                        env={**os.environ, **(env or {})}, **kwargs)
+
+
+def _summary(stdout):
+  return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
+
+
+@pytest.fixture(scope="module")
+def motion_builder(tmp_path_factory):
+  """Up/down motion at 12.5 fps, short side 40: 16 training and 8 held-out clips per class."""
+  root = tmp_path_factory.mktemp("motion")
+  sample.make_manual_dir(str(root / "manual"), clips_per_class={"train": 16, "validation": 8}, classes=_UP_DOWN)
+  config = kinetics_tfds.KineticsConfig(name="motion_up_down", fps=12.5, short_side=40, num_classes=2)
+  builder = tfds.builder("kinetics400", config=config, data_dir=str(root / "data"), num_workers=1)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root / "manual")))
+  return builder
+
+
+def test_learns_motion_direction(motion_builder, tmp_path):
+  config = run_lib.Config(
+      model_dir=str(tmp_path), batch_size=8, num_frames=8, image_size=32, train_steps=40, checkpoint_steps=40,
+      log_every=10, optimizer="adam", learning_rate=1e-3, lr_schedule="constant", weight_decay=0.0,
+      dropout_rate=0.0, batchnorm_momentum=0.9, eval_views="2x1", seed=0, deterministic=True)
+  summary = run_lib.run(config, builder=motion_builder)
+  assert summary["videos"] == 16
+  assert summary["top1"] >= 0.9, summary
+  assert json.loads((tmp_path / "summary.json").read_text())["top1"] == summary["top1"]
+
+
+@pytest.fixture(scope="module")
+def kinetics400_two_clips(shared_data, tmp_path_factory):
+  """The real builder's default config over two real clips; the 398 other classes' rows have no file."""
+  root = tmp_path_factory.mktemp("k400")
+  videos = {"cleaning pool": "mmaction2_tests_test.mp4", "flipping pancake": "decord_flipping_a_pancake.mkv"}
+  classes = (shared_data / "kinetics" / "label_maps" / "kinetics400.txt").read_text().splitlines()
+  rows = [annotations.Clip(f"clip{i:03d}", 0, 10, label, "validation") for i, label in enumerate(classes)]
+  for row in rows:
+    if row.label in videos:
+      source = shared_data / "kinetics" / "videos" / videos[row.label]
+      (root / "manual" / "val").mkdir(parents=True, exist_ok=True)
+      (root / "manual" / "val" / f"{row.key}{source.suffix}").symlink_to(source)
+  sample.write_annotations(str(root / "manual" / "kinetics400"), "validation", rows)
+  builder = tfds.builder("kinetics400", data_dir=str(root / "data"), num_workers=1)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root / "manual")))
+  assert builder.info.splits["validation"].num_examples == 2
+  return root / "data"
+
+
+def test_eval_kinetics400_weights_on_real_clips(kinetics400_two_clips, tmp_path):
+  predictions = tmp_path / "predictions.jsonl"
+  result = _script("--mode=eval", "--weights=kinetics400", "--eval_views=whole", "--nojit_compile",
+                   f"--data_dir={kinetics400_two_clips}", f"--model_dir={tmp_path}",
+                   f"--predictions_out={predictions}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _summary(result.stdout)["top1"] == 1.0
+  rows = {row["label"]: row for row in map(json.loads, predictions.read_text().splitlines())}
+  assert set(rows) == {"cleaning pool", "flipping pancake"}
+  for label, row in rows.items():
+    assert row["top5"][0] == label and row["scores"][0] > 0.9 and len(row["top5"]) == 5
+
+
+def test_resumes_after_sigkill(tmp_path):
+  args = ["--synthetic", "--mode=train", "--checkpoint_steps=2", f"--model_dir={tmp_path}", *_TINY]
+  with subprocess.Popen([sys.executable, _SCRIPT, *args, "--train_steps=1000"], stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL, text=True) as first:
+    metadata = tmp_path / "backup" / "training_metadata.json"
+    for line in first.stdout:
+      if line.startswith("step") and metadata.exists() and json.loads(metadata.read_text())["epoch"] >= 1:
+        break
+    first.send_signal(signal.SIGKILL)
+  saved = json.loads(metadata.read_text())["epoch"] * 2
+  result = _script(*args, f"--train_steps={saved + 2}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"resumed at step {saved}" in result.stdout
+  summary = _summary(result.stdout)
+  assert summary["initial_step"] == saved and summary["steps"] == saved + 2
+
+
+_TWO_REPLICAS = """
+import json, sys
+import tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+from kinetics_tfds.models import i3d
+from kinetics_tfds.training import optimization
+
+# Both halves of the batch are the same clips, so each replica's batch-norm statistics equal the whole batch's.
+# One step: after an update the two runs drift apart (batch norm over the few values left at 32 pixels is
+# ill-conditioned), while small Conv3D/BN/max-pool models match exactly for several steps.
+half = np.random.RandomState(0).randint(0, 256, (4, 8, 32, 32, 3)).astype("uint8")
+clips, labels = np.concatenate([half, half]), np.array([0, 1, 0, 1] * 2)
+losses = {}
+for name, strategy in [("one", tf.distribute.get_strategy()), ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]:
+  keras.utils.set_random_seed(0)
+  with strategy.scope():
+    model = i3d(2, dropout_rate=0.0)
+    # XLA cannot place a variable of replica 1 on the second logical CPU; GPUs and TPUs have no such limit.
+    model.compile(optimization.optimizer("sgd", 1e-3), loss=optimization.SparseCrossentropy(2), jit_compile=False)
+  history = model.fit(clips, labels, batch_size=8, epochs=1, shuffle=False, verbose=0)
+  losses[name] = [strategy.num_replicas_in_sync, history.history["loss"]]
+print(json.dumps(losses))
+"""
+
+
+def test_two_replicas_give_one_replicas_loss():
+  result = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  losses = json.loads(result.stdout.splitlines()[-1])
+  assert losses["one"][0] == 1 and losses["two"][0] == 2
+  np.testing.assert_allclose(losses["two"][1], losses["one"][1], rtol=1e-3)
+
+
+# The JAX half of the synthetic benchmark, where importing TensorFlow (or TFDS) fails as if it were not installed
+# (an import hook, not sys.modules[...] = None, which Keras would take for an imported TensorFlow).
+# kinetics_tfds/__init__.py registers the TFDS builders, which needs TensorFlow: the package is set up without it.
+_WITHOUT_TENSORFLOW = """
+import importlib.util, runpy, sys
+
+class NoTensorFlow:
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] in ("tensorflow", "tensorflow_datasets"):
+      raise ModuleNotFoundError(f"No module named {{name!r}}")
+
+sys.meta_path.insert(0, NoTensorFlow())
+spec = importlib.util.spec_from_file_location("kinetics_tfds", "{package}/__init__.py",
+                                              submodule_search_locations=["{package}"])
+sys.modules["kinetics_tfds"] = importlib.util.module_from_spec(spec)
+sys.argv = [{argv}]
+runpy.run_path("{script}", run_name="__main__")
+"""
+
+
+def test_synthetic_jax_needs_no_tensorflow(tmp_path):
+  argv = ", ".join(repr(a) for a in ["i3d.py", "--synthetic", "--mode=train_and_eval", "--train_steps=2",
+                                     "--checkpoint_steps=2", "--eval_steps=1", "--precision=mixed_bfloat16",
+                                     f"--model_dir={tmp_path}", *_TINY])
+  code = _WITHOUT_TENSORFLOW.format(package=_REPO / "kinetics_tfds", script=_SCRIPT, argv=argv)
+  # Unoptimised XLA: a fresh JAX model compiles each of its ~70 initialisers.
+  env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = _summary(result.stdout)
+  assert summary["backend"] == "jax" and summary["steps"] == 2
+  assert summary["eval_clips_per_second"] > 0
+  assert "tensorflow is not installed: no TensorBoard logs" in result.stderr
+
+
+def test_unreachable_tpu_is_named():
+  result = _script("--synthetic", "--tpu=no-such-tpu", "--train_steps=1", *_TINY)
+  assert result.returncode != 0
+  assert "cannot reach TPU 'no-such-tpu'" in result.stderr
+
+
+def test_batch_must_divide_over_replicas():
+  with pytest.raises(placement.PlacementError, match="batch size 6 does not divide over the 4 replicas"):
+    placement.Placement("4 GPUs", 4).check_batch(6)
+
+
+def test_missing_dataset_says_how_to_build(tmp_path):
+  with pytest.raises(FileNotFoundError, match="kinetics600 is not prepared.*tfds build"):
+    datasets.prepared_builder("kinetics600", str(tmp_path))
+  with pytest.raises(ValueError, match="must be one of"):
+    datasets.prepared_builder("ucf101", str(tmp_path))
+
+
+def test_schedules():
+  steps = optimization.learning_rate("steps", 0.1, 100, step_fractions=(0.5, 0.8))
+  np.testing.assert_allclose([float(steps(s)) for s in (0, 50, 51, 80, 81, 99)],
+                             [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+  cosine = optimization.learning_rate("cosine", 0.1, 100, warmup_fraction=0.1)
+  np.testing.assert_allclose([float(cosine(s)) for s in (0, 5, 10, 55, 100)], [0, 0.05, 0.1, 0.05, 0], atol=1e-6)
+
+
+def test_eval_views():
+  assert run_lib.parse_views("whole") == (None, 1)
+  assert run_lib.parse_views("10x3") == (10, 3)
+  with pytest.raises(ValueError, match="KxN"):
+    run_lib.parse_views("ten")

@@ -19,46 +19,44 @@ FINAL_WEIGHTS = "model.weights.h5"
 
 
 class Progress(keras.callbacks.Callback):
-  """Logs step, loss, accuracy and clips/s every `every` steps, and measures steady-state speed: the first interval
-  (tracing and compilation) is left out of `clips_per_second`."""
+  """Logs step, loss, accuracy and clips/s every `every` steps, and measures steady-state speed: from the end of a
+  run's first step (which traces and compiles) to the end of its last."""
 
   def __init__(self, global_batch: int, every: int, printer=print):
     super().__init__()
     self.global_batch, self.every, self.printer = global_batch, every, printer
-    self.initial_step = self._last_step = None
-    self.steps_timed = 0
-    self.seconds_timed = 0.0
+    self.initial_step = None
+    self._first = self._last = None  # (step, time) at the end of the first and of the latest step
 
   # Steps are counted from epoch and batch, not read from the optimizer: on JAX its variables are stale mid-epoch.
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch_start = epoch * self.params["steps"]
     if self.initial_step is None:
-      self.initial_step = self._last_step = self._epoch_start
+      self.initial_step = self._epoch_start
       if self.initial_step:
         self.printer(f"resumed at step {self.initial_step}")
-      self._last_time = time.perf_counter()
+      self._logged = (self.initial_step, time.perf_counter())
 
   def on_train_batch_end(self, batch, logs=None):
-    step = self._epoch_start + batch + 1
-    if step - self._last_step < self.every:
+    self._last = (self._epoch_start + batch + 1, time.perf_counter())
+    self._first = self._first or self._last
+    step, now = self._last
+    if step - self._logged[0] < self.every:
       return
-    now = time.perf_counter()
-    steps, seconds = step - self._last_step, now - self._last_time
-    if self._last_step > self.initial_step:  # not the interval that compiled
-      self.steps_timed += steps
-      self.seconds_timed += seconds
     logs = logs or {}
+    clips_per_second = (step - self._logged[0]) * self.global_batch / (now - self._logged[1])
     self.printer(f"step {step}: loss {logs.get('loss', float('nan')):.4f} top1 {logs.get('top1', float('nan')):.3f} "
-                 f"{steps * self.global_batch / seconds:.1f} clips/s")
-    self._last_step, self._last_time = step, now
-
-  @property
-  def clips_per_second(self):
-    return self.steps_timed * self.global_batch / self.seconds_timed if self.seconds_timed else None
+                 f"{clips_per_second:.1f} clips/s")
+    self._logged = self._last
 
   @property
   def step_time_s(self):
-    return self.seconds_timed / self.steps_timed if self.steps_timed else None
+    steps = self._last[0] - self._first[0] if self._first else 0
+    return (self._last[1] - self._first[1]) / steps if steps else None
+
+  @property
+  def clips_per_second(self):
+    return self.global_batch / self.step_time_s if self.step_time_s else None
 
 
 def tensorboard(log_dir: str, update_freq: int):

@@ -34,6 +34,8 @@ flags.DEFINE_integer("batch_size", _D.batch_size, "Global training batch, split 
 flags.DEFINE_integer("eval_batch_size", _D.eval_batch_size, "Evaluation batch (1 for whole clips).")
 flags.DEFINE_integer("num_frames", _D.num_frames, "Frames per training clip (and per eval clip with KxN views).")
 flags.DEFINE_integer("frame_stride", _D.frame_stride, "Take every n-th frame.")
+flags.DEFINE_bool("random_flip", _D.random_flip,
+                  "Mirror half the training clips; turn off where left and right differ by class.")
 flags.DEFINE_integer("image_size", _D.image_size, "Square crop side in pixels.")
 flags.DEFINE_integer("epochs", _D.epochs, "Passes over the training split (used when --train_steps is 0).")
 flags.DEFINE_integer("train_steps", _D.train_steps, "Training steps; 0: from --epochs.")

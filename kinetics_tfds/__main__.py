@@ -73,7 +73,8 @@ def train_and_evaluate(builder: tfds.core.DatasetBuilder, work_dir: str, train_s
   """
   model_dir = tempfile.mkdtemp(prefix="i3d_", dir=work_dir)
   config = run.Config(
-      model_dir=model_dir, batch_size=8, num_frames=8, frame_stride=1, image_size=32, train_steps=train_steps,
+      model_dir=model_dir, batch_size=8, num_frames=8, frame_stride=1, image_size=32, random_flip=False,
+      train_steps=train_steps,
       checkpoint_steps=train_steps, log_every=10, optimizer="adam", learning_rate=1e-3, lr_schedule="constant",
       weight_decay=0.0, dropout_rate=0.0, batchnorm_momentum=0.9, eval_views="2x1", seed=0)
   summary = run.run(config, builder=builder, printer=logging.info)

@@ -187,6 +187,7 @@ def train_views(
     frame_stride: int = 1,
     image_size: int = 224,
     scale_jitter: tuple[float, float] | None = None,
+    random_flip: bool = True,
     seed: int = 0,
     input_context: tf.distribute.InputContext | None = None,
     repeat: bool = True,
@@ -213,7 +214,7 @@ def train_views(
     return {
         "video": tf.gather(jpegs, window_indices(tf.shape(jpegs)[0], start, num_frames, frame_stride)[0]),
         "window": random_crop_window(size, crop_side(size, image_size, fraction), seeds[2]),
-        "flip": tf.random.stateless_uniform([], seeds[3]) < 0.5,
+        "flip": tf.logical_and(random_flip, tf.random.stateless_uniform([], seeds[3]) < 0.5),
         "label": tf.cast(example["label"], tf.int32),
     }
 
@@ -233,6 +234,7 @@ def train_dataset(
     frame_stride: int = 1,
     image_size: int = 224,
     scale_jitter: tuple[float, float] | None = None,
+    random_flip: bool = True,
     dtype: str = "uint8",
     seed: int | None = None,
     deterministic: bool = False,
@@ -245,7 +247,8 @@ def train_dataset(
 
   Per clip: a random window of `num_frames` frames `frame_stride` apart (short clips loop), one
   random square crop for all its frames (`image_size` pixels; with `scale_jitter` (lo, hi), a
-  random fraction of the short side resized to `image_size`), a random horizontal flip.
+  random fraction of the short side resized to `image_size`), a random horizontal flip unless
+  `random_flip` is False (where left and right differ by class, as in the built-in sample).
   `builder`: a prepared `tfds.core.DatasetBuilder`, or a name such as 'kinetics400/i3d_25fps_256'
   with `data_dir`. Randomness is keyed by `seed` and each example's position, so with a seed and
   `deterministic=True` two runs yield the same batches; `deterministic=False` lets parallel steps
@@ -258,7 +261,8 @@ def train_dataset(
   seed = random.SystemRandom().randrange(2**31) if seed is None else seed
   views = train_views(
       builder, split, num_frames=num_frames, frame_stride=frame_stride, image_size=image_size,
-      scale_jitter=scale_jitter, seed=seed, input_context=input_context, repeat=repeat, data_dir=data_dir,
+      scale_jitter=scale_jitter, random_flip=random_flip, seed=seed, input_context=input_context, repeat=repeat,
+      data_dir=data_dir,
   )
 
   def decode(batch):

@@ -3,9 +3,10 @@
 TFDS generates a split serially in one process; decoding and JPEG-encoding clips is CPU-bound,
 so the builder maps its per-clip function over a pool and the main process only writes.
 At most `max_in_flight` clips are queued or held at once, so memory does not grow with the split.
-Workers are forked: spawned or forkserver workers re-run the user's `__main__` (a script without
-a main guard would build recursively) and re-import TensorFlow. Forked workers run only OpenCV
-and NumPy code, never TensorFlow, so TensorFlow's threads in the parent do not matter to them.
+Workers come from a forkserver that imports the per-clip module once. Forking the build process
+itself is unsafe: once it has used OpenCV's FFmpeg (as the main job does, writing its sample
+clips), forked workers hang in their first decode. Like any spawned process, a worker re-imports
+the `__main__` module, so a script that builds must keep its work under `if __name__ == "__main__"`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def default_workers() -> int:
   return len(os.sched_getaffinity(0))
 
 
-def _init_worker(parent: int) -> None:
+def _init_worker() -> None:
   """Makes a worker one core's worth of OpenCV, and makes it die with the build.
 
   OpenCV decodes with about one FFmpeg thread per core and resizes in parallel: in N workers on
@@ -52,17 +53,14 @@ def _init_worker(parent: int) -> None:
   cv2.setNumThreads(1)
   if sys.platform.startswith("linux"):
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-  if os.getppid() != parent:  # The parent died before prctl took effect.
+  if os.getppid() == 1:  # The forkserver (which exits with the build) died before prctl took effect.
     os._exit(1)
 
 
-def _pool(num_workers: int) -> futures.ProcessPoolExecutor:
-  return futures.ProcessPoolExecutor(
-      num_workers,
-      mp_context=multiprocessing.get_context("fork"),
-      initializer=_init_worker,
-      initargs=(os.getpid(),),
-  )
+def _pool(num_workers: int, fn: Callable) -> futures.ProcessPoolExecutor:
+  context = multiprocessing.get_context("forkserver")
+  context.set_forkserver_preload([fn.__module__])
+  return futures.ProcessPoolExecutor(num_workers, mp_context=context, initializer=_init_worker)
 
 
 def bounded_map(
@@ -85,7 +83,7 @@ def bounded_map(
   max_in_flight = max_in_flight or 2 * num_workers
   items = iter(items)
   pending: collections.deque = collections.deque()  # (item, future), in input order.
-  pool = _pool(num_workers)
+  pool = _pool(num_workers, fn)
   try:
     while True:
       for item in itertools.islice(items, max_in_flight - len(pending)):
@@ -97,7 +95,7 @@ def bounded_map(
       except BrokenProcessPool:
         pool.shutdown()
         _rerun_lost(fn, pending, on_crash)
-        pool = _pool(num_workers)
+        pool = _pool(num_workers, fn)
         continue
       pending.popleft()
       yield result
@@ -122,7 +120,7 @@ def _rerun_lost(fn, pending: collections.deque, on_crash) -> None:
   clip's time, not one per item in flight.
   """
   lost = [i for i, (_, f) in enumerate(pending) if isinstance(f.exception(), BrokenProcessPool)]
-  solos = {i: _pool(1) for i in lost}
+  solos = {i: _pool(1, fn) for i in lost}
   try:
     reruns = {i: solos[i].submit(fn, pending[i][0]) for i in lost}
     for i, rerun in reruns.items():

@@ -34,6 +34,7 @@ class Config:
   eval_batch_size: int = 8
   num_frames: int = 64
   frame_stride: int = 1
+  random_flip: bool = True
   image_size: int = 224
   epochs: int = 40
   train_steps: int = 0
@@ -148,8 +149,8 @@ def _train_data(config, builder, placement):
   from kinetics_tfds import input as input_lib  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
 
   kwargs = dict(split=config.split, batch_size=config.batch_size, num_frames=config.num_frames,
-                frame_stride=config.frame_stride, image_size=config.image_size, seed=config.seed,
-                deterministic=config.deterministic)
+                frame_stride=config.frame_stride, image_size=config.image_size, random_flip=config.random_flip,
+                seed=config.seed, deterministic=config.deterministic)
   if placement.strategy is not None:  # TensorFlow: one pipeline per worker, a share of the batch per replica.
     return input_lib.distributed_train_dataset(placement.strategy, builder, **kwargs)
   return input_lib.train_dataset(builder, **kwargs)

@@ -27,7 +27,7 @@ _WORK_DIR = flags.DEFINE_string(
 )
 _TRAIN_CLIPS = flags.DEFINE_integer("train_clips_per_class", 12, "Training clips per class.")
 _VALIDATION_CLIPS = flags.DEFINE_integer("validation_clips_per_class", 4, "Validation clips per class.")
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 60, "I3D training steps of 8 clips; 0: only build.")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 150, "I3D training steps of 8 clips; 0: only build.")
 
 SAMPLE_CONFIG = kinetics_tfds.KineticsConfig(
     name="sample_motion",

@@ -23,6 +23,9 @@ MOTIONS = {
     "swiping up": (0, -1),
 }
 
+# The folder CVDF's tarballs put each split's clips in.
+CVDF_SPLIT_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
+
 # OpenCV's pip wheels write MPEG-4 part 2 but not H.264.
 CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".webm": "VP80", ".mov": "mp4v"}
 
@@ -80,7 +83,7 @@ def make_manual_dir(
   written: dict[str, list[annotations.Clip]] = {}
   counter = 0
   for split, count in clips_per_class.items():
-    folder = {"train": "train", "validation": "val", "test": "test"}[split]
+    folder = CVDF_SPLIT_FOLDERS[split]
     rows = []
     for label, motion in sorted(classes.items()):
       for _ in range(count):

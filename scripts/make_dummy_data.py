@@ -19,7 +19,6 @@ from kinetics_tfds import sample
 _ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kinetics_tfds")
 _CLIP = dict(seconds=1.0, fps=10.0, width=64, height=48)
 _MOTIONS = list(sample.MOTIONS.values())
-_CVDF_SPLIT_NAMES = {"train": "train", "validation": "val", "test": "test"}
 
 
 def _clip(i: int, label: str | None, split: str) -> annotations.Clip:
@@ -40,7 +39,7 @@ def _write_version(folder: str, num_classes: int, labeled_test: bool, layout: st
       if layout == "label_folders" and clip.label:
         sub = os.path.join(split, clip.label.replace(" ", "_"))
       else:
-        sub = _CVDF_SPLIT_NAMES[split]
+        sub = sample.CVDF_SPLIT_FOLDERS[split]
       sample.write_clip(
           os.path.join(folder, sub, f"{clip.key}.mp4"), motion=_MOTIONS[n % 4], seed=n, **_CLIP
       )
@@ -66,7 +65,7 @@ def main() -> None:
       target = os.path.join(folder, "annotations")
       for split, split_rows in rows.items():
         path = sample.write_annotations(target, split, split_rows)
-        os.rename(path, os.path.join(target, f"{_CVDF_SPLIT_NAMES[split]}.csv"))
+        os.rename(path, os.path.join(target, f"{sample.CVDF_SPLIT_FOLDERS[split]}.csv"))
     elif annotations_layout == "archive":
       with tempfile.TemporaryDirectory() as tmp:
         for split, split_rows in rows.items():

@@ -7,9 +7,11 @@ r"""Fills a manual folder with Kinetics clips: `python -m kinetics_tfds.download
       --manual_dir=~/k400
 
 Prints one JSON line of counts at the end; `download_report.csv` in the manual folder has a row
-per shard, annotation file, clip and refused archive member.
+per shard, annotation file, clip and refused archive member. Exits with status 1 when any item
+failed, saying how many.
 """
 import pathlib
+import sys
 
 from absl import app
 from absl import flags
@@ -63,7 +65,11 @@ def main(argv: list[str]) -> None:
       raise app.UsageError("--source=youtube needs --annotations")
     youtube.run(manual_dir, pathlib.Path(_ANNOTATIONS.value).expanduser(), _URL_TEMPLATE.value,
                 _NUM_WORKERS.value, policy, _RETRY_FAILED.value, _DRY_RUN.value, report)
-  report.close()
+  failed = report.close()["failed"]
+  if failed:
+    where = "the warnings above" if _DRY_RUN.value else manual_dir / report_lib.FILE_NAME
+    sys.exit(f"{failed} items failed, with their reasons in {where}; a rerun retries those that may pass "
+             "(network, 5xx, 429).")
 
 
 if __name__ == "__main__":

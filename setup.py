@@ -29,5 +29,6 @@ setuptools.setup(
     },
     include_package_data=True,
     install_requires=_REQUIREMENTS,
+    entry_points={"console_scripts": ["kinetics-train = kinetics_tfds.train:run_main"]},
     extras_require={"test": ["pytest>=8", "pytest-xdist>=3", "jax[cpu]>=0.10", "dill", "imageio-ffmpeg>=0.5"]},
 )

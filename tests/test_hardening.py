@@ -25,6 +25,7 @@ from kinetics_tfds import build_lock
 from kinetics_tfds import sample
 from kinetics_tfds import video
 from kinetics_tfds.models import weights
+from kinetics_tfds.training import config as config_lib
 
 _TFDS = str(pathlib.Path(sys.executable).with_name("tfds"))
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -223,18 +224,16 @@ def test_tfds_build_prints_one_line_for_a_bad_annotation_file(tmp_path):
     ("--eval_views=-1x3", "--eval_views"), ("--num_frames=0", "--num_frames"),
 ])
 def test_training_flags_are_checked_before_anything_is_built(flag, named):
-  from kinetics_tfds.training import run  # pylint: disable=import-outside-toplevel  (imports Keras)
-
   name, value = flag[2:].split("=")
-  with pytest.raises(run.ConfigError, match=f"^{named}"):
-    run.Config(**{name: int(value) if value.isdigit() or value.startswith("-") and "x" not in value else value})
+  with pytest.raises(config_lib.ConfigError, match=f"^{named}"):
+    config_lib.Config(**{name: int(value) if value.isdigit() or value.startswith("-") and "x" not in value else value})
 
 
 def test_training_command_error_is_its_first_line(tmp_path):
   done = _run([sys.executable, "benchmarks/i3d.py", "--synthetic", "--batch_size=0",
                f"--model_dir={tmp_path / 'model'}"])
   assert done.returncode == 1 and "Traceback" not in done.stderr
-  assert _our_stderr(done.stderr)[0] == "benchmarks/i3d.py: --batch_size must be at least 1, got 0", done.stderr
+  assert _our_stderr(done.stderr)[0] == "i3d.py: error: --batch_size must be at least 1, got 0", done.stderr
   assert not (tmp_path / "model").exists()  # Nothing was built.
 
 

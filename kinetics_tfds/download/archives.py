@@ -1,7 +1,7 @@
-"""Safe extraction of the mirror's tarballs, which are not all well formed (FACTS.md §1).
+"""Safe extraction of the mirror's tarballs, which are not all well formed.
 
-Shards may be gzipped or plain tar, nest clips under deep folders, or carry macOS `._*`
-AppleDouble files. A member that would land outside the target (absolute path, `..`, a link
+Shards may be gzipped or plain tar (k400 `part_120.tar.gz` once was), nest clips under deep folders,
+or carry macOS `._*` AppleDouble files (a K600 class tarball did; github cvdfoundation/kinetics-dataset). A member that would land outside the target (absolute path, `..`, a link
 pointing out, a device file) is refused and returned so it can be reported; nothing of it is
 written. tarfile's 'data' filter then checks every written member a second time.
 

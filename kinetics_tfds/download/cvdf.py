@@ -1,6 +1,6 @@
 """The CVDF mirror (github cvdfoundation/kinetics-dataset): shard tarballs and annotation CSVs.
 
-Layout (FACTS.md §1): `{base}/{version}/{split}/k{version}_{split}_path.txt` lists shard URLs,
+Layout: `{base}/{version}/{split}/k{version}_{split}_path.txt` lists shard URLs,
 annotations are `{base}/{version}/annotations/{split}.csv`, and K400 has
 `{base}/400/replacement_for_corrupted_k400.tgz`. As the mirror's own scripts do, a split's shards
 are extracted into `manual_dir/{split}/`, the replacement into `manual_dir/replacement/`, CSVs go

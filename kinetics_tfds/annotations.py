@@ -1,8 +1,8 @@
 """Kinetics annotation files, in every form users have them, turned into clip records.
 
 Forms read: DeepMind's archive as downloaded (`kinetics400.tar.gz`) or extracted
-(`kinetics400/{train,validate,test}.{csv,json}`), CVDF's (github cvdfoundation/kinetics-dataset) `annotations/{train,val,test}.csv`, and
-every CSV dialect (6-column quoted 2017 K400 with `is_cc`, 5-column, 4-column unlabeled test,
+(`kinetics400/{train,validate,test}.{csv,json}`), the CVDF mirror's `annotations/{train,val,test}.csv`
+(github cvdfoundation/kinetics-dataset), and every CSV dialect (6-column quoted 2017 K400 with `is_cc`, 5-column, 4-column unlabeled test,
 split `val` or `validate`). CSVs are preferred over JSON: the JSON is keyed by video id and cannot
 hold two clips of one video.
 """

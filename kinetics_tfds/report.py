@@ -50,6 +50,7 @@ _SHEET_FRAMES = flags.DEFINE_integer("sheet_frames", 6, "Frames per clip, evenly
 HTML_FILE, JSON_FILE, SHEET_FILE = "report.html", "report.json", "contact_sheet.png"
 TILE_HEIGHT = 96  # Contact sheet frames are resized to this height, aspect kept (cv2.INTER_AREA).
 _BAND = 18  # Pixels of caption above each contact-sheet row.
+_MIN_SHEET_WIDTH = 400  # Room for a caption above a narrow (portrait, or one-frame) clip.
 _THINNEST = 10
 
 
@@ -190,27 +191,29 @@ def _decode(jpeg: bytes) -> np.ndarray:
 
 def contact_sheet(tiles: Sequence[_Tile]) -> tuple[np.ndarray, list[dict]]:
   """One row per clip (a caption band, then its frames at TILE_HEIGHT), and where each frame is."""
-  rows, placed, y = [], [], 0
+  strips = []
   for tile in tiles:
     frames = []
     for jpeg in tile.jpegs:
       frame = _decode(jpeg)
       width = max(1, round(frame.shape[1] * TILE_HEIGHT / frame.shape[0]))
       frames.append(cv2.resize(frame, (width, TILE_HEIGHT), interpolation=cv2.INTER_AREA))
-    band = np.full((_BAND, sum(f.shape[1] for f in frames), 3), 255, np.uint8)
-    cv2.putText(band, f"{tile.label}  {tile.key}", (2, _BAND - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+    strips.append(frames)
+  if not strips:
+    return np.full((1, 1, 3), 255, np.uint8), []
+  width = max(_MIN_SHEET_WIDTH, *(sum(f.shape[1] for f in frames) for frames in strips))
+  sheet = np.full(((_BAND + TILE_HEIGHT) * len(strips), width, 3), 255, np.uint8)
+  placed = []
+  for row, (tile, frames) in enumerate(zip(tiles, strips)):
+    y = row * (_BAND + TILE_HEIGHT)
+    cv2.putText(sheet, f"{tile.label}  {tile.key}", (2, y + _BAND - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
                 cv2.LINE_AA)
     x = 0
     for index, frame in zip(tile.frame_indices, frames):
+      sheet[y + _BAND:y + _BAND + TILE_HEIGHT, x:x + frame.shape[1]] = frame
       placed.append({"key": tile.key, "label": tile.label, "frame": index, "x": x, "y": y + _BAND,
                      "width": frame.shape[1], "height": TILE_HEIGHT})
       x += frame.shape[1]
-    rows.append(np.concatenate([band, np.concatenate(frames, axis=1)], axis=0))
-    y += _BAND + TILE_HEIGHT
-  if not rows:
-    return np.full((1, 1, 3), 255, np.uint8), []
-  width = max(r.shape[1] for r in rows)
-  sheet = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows])
   return sheet, placed
 
 
@@ -273,11 +276,12 @@ def figures(data: dict, out: pathlib.Path) -> dict[str, str]:
     save(fig, name, title)
 
   fig, ax = new(3)
+  rates = sorted({r for values in splits.values() for r in values["source_fps"]})
+  bar = 0.8 / max(1, len(splits))
   for i, (split_name, values) in enumerate(splits.items()):
-    rates = list(values["source_fps"])
-    ax.bar(np.arange(len(rates)) + 0.8 * i / max(1, len(splits)), list(values["source_fps"].values()),
-           width=0.8 / max(1, len(splits)), label=split_name)
-    ax.set_xticks(np.arange(len(rates)), [f"{r:g}" for r in rates])
+    ax.bar(np.arange(len(rates)) + bar * i, [values["source_fps"].get(r, 0) for r in rates], width=bar,
+           label=split_name)
+  ax.set_xticks(np.arange(len(rates)) + bar * (len(splits) - 1) / 2, [f"{r:g}" for r in rates])
   ax.set_xlabel("source frame rate (fps)")
   ax.set_ylabel("clips")
   ax.legend()
@@ -335,9 +339,10 @@ def write(builder: tfds.core.DatasetBuilder, out: str, sheet_classes: int = 8, s
   folder.mkdir(parents=True, exist_ok=True)
   data = collect(builder, sheet_classes, sheet_clips, sheet_frames)
   sheet, data["contact_sheet"] = contact_sheet(data.pop("_tiles"))
-  made = figures(data, folder)
   cv2.imwrite(os.fspath(folder / SHEET_FILE), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-  made["Contact sheet: frames evenly spaced through clips of some classes"] = SHEET_FILE
+  charts = list(figures(data, folder).items())
+  made = dict(charts[:1] + [("Contact sheet: frames evenly spaced through clips of some classes", SHEET_FILE)]
+              + charts[1:])  # The sheet right after the counts: the first thing to look at.
   data["figures"] = made
   (folder / JSON_FILE).write_text(json.dumps(data, indent=1))
   (folder / HTML_FILE).write_text(page(data, made, folder))

@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 
 from absl import app
 from absl import flags
+import tensorflow_datasets as tfds
 
 from kinetics_tfds import annotations
 from kinetics_tfds import builder
@@ -33,17 +34,6 @@ from kinetics_tfds import subsets
 from kinetics_tfds.download import errors
 from kinetics_tfds.download import http
 
-_VERSIONS = flags.DEFINE_list("versions", [], "Versions to compare, every split of each, e.g. kinetics400,kinetics600.")
-_ANNOTATIONS_DIR = flags.DEFINE_string(
-    "annotations_dir", None,
-    "For --versions: where DeepMind's archives are, extracted (<name>/) or not (<name>.tar.gz); "
-    "missing ones are downloaded there.")
-_ANNOTATIONS_URL = flags.DEFINE_string(
-    "annotations_url", os.environ.get(builder.ANNOTATIONS_URL_ENV) or builder.DEEPMIND_URL,
-    "Where a missing archive is downloaded from, {name} standing for its name.")
-_ANNOTATIONS = flags.DEFINE_multi_string(
-    "annotations", [], "A set given as one annotation file: version:split=PATH (CSV or JSON, any dialect).")
-_OUT = flags.DEFINE_string("out", None, "Folder for overlap.json and keys/*.txt.")
 
 JSON_FILE = "overlap.json"
 
@@ -132,33 +122,55 @@ def write(rows: Sequence[dict], out: pathlib.Path) -> None:
   (out / JSON_FILE).write_text(json.dumps(rows, indent=1))
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags: defined only when it runs, so the module imports as a library."""
+  flags.DEFINE_list("versions", [], "Versions to compare, every split of each, e.g. kinetics400,kinetics600.")
+  flags.DEFINE_string(
+      "annotations_dir", None,
+      "For --versions: where DeepMind's archives are, extracted (<name>/) or not (<name>.tar.gz); "
+      "missing ones are downloaded there.")
+  flags.DEFINE_string(
+      "annotations_url", os.environ.get(builder.ANNOTATIONS_URL_ENV) or builder.DEEPMIND_URL,
+      "Where a missing archive is downloaded from, {name} standing for its name.")
+  flags.DEFINE_multi_string(
+      "annotations", [], "A set given as one annotation file: version:split=PATH (CSV or JSON, any dialect).")
+  flags.DEFINE_string("out", None, "Folder for overlap.json and keys/*.txt.")
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   sets = []
-  for entry in _ANNOTATIONS.value:
+  for entry in FLAGS.annotations:
     name, sep, path = entry.partition("=")
     if not sep or not os.path.isfile(os.path.expanduser(path)):
       raise app.UsageError(f"--annotations {entry!r}: give version:split=PATH of an existing file")
     sets.append(from_file(name, path))
-  if _VERSIONS.value:
-    if not _ANNOTATIONS_DIR.value:
+  if FLAGS.versions:
+    if not FLAGS.annotations_dir:
       raise app.UsageError("--versions needs --annotations_dir (where the archives are, or go)")
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    for version in _VERSIONS.value:
+    for version in FLAGS.versions:
       try:
         archive_names = tfds.builder_cls(version).ANNOTATION_ARCHIVES
       except Exception:  # pylint: disable=broad-except  # TFDS raises several kinds for an unknown name.
         raise app.UsageError(f"--versions: unknown {version!r}, expected kinetics400/600/700/700_2020") from None
-      sets += from_version(version, archive_names, os.path.expanduser(_ANNOTATIONS_DIR.value), _ANNOTATIONS_URL.value)
+      try:
+        sets += from_version(version, archive_names, os.path.expanduser(FLAGS.annotations_dir), FLAGS.annotations_url)
+      except (OSError, annotations.AnnotationError) as error:
+        raise app.UsageError(f"--versions {version}: {error}") from None
   if len(sets) < 2:
     raise app.UsageError("give at least two sets (--versions and/or --annotations)")
   rows = compare(sets)
   print(table(rows))
-  if _OUT.value:
-    write(rows, pathlib.Path(_OUT.value).expanduser())
-    print(f"Wrote {os.path.join(_OUT.value, JSON_FILE)} and the key lists in {os.path.join(_OUT.value, 'keys')}.")
+  if FLAGS.out:
+    out = pathlib.Path(FLAGS.out).expanduser()
+    write(rows, out)
+    print(f"Wrote {out / JSON_FILE} and the key lists in {out / 'keys'}.")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

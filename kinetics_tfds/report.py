@@ -40,12 +40,6 @@ from kinetics_tfds import builder as builder_lib
 from kinetics_tfds import input as kinput
 from kinetics_tfds import subsets
 
-_DATASET = flags.DEFINE_string("dataset", None, "A prepared dataset: kinetics400, or kinetics400/<config>.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data folder the dataset was built into.")
-_OUT = flags.DEFINE_string("out", None, "Folder for report.html, report.json and the PNGs.")
-_SHEET_CLASSES = flags.DEFINE_integer("sheet_classes", 8, "Classes on the contact sheet.", lower_bound=1)
-_SHEET_CLIPS = flags.DEFINE_integer("sheet_clips", 2, "Clips per class on the contact sheet.", lower_bound=1)
-_SHEET_FRAMES = flags.DEFINE_integer("sheet_frames", 6, "Frames per clip, evenly spaced.", lower_bound=1)
 
 HTML_FILE, JSON_FILE, SHEET_FILE = "report.html", "report.json", "contact_sheet.png"
 TILE_HEIGHT = 96  # Contact sheet frames are resized to this height, aspect kept (cv2.INTER_AREA).
@@ -349,18 +343,32 @@ def write(builder: tfds.core.DatasetBuilder, out: str, sheet_classes: int = 8, s
   return data
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags: defined only when it runs, so the module imports as a library."""
+  flags.DEFINE_string("dataset", None, "A prepared dataset: kinetics400, or kinetics400/<config>.")
+  flags.DEFINE_string("data_dir", None, "TFDS data folder the dataset was built into.")
+  flags.DEFINE_string("out", None, "Folder for report.html, report.json and the PNGs.")
+  flags.DEFINE_integer("sheet_classes", 8, "Classes on the contact sheet.", lower_bound=1)
+  flags.DEFINE_integer("sheet_clips", 2, "Clips per class on the contact sheet.", lower_bound=1)
+  flags.DEFINE_integer("sheet_frames", 6, "Frames per clip, evenly spaced.", lower_bound=1)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    builder = open_dataset(_DATASET.value, _DATA_DIR.value)
+    builder = open_dataset(FLAGS.dataset, FLAGS.data_dir)
   except FileNotFoundError as error:
     raise app.UsageError(f"--dataset: {error}") from None
-  data = write(builder, _OUT.value, _SHEET_CLASSES.value, _SHEET_CLIPS.value, _SHEET_FRAMES.value)
+  data = write(builder, FLAGS.out, FLAGS.sheet_classes, FLAGS.sheet_clips, FLAGS.sheet_frames)
   summary = {s: {k: v[k] for k in ("annotated", "built", "skipped")} for s, v in data["splits"].items()}
-  print(json.dumps({"report": os.path.join(_OUT.value, HTML_FILE), "splits": summary}))
+  print(json.dumps({"report": os.path.join(FLAGS.out, HTML_FILE), "splits": summary}))
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["dataset", "data_dir", "out"])
   app.run(main)

@@ -110,7 +110,7 @@ def collect(builder: tfds.core.DatasetBuilder, sheet_classes: int, sheet_clips: 
     skipped = []
   labeled_split = next((s for s in ("train", "validation", "test") if s in builder.info.splits), None)
   chosen = set(_sheet_classes(names, sheet_classes))
-  sheet: dict[str, list] = collections.defaultdict(list)  # label -> heap of (-rank, tile)
+  sheet: dict[str, list] = collections.defaultdict(list)  # label -> heap of (-rank, key, tile)
   splits = {}
   per_class: dict[str, collections.Counter] = {}
   for split in builder.info.splits:

@@ -29,5 +29,5 @@ setuptools.setup(
     },
     include_package_data=True,
     install_requires=_REQUIREMENTS,
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3", "jax[cpu]>=0.10", "dill"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3", "jax[cpu]>=0.10", "dill", "imageio-ffmpeg>=0.5"]},
 )

@@ -80,7 +80,8 @@ def config_from_flags() -> run_lib.Config:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
     summary = run_lib.run(config_from_flags(), printer=lambda line: print(line, flush=True))
   except (placement.PlacementError, FileNotFoundError, ValueError) as e:

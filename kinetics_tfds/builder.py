@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from kinetics_tfds import annotations
+from kinetics_tfds import build_lock
 from kinetics_tfds import clips
 from kinetics_tfds import examples
 from kinetics_tfds import parallel
@@ -153,6 +154,11 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         homepage="https://github.com/google-deepmind/kinetics-i3d",
     )
 
+  def download_and_prepare(self, **kwargs):
+    """TFDS's, holding this version's build claim, so a build beside it cannot remove its folder."""
+    with build_lock.exclusive(os.fspath(self.data_dir)):
+      super().download_and_prepare(**kwargs)
+
   def _download_and_prepare(self, dl_manager, download_config):
     """Runs TFDS's generation, then writes the skipped clips beside the dataset."""
     self._use_beam = bool(download_config.beam_runner or download_config.beam_options)
@@ -278,7 +284,7 @@ def _beam_examples(tasks: list[examples.Task], skipped_prefix: str):
 
 def _remove_interrupted_builds(current: str) -> None:
   """Deletes what killed builds of this version left: TFDS starts over in a new folder, and a
-  K700 build's leftovers can be terabytes."""
+  K700 build's leftovers can be terabytes. Safe only under the version's build claim."""
   current = tfds.core.Path(current)
   version = current.name.split("_", 1)[1]
   for folder in current.parent.glob(f"incomplete.*_{version}"):

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 
+from absl import logging
+
 from kinetics_tfds import annotations
 from kinetics_tfds import clips
 from kinetics_tfds import video
+
+
+# A file may run this much past (or fall short of) its annotated segment: clips are cut at key
+# frames. Decoding stops there, so a file whose timestamps jump cannot become an unbounded clip.
+SLACK_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +53,16 @@ def build(task: Task) -> Result:
         short_side=task.short_side,
         jpeg_quality=task.jpeg_quality,
         segment=task.located.segment,
+        max_seconds=clip.time_end - clip.time_start + SLACK_S,
     )
   except video.VideoError as e:
     return Result(clip.split, clip.key, reason=str(e))
   except Exception as e:  # pylint: disable=broad-except  # OpenCV raises cv2.error on odd files.
     return Result(clip.split, clip.key, reason=f"decoder error: {type(e).__name__}: {e}")
+  seconds = len(frames.jpegs) / (task.fps or frames.source_fps)
+  if seconds < clip.time_end - clip.time_start - SLACK_S:
+    logging.warning("%s: %.1f s of video for its %d s segment (the file is short); built as it is.",
+                    clip.key, seconds, clip.time_end - clip.time_start)
   example = {
       "video": frames.jpegs,
       "label": clip.label if clip.label is not None else -1,

@@ -10,9 +10,11 @@ r"""Fills a manual folder with Kinetics clips: `python -m kinetics_tfds.download
       --classes="abseiling,air drumming" --max_per_class=20 --manual_dir=~/k400_small
 
 Prints one JSON line of counts at the end; `download_report.csv` in the manual folder has a row
-per shard, annotation file, clip and refused archive member.
+per shard, annotation file, clip and refused archive member. Exits with status 1 when any item
+failed, saying how many.
 """
 import pathlib
+import sys
 
 from absl import app
 from absl import flags
@@ -84,7 +86,11 @@ def main(argv: list[str]) -> None:
                   _MAX_PER_CLASS.value)
     except ValueError as error:  # A class the annotation file does not name.
       raise app.UsageError(f"--classes/--max_per_class: {error}") from None
-  report.close()
+  failed = report.close()["failed"]
+  if failed:
+    where = "the warnings above" if _DRY_RUN.value else manual_dir / report_lib.FILE_NAME
+    sys.exit(f"{failed} items failed, with their reasons in {where}; a rerun retries those that may pass "
+             "(network, 5xx, 429).")
 
 
 def _classes() -> tuple[str, ...] | None:

@@ -23,7 +23,8 @@ import urllib.parse
 import zlib
 
 from kinetics_tfds import clips
-from kinetics_tfds.download import STATE_DIR
+from kinetics_tfds.download import UnsafeName
+from kinetics_tfds.download import state_path
 from kinetics_tfds.download import archives
 from kinetics_tfds.download import errors
 from kinetics_tfds.download import http
@@ -64,7 +65,7 @@ def _rebase(line: str, list_url: str, base_url: str) -> str:
 def _shard_urls(manual_dir: pathlib.Path, list_url: str, base_url: str, policy: errors.RetryPolicy,
                 dry_run: bool) -> list[str]:
   """The shard URLs a list names; the list is cached in the state folder unless dry_run."""
-  cached = manual_dir / STATE_DIR / _item(base_url, list_url, "").key
+  cached = state_path(manual_dir, _item(base_url, list_url, "").key)
   if cached.exists():
     listing = cached.read_text()
   elif dry_run:
@@ -116,13 +117,29 @@ def plan(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: st
     items.extend(_item(base_url, url, split) for url in urls)
   if version == "400" and "train" in splits and classes is None:
     items.append(_item(base_url, f"{base_url}/400/replacement_for_corrupted_k400.tgz", "replacement"))
-  return list({item.key: item for item in items}.values())  # A repeated line is fetched once.
+  return [item for item in {item.key: item for item in items}.values()  # A repeated line is fetched once.
+          if _has_safe_name(item, manual_dir, report)]
+
+
+def _has_safe_name(item: Item, manual_dir: pathlib.Path, report: report_lib.Report) -> bool:
+  """False, with the item reported, when a list line names a file outside the state folder."""
+  try:
+    state_path(manual_dir, item.key)
+  except UnsafeName:
+    report.add(item.key, "refused", "unsafe-name")
+    return False
+  return True
 
 
 def _is_done(item: Item, manual_dir: pathlib.Path) -> bool:
   if item.is_archive:
-    return (manual_dir / STATE_DIR / f"{item.key}.done").exists()
+    return _done_marker(item, manual_dir).exists()
   return (manual_dir / item.folder / http.file_name(item.url)).exists()
+
+
+def _done_marker(item: Item, manual_dir: pathlib.Path) -> pathlib.Path:
+  archive = state_path(manual_dir, item.key)
+  return archive.with_name(archive.name + ".done")
 
 
 def _fetch(item: Item, manual_dir: pathlib.Path, policy: errors.RetryPolicy,
@@ -136,7 +153,7 @@ def _fetch(item: Item, manual_dir: pathlib.Path, policy: errors.RetryPolicy,
       size = http.fetch(item.url, manual_dir / item.folder / http.file_name(item.url), policy)
       report.add(item.key, "ok", size=size)
       return
-    archive = manual_dir / STATE_DIR / item.key
+    archive = state_path(manual_dir, item.key)
     size = archive.stat().st_size if archive.exists() else http.fetch(item.url, archive, policy)
     try:
       refused = archives.extract(archive, manual_dir / item.folder)
@@ -145,7 +162,7 @@ def _fetch(item: Item, manual_dir: pathlib.Path, policy: errors.RetryPolicy,
       raise
     for member, reason in refused:
       report.add(f"{item.key}:{member}", "refused", reason)
-    (manual_dir / STATE_DIR / f"{item.key}.done").touch()
+    _done_marker(item, manual_dir).touch()
     archive.unlink()
     report.add(item.key, "ok", size=size)
   except Exception as error:  # pylint: disable=broad-except

@@ -49,9 +49,12 @@ def _split_folder(path: pathlib.Path) -> str:
 
 def read_clips(path: pathlib.Path, report: report_lib.Report) -> list[annotations.Clip]:
   """The file's clips, once per key; malformed rows are reported as failed."""
+  if not path.is_file():
+    raise annotations.AnnotationError(f"--annotations={path}: no such file; give a Kinetics CSV such as "
+                                      "kinetics400/validate.csv")
   parsed, rejected = annotations.parse_split(str(path), path.read_bytes(), _split_folder(path))
   for row in rejected:
-    report.add(row.key, "failed", "other")
+    report.add(row.key, "failed", "malformed-row")
     logging.warning("%s: %s", row.key, row.reason)
   return list({clip.key: clip for clip in parsed}.values())
 

@@ -10,6 +10,7 @@ import os
 
 import keras
 
+from kinetics_tfds import user_error
 from kinetics_tfds.models import i3d
 from kinetics_tfds.training import loop
 from kinetics_tfds.training import optimization
@@ -62,6 +63,27 @@ class Config:
   seed: int = 0
   deterministic: bool = False
 
+  def __post_init__(self):
+    """Every value checked before anything is built: a bad flag is one line naming it, not a late TF error."""
+    for name in ("batch_size", "eval_batch_size", "num_frames", "frame_stride", "image_size", "checkpoint_steps",
+                 "log_every", "steps_per_execution", "eval_steps", "num_classes"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"--{name} must be at least 1, got {getattr(self, name)}")
+    for name in ("epochs", "train_steps"):
+      if getattr(self, name) < 0:
+        raise ConfigError(f"--{name} must not be negative, got {getattr(self, name)}")
+    if self.mode not in MODES:
+      raise ConfigError(f"--mode must be one of {MODES}, got {self.mode!r}")
+    if not 0 <= self.dropout_rate < 1:
+      raise ConfigError(f"--dropout_rate must be in [0, 1), got {self.dropout_rate}")
+    if not self.learning_rate > 0:
+      raise ConfigError(f"--learning_rate must be positive, got {self.learning_rate}")
+    parse_views(self.eval_views)
+
+
+class ConfigError(user_error.UserError):
+  """A training setting that cannot work; the message names its flag."""
+
 
 def parse_views(views: str) -> tuple[int | None, int]:
   """'whole' -> (None, 1): the whole clip, centre crop; 'KxN' -> (K, N): K clips in time times N crops (1 or 3)."""
@@ -70,15 +92,16 @@ def parse_views(views: str) -> tuple[int | None, int]:
   try:
     clips, crops = (int(n) for n in views.lower().split("x"))
   except ValueError:
-    raise ValueError(f"eval_views must be 'whole' or KxN such as 10x3, got {views!r}") from None
+    clips = crops = 0
+  if clips < 1 or crops not in (1, 3):
+    raise ConfigError(f"--eval_views must be 'whole' or KxN with K >= 1 clips and N = 1 or 3 crops (such as 10x3), "
+                      f"got {views!r}")
   return clips, crops
 
 
 def run(config: Config, builder=None, printer=print) -> dict:
   """Trains and/or evaluates as `config` says; writes and returns the summary. `builder`: a prepared builder to use
   instead of `config.dataset` (a config that is not registered by name, such as the main job's sample)."""
-  if config.mode not in MODES:
-    raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
   num_clips, num_crops = parse_views(config.eval_views)
   os.makedirs(config.model_dir, exist_ok=True)
   keras.utils.set_random_seed(config.seed)

@@ -17,12 +17,17 @@ import re
 from typing import Callable, Iterable, Sequence
 
 from kinetics_tfds import annotations
+from kinetics_tfds import user_error
 
 _KEY = re.compile(r"^[A-Za-z0-9_-]+_\d{6}_\d{6}$")
 _VERSION_SPLIT = re.compile(r"^(?P<version>kinetics[0-9_]+):(?P<split>[a-z_]+)$")
 # Split names as annotation files and CVDF folders spell them.
 SPLIT_ALIASES = {"train": "train", "val": "validation", "validate": "validation", "validation": "validation",
                  "test": "test"}
+
+
+class SelectionError(user_error.UserError):
+  """A subset or exclusion that names what is not there: one line saying which, never a traceback."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +60,8 @@ def read_names(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
   if value is None:
     return None
   if isinstance(value, str):
+    if not os.path.isfile(os.path.expanduser(value)):
+      raise SelectionError(f"classes: {value} is not a file of class names (give a list of names, or a file)")
     with open(os.path.expanduser(value), encoding="utf-8") as f:
       lines = [line.strip() for line in f]
     return tuple(line for line in lines if line and not line.startswith("#"))
@@ -88,10 +95,10 @@ def exclusions(
       keys = read_names(entry)
       bad = [k for k in keys if not _KEY.match(k)]
       if bad:
-        raise ValueError(f"exclude: {entry} line {bad[0]!r} is not a clip key (youtube_id_SSSSSS_EEEEEE)")
+        raise SelectionError(f"exclude: {entry} line {bad[0]!r} is not a clip key (youtube_id_SSSSSS_EEEEEE)")
       found.append(Exclusion(os.path.basename(entry), keys=frozenset(keys)))
     else:
-      raise ValueError(
+      raise SelectionError(
           f"exclude: {entry!r} is neither a clip key (youtube_id_SSSSSS_EEEEEE), a version:split such as "
           "kinetics400:validation, nor a file of keys"
       )
@@ -121,11 +128,11 @@ def select(
   if keep_classes is not None:
     unknown = sorted(set(keep_classes) - set(classes))
     if unknown:
-      raise ValueError(f"classes: {len(unknown)} not in this version's class list, e.g. {unknown[0]!r}")
+      raise SelectionError(f"classes: {len(unknown)} not in this version's class list, e.g. {unknown[0]!r}")
     if not keep_classes:
-      raise ValueError("classes: the subset names no class")
+      raise SelectionError("classes: the subset names no class")
   if max_per_class is not None and max_per_class < 1:
-    raise ValueError(f"max_per_class must be at least 1, got {max_per_class}")
+    raise SelectionError(f"max_per_class must be at least 1, got {max_per_class}")
   wanted = set(classes if keep_classes is None else keep_classes)
   kept: dict[str, list[annotations.Clip]] = {}
   skipped: list[annotations.Rejected] = []

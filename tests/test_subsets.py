@@ -144,7 +144,7 @@ def test_cvdf_fetches_only_the_class_archives(tmp_path, capsys):
     printed = dict(line.split("\t") for line in capsys.readouterr().out.strip().splitlines())
     expected = {f"{base}/600/train/{label}.tar.gz": str(3 * len(label)) for label in _SUBSET}
     assert printed == {f"{base}/600/annotations/train.csv": str(len(header)), **expected}
-    with pytest.raises(ValueError, match="per class only for K600"):
+    with pytest.raises(subsets.SelectionError, match="per class only for K600"):
       cvdf.run(tmp_path / "manual", "400", ["train"], base, 2, policy, True, report_lib.Report(None), ("yoga",))
   finally:
     httpd.shutdown()
@@ -161,8 +161,10 @@ def test_choice_depends_on_keys_not_file_order_and_growing_n_only_adds():
   pick = lambda clips, n: {c.key for c in subsets.select({"train": clips}, ["a", "b"], max_per_class=n).clips["train"]}  # noqa: E731
   assert pick(rows, 3) == pick(shuffled, 3) and len(pick(rows, 3)) == 9  # a, b and the unlabeled group.
   assert pick(rows, 3) < pick(rows, 5)
-  with pytest.raises(ValueError, match="not in this version's class list"):
+  with pytest.raises(subsets.SelectionError, match="not in this version's class list"):
     subsets.select({"train": rows}, ["a", "b"], keep_classes=["c"])
+  with pytest.raises(subsets.SelectionError, match="not a file of class names"):
+    kinetics_tfds.KineticsConfig(classes="/nonexistent/classes.txt")
 
 
 def test_exclusions_by_key_file_and_version_split(tmp_path):
@@ -180,5 +182,5 @@ def test_exclusions_by_key_file_and_version_split(tmp_path):
       rows[1].key: "excluded: same YouTube video as kinetics400:validation",
       rows[2].key: "excluded: listed in the exclude list",
   }
-  with pytest.raises(ValueError, match="neither a clip key"):
+  with pytest.raises(subsets.SelectionError, match="neither a clip key"):
     subsets.exclusions(["kinetics400:nosuchsplit"], lambda *_: [])

@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
     try:
       cvdf.run(manual_dir, _VERSION.value, splits, _CVDF_BASE_URL.value, _NUM_WORKERS.value, policy,
                _DRY_RUN.value, report, classes)
-    except ValueError as error:  # Shards that are not per class.
+    except subsets.SelectionError as error:  # Shards that are not per class.
       raise app.UsageError(f"--classes: {error}") from None
   else:
     if not _ANNOTATIONS.value:
@@ -84,7 +84,7 @@ def main(argv: list[str]) -> None:
       youtube.run(manual_dir, pathlib.Path(_ANNOTATIONS.value).expanduser(), _URL_TEMPLATE.value,
                   _NUM_WORKERS.value, policy, _RETRY_FAILED.value, _DRY_RUN.value, report, classes,
                   _MAX_PER_CLASS.value)
-    except ValueError as error:  # A class the annotation file does not name.
+    except subsets.SelectionError as error:  # A class the annotation file does not name.
       raise app.UsageError(f"--classes/--max_per_class: {error}") from None
   failed = report.close()["failed"]
   if failed:

@@ -23,6 +23,7 @@ import urllib.parse
 import zlib
 
 from kinetics_tfds import clips
+from kinetics_tfds import subsets
 from kinetics_tfds.download import UnsafeName
 from kinetics_tfds.download import state_path
 from kinetics_tfds.download import archives
@@ -88,7 +89,7 @@ def _of_classes(urls: list[str], classes: tuple[str, ...], list_url: str) -> lis
   found = {folders[class_of(url)]: url for url in urls if class_of(url) in folders}
   missing = sorted(set(classes) - set(found))
   if missing:
-    raise ValueError(
+    raise subsets.SelectionError(
         f"{list_url} has no archive for {len(missing)} of the classes (e.g. {missing[0]!r}): this mirror's "
         "shards are per class only for K600; fetch a subset with --source=youtube --classes"
     )

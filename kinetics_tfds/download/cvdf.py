@@ -15,12 +15,15 @@ Archives, `.part` files, cached lists and one `.done` marker per extracted shard
 is fetched with K400's train split, the split whose corrupt videos it replaces.
 """
 import dataclasses
+import os
 import pathlib
 import re
 import tarfile
 import urllib.parse
 import zlib
 
+from kinetics_tfds import clips
+from kinetics_tfds import subsets
 from kinetics_tfds.download import UnsafeName
 from kinetics_tfds.download import state_path
 from kinetics_tfds.download import archives
@@ -74,9 +77,32 @@ def _shard_urls(manual_dir: pathlib.Path, list_url: str, base_url: str, policy: 
   return [_rebase(line, list_url, base_url) for line in filter(None, map(str.strip, listing.splitlines()))]
 
 
+def class_of(url: str) -> str:
+  """The class a per-class archive holds (K600: `{split}/{label}.tar.gz`)."""
+  name = http.file_name(url)
+  return name[:-len(".tar.gz")] if name.endswith(".tar.gz") else os.path.splitext(name)[0]
+
+
+def _of_classes(urls: list[str], classes: tuple[str, ...], list_url: str) -> list[str]:
+  """The archives of these classes; an error where the shards are not per class (K400, K700-2020)."""
+  folders = {folder: label for label in classes for folder in clips.label_folder_names(label)}
+  found = {folders[class_of(url)]: url for url in urls if class_of(url) in folders}
+  missing = sorted(set(classes) - set(found))
+  if missing:
+    raise subsets.SelectionError(
+        f"{list_url} has no archive for {len(missing)} of the classes (e.g. {missing[0]!r}): this mirror's "
+        "shards are per class only for K600; fetch a subset with --source=youtube --classes"
+    )
+  return sorted(found.values())
+
+
 def plan(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: str,
-         policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report) -> list[Item]:
-  """Everything the mirror holds for these splits; a list that cannot be read is reported."""
+         policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report,
+         classes: tuple[str, ...] | None = None) -> list[Item]:
+  """Everything the mirror holds for these splits, or only the archives of `classes`.
+
+  A list that cannot be read is reported.
+  """
   base_url = base_url.rstrip("/")
   items = []
   for split in splits:
@@ -87,8 +113,10 @@ def plan(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: st
     except Exception as error:  # pylint: disable=broad-except
       report.add(_item(base_url, list_url, split).key, "failed", errors.classify(error))
       continue
+    if classes is not None:
+      urls = _of_classes(urls, classes, list_url)
     items.extend(_item(base_url, url, split) for url in urls)
-  if version == "400" and "train" in splits:
+  if version == "400" and "train" in splits and classes is None:
     items.append(_item(base_url, f"{base_url}/400/replacement_for_corrupted_k400.tgz", "replacement"))
   return [item for item in {item.key: item for item in items}.values()  # A repeated line is fetched once.
           if _has_safe_name(item, manual_dir, report)]
@@ -152,9 +180,10 @@ def _plan_one(item: Item, policy: errors.RetryPolicy, report: report_lib.Report)
 
 
 def run(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: str, num_workers: int,
-        policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report) -> None:
-  """Fills manual_dir from the mirror; with dry_run prints each missing file's URL and size."""
-  items = plan(manual_dir, version, splits, base_url, policy, dry_run, report)
+        policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report,
+        classes: tuple[str, ...] | None = None) -> None:
+  """Fills manual_dir from the mirror (only `classes`, if given); with dry_run prints each missing file's URL and size."""
+  items = plan(manual_dir, version, splits, base_url, policy, dry_run, report, classes)
   if dry_run:
     todo = [item for item in items if not _is_done(item, manual_dir)]
     pool.run([lambda item=item: _plan_one(item, policy, report) for item in todo], num_workers, "file")

@@ -24,13 +24,19 @@ import zlib
 from kinetics_tfds import user_error
 
 SPLITS = ("train", "validation", "test")
-
+# The one place the other names of the TFDS splits are written: DeepMind's annotation files and the
+# CVDF mirror's folders (and its annotation files) call validation `validate` and `val`.
+DEEPMIND_FILE_STEMS = {"train": "train", "validation": "validate", "test": "test"}
+CVDF_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
+_SPLIT_NAMES = {name: split for split in SPLITS for name in (split, DEEPMIND_FILE_STEMS[split], CVDF_FOLDERS[split])}
 # Basenames (without extension) that hold each split, in every dialect we know.
-_SPLIT_FILE_STEMS = {
-    "train": ("train",),
-    "validation": ("validate", "val", "validation"),
-    "test": ("test",),
-}
+_SPLIT_FILE_STEMS = {split: tuple(dict.fromkeys((DEEPMIND_FILE_STEMS[split], CVDF_FOLDERS[split], split)))
+                     for split in SPLITS}
+
+
+def split_named(name: str) -> str | None:
+  """The TFDS split a name in any dialect stands for (`val`, `validate` -> validation), or None."""
+  return _SPLIT_NAMES.get(name)
 
 # Kinetics segments last 10 s; a row beyond these bounds is a malformed row, not a clip to decode.
 MAX_SEGMENT_S = 60

@@ -23,9 +23,6 @@ MOTIONS = {
     "swiping up": (0, -1),
 }
 
-# The folder CVDF's tarballs put each split's clips in.
-CVDF_SPLIT_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
-
 # OpenCV's pip wheels write MPEG-4 part 2 but not H.264.
 CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".webm": "VP80", ".mov": "mp4v"}
 
@@ -83,7 +80,7 @@ def make_manual_dir(
   written: dict[str, list[annotations.Clip]] = {}
   counter = 0
   for split, count in clips_per_class.items():
-    folder = CVDF_SPLIT_FOLDERS[split]
+    folder = annotations.CVDF_FOLDERS[split]
     rows = []
     for label, motion in sorted(classes.items()):
       for _ in range(count):
@@ -104,7 +101,7 @@ def make_manual_dir(
 
 def write_annotations(folder: str, split: str, rows: list[annotations.Clip]) -> str:
   """Writes `rows` in DeepMind's current dialect (`validate` for the validation split)."""
-  name = {"train": "train", "validation": "validate", "test": "test"}[split]
+  name = annotations.DEEPMIND_FILE_STEMS[split]
   path = os.path.join(folder, f"{name}.csv")
   os.makedirs(folder, exist_ok=True)
   labeled = any(r.label is not None for r in rows)

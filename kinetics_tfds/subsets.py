@@ -21,9 +21,6 @@ from kinetics_tfds import user_error
 
 _KEY = re.compile(r"^[A-Za-z0-9_-]+_\d{6}_\d{6}$")
 _VERSION_SPLIT = re.compile(r"^(?P<version>kinetics[0-9_]+):(?P<split>[a-z_]+)$")
-# Split names as annotation files and CVDF folders spell them.
-SPLIT_ALIASES = {"train": "train", "val": "validation", "validate": "validation", "validation": "validation",
-                 "test": "test"}
 
 
 class SelectionError(user_error.UserError):
@@ -71,9 +68,9 @@ def read_names(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
 def parse_version_split(text: str) -> tuple[str, str] | None:
   """('kinetics400', 'validation') from 'kinetics400:validation' (or :val, :validate); None otherwise."""
   match = _VERSION_SPLIT.match(text)
-  if not match or match["split"] not in SPLIT_ALIASES:
+  if not match or annotations.split_named(match["split"]) is None:
     return None
-  return match["version"], SPLIT_ALIASES[match["split"]]
+  return match["version"], annotations.split_named(match["split"])
 
 
 def exclusions(

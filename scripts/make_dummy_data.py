@@ -39,7 +39,7 @@ def _write_version(folder: str, num_classes: int, labeled_test: bool, layout: st
       if layout == "label_folders" and clip.label:
         sub = os.path.join(split, clip.label.replace(" ", "_"))
       else:
-        sub = sample.CVDF_SPLIT_FOLDERS[split]
+        sub = annotations.CVDF_FOLDERS[split]
       sample.write_clip(
           os.path.join(folder, sub, f"{clip.key}.mp4"), motion=_MOTIONS[n % 4], seed=n, **_CLIP
       )
@@ -65,7 +65,7 @@ def main() -> None:
       target = os.path.join(folder, "annotations")
       for split, split_rows in rows.items():
         path = sample.write_annotations(target, split, split_rows)
-        os.rename(path, os.path.join(target, f"{sample.CVDF_SPLIT_FOLDERS[split]}.csv"))
+        os.rename(path, os.path.join(target, f"{annotations.CVDF_FOLDERS[split]}.csv"))
     elif annotations_layout == "archive":
       with tempfile.TemporaryDirectory() as tmp:
         for split, split_rows in rows.items():

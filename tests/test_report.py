@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 
 import kinetics_tfds
 from kinetics_tfds import __main__ as main_job
+from kinetics_tfds import annotations
 from kinetics_tfds import report
 from kinetics_tfds import sample
 
@@ -43,7 +44,7 @@ def _shared_manual_dir(root: pathlib.Path, videos: pathlib.Path) -> dict:
     clip = kinetics_tfds.annotations.Clip(f"real{n:07d}", n, n + 10, _LABELS[n % len(_LABELS)], split)
     rows[split].append(clip)
     if name:
-      dest = root / sample.CVDF_SPLIT_FOLDERS[split] / f"{clip.key}{os.path.splitext(name)[1]}"
+      dest = root / annotations.CVDF_FOLDERS[split] / f"{clip.key}{os.path.splitext(name)[1]}"
       dest.parent.mkdir(parents=True, exist_ok=True)
       shutil.copy(videos / name, dest)
   for split, split_rows in rows.items():

@@ -24,6 +24,7 @@ import zlib
 
 from kinetics_tfds import clips
 from kinetics_tfds import subsets
+from kinetics_tfds import annotations
 from kinetics_tfds.download import UnsafeName
 from kinetics_tfds.download import state_path
 from kinetics_tfds.download import archives
@@ -34,7 +35,7 @@ from kinetics_tfds.download import report as report_lib
 
 OFFICIAL_BASE_URL = "https://s3.amazonaws.com/kinetics"
 VERSIONS = ("400", "600", "700_2020")
-SPLITS = ("train", "val", "test")
+SPLITS = tuple(annotations.CVDF_FOLDERS.values())  # The mirror's folder names: train, val, test.
 _OFFICIAL_PREFIX = re.compile(r"^https?://s3\.amazonaws\.com/kinetics/")
 
 

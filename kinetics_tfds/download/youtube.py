@@ -1,6 +1,7 @@
 """Clips of an annotation file fetched with yt-dlp, for what the CVDF mirror lacks.
 
-Each clip is saved as `{split}/{youtube_id}_{start:06d}_{end:06d}.mp4` below the manual folder.
+Each clip is saved as `{folder}/{youtube_id}_{start:06d}_{end:06d}.mp4` below the manual folder, in
+the CVDF folder of the split its file name mentions (`val` for `kinetics400_val.csv`), else `clips/`.
 With an ffmpeg binary yt-dlp fetches only the segment (`download_ranges`), where the site allows
 it; otherwise the whole video is fetched and cut (segment.py). Work happens in
 `.download_state/youtube/{key}/`, where yt-dlp resumes its `.part` files; the clip is moved into
@@ -26,7 +27,7 @@ from kinetics_tfds.download import report as report_lib
 from kinetics_tfds.download import segment
 
 URL_TEMPLATE = "https://www.youtube.com/watch?v={youtube_id}"
-_SPLIT_FOLDERS = {"train": "train", "val": "val", "validate": "val", "validation": "val", "test": "test"}
+_UNKNOWN_SPLIT_FOLDER = "clips"  # For a file whose name says no split; the builders find clips anywhere.
 _NO_PARTIAL = "cannot be partially downloaded"
 
 
@@ -39,12 +40,10 @@ class _Logger:
   info = warning = error = debug
 
 
-def _split_folder(path: pathlib.Path) -> str:
-  """CVDF's folder name for the split a file name mentions (`kinetics400_val_2017.csv` -> val)."""
-  for token in re.split(r"[^a-z]+", path.stem.lower()):
-    if token in _SPLIT_FOLDERS:
-      return _SPLIT_FOLDERS[token]
-  return "clips"
+def _split(path: pathlib.Path) -> str:
+  """The TFDS split a file name mentions (`kinetics400_val_2017.csv` -> validation), else ''."""
+  splits = filter(None, map(annotations.split_named, re.split(r"[^a-z]+", path.stem.lower())))
+  return next(splits, "")
 
 
 def read_clips(path: pathlib.Path, report: report_lib.Report) -> list[annotations.Clip]:
@@ -52,7 +51,7 @@ def read_clips(path: pathlib.Path, report: report_lib.Report) -> list[annotation
   if not path.is_file():
     raise annotations.AnnotationError(f"--annotations={path}: no such file; give a Kinetics CSV such as "
                                       "kinetics400/validate.csv")
-  parsed, rejected = annotations.parse_split(str(path), path.read_bytes(), _split_folder(path))
+  parsed, rejected = annotations.parse_split(str(path), path.read_bytes(), _split(path))
   for row in rejected:
     report.add(row.key, "failed", "malformed-row")
     logging.warning("%s: %s", row.key, row.reason)
@@ -110,7 +109,8 @@ def _download(clip: annotations.Clip, manual_dir: pathlib.Path, url_template: st
     report.add(clip.key, "failed", errors.classify(error))
     logging.info("%s: %s", clip.key, error)
     return
-  dest = manual_dir / clip.split / f"{clip.key}{path.suffix}"
+  folder = annotations.CVDF_FOLDERS.get(clip.split, _UNKNOWN_SPLIT_FOLDER)
+  dest = manual_dir / folder / f"{clip.key}{path.suffix}"
   dest.parent.mkdir(parents=True, exist_ok=True)
   path.replace(dest)
   shutil.rmtree(work)

@@ -108,6 +108,7 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self._num_workers = num_workers or parallel.default_workers()
     self._annotations_url = annotations_url or os.environ.get(ANNOTATIONS_URL_ENV) or _DEEPMIND_URL
     self._use_beam = False
+    self._remote_manual_dir: str | None = None
     self._skipped: list[annotations.Rejected] = []
 
   @property
@@ -156,7 +157,7 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return [s for name in names for s in annotations.find_sources(os.fspath(extracted[name]), [name])]
 
   def _split_generators(self, dl_manager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
+    manual_dir = self._remote_manual_dir or os.fspath(dl_manager.manual_dir)
     with storage.local_annotations(manual_dir) as annotations_dir:
       found = annotations.read_annotations(self._annotation_sources(dl_manager, annotations_dir), self.num_classes)
     self.info.features["label"].names = found.classes
@@ -209,6 +210,9 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     by key hash and shards) with the encoding left out; it uses TFDS internals, hence the pinned
     tensorflow-datasets range in requirements.txt.
     """
+    # dl_manager.manual_dir checks the folder with TensorFlow's file system, which has no s3://.
+    configured = os.fspath(download_config.manual_dir or "")
+    self._remote_manual_dir = configured if storage.is_url(configured) else None
     if self._use_beam:
       return super()._generate_splits(dl_manager, download_config)
     split_infos = []

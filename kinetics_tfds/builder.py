@@ -14,6 +14,7 @@ import dataclasses
 import io
 import itertools
 import os
+import shutil
 
 from absl import logging
 import numpy as np
@@ -25,6 +26,7 @@ from kinetics_tfds import annotations
 from kinetics_tfds import clips
 from kinetics_tfds import examples
 from kinetics_tfds import parallel
+from kinetics_tfds import shards
 from kinetics_tfds import storage
 
 ANNOTATIONS_URL_ENV = "KINETICS_TFDS_ANNOTATIONS_URL"
@@ -194,22 +196,26 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return self._pool_records(split, tasks)
 
   def _pool_records(self, split: str, tasks: list[examples.Task]):
-    """Serialised examples in task order, so 1 or N workers give the same output."""
-    results = parallel.bounded_map(examples.build_record, tasks, self._num_workers, on_crash=_crashed)
+    """(key, record size) in task order; the workers write the records into the split's folder."""
+    folder = self._records_dir(split)
+    os.makedirs(folder, exist_ok=True)
+    results = parallel.bounded_map(examples.RecordWriter(folder), tasks, self._num_workers, on_crash=_crashed)
     for result in parallel.logged_progress(results, len(tasks), split):
-      if result.record is None:
+      if result.record_size is None:
         self._skipped.append(annotations.Rejected(result.split, result.key, result.reason))
       else:
-        yield result.key, result.record
+        yield result.key, result.record_size
+
+  def _records_dir(self, split: str) -> str:
+    """Where workers put a split's records until they become shards: beside them, as TFDS spills
+    its shuffle buffer, or in local scratch when the dataset folder is a URL."""
+    if storage.is_url(os.fspath(self.data_dir)):
+      return os.path.join(storage.scratch_dir(), f"kinetics_tfds_records_{os.path.basename(self.data_dir)}_{split}")
+    return os.path.join(self.data_dir, f".records-{split}")
 
   def _generate_splits(self, dl_manager, download_config):
-    """Without Beam, writes the workers' serialised records as they are: the writing process
-    encodes nothing, so one machine is not bound by it (TFDS would encode every example here).
-
-    This is TFDS's own generator path (`SplitBuilder._build_from_generator`: its Writer shuffles
-    by key hash and shards) with the encoding left out; it uses TFDS internals, hence the pinned
-    tensorflow-datasets range in requirements.txt.
-    """
+    """Without Beam, the workers write the shards (shards.py): the build process encodes and copies
+    nothing, so one machine is not bound by it. TFDS would encode and write every example there."""
     # dl_manager.manual_dir checks the folder with TensorFlow's file system, which has no s3://.
     configured = os.fspath(download_config.manual_dir or "")
     self._remote_manual_dir = configured if storage.is_url(configured) else None
@@ -219,23 +225,35 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for split, records in self._split_generators(dl_manager).items():
       if download_config.max_examples_per_split is not None:
         records = itertools.islice(records, download_config.max_examples_per_split)
+      written = list(records)
       template = self._get_filename_template(split_name=split)
-      writer = writer_lib.Writer(
-          serializer=_Serialized(self.info.features.get_serialized_info()),
-          filename_template=template,
-          hash_salt=split,
-          disable_shuffling=self.info.disable_shuffling,
-          shard_config=download_config.get_shard_config(),
-          example_writer=self._example_writer(),
-          ignore_duplicates=download_config.ignore_duplicates,
-      )
-      for key, record in records:
-        writer.write(key, record)
-      shard_lengths, num_bytes = writer.finalize()
+      folder = self._records_dir(split)
+      if self.info.file_format == tfds.core.FileFormat.TFRECORD:
+        planned = shards.plan(split, written, folder, template, download_config.get_shard_config())
+        logging.info("%s: writing %d shards.", split, len(planned))
+        shard_lengths = list(parallel.bounded_map(shards.assemble, planned, self._num_workers))
+      else:  # Other formats through TFDS's writer, in this process.
+        shard_lengths = self._write_with_tfds(split, written, folder, template, download_config)
+      shutil.rmtree(folder)
+      num_bytes = sum(size for _, size in written)
       split_infos.append(
           tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths, num_bytes=num_bytes, filename_template=template)
       )
     return split_infos
+
+  def _write_with_tfds(self, split, written, folder, template, download_config) -> list[int]:
+    writer = writer_lib.Writer(
+        serializer=_Serialized(self.info.features.get_serialized_info()),
+        filename_template=template,
+        hash_salt=split,
+        disable_shuffling=self.info.disable_shuffling,
+        shard_config=download_config.get_shard_config(),
+        example_writer=self._example_writer(),
+        ignore_duplicates=download_config.ignore_duplicates,
+    )
+    for key, _ in written:
+      writer.write(key, shards.read_record(os.path.join(folder, key)))
+    return writer.finalize()[0]
 
 
 class _Serialized(example_serializer.Serializer):

@@ -2,18 +2,20 @@
 
 The same function runs in the serial path, in the worker pool and in Beam, so the three give the
 same examples. It imports no TensorFlow: workers start fast and stay small. Pool workers also
-serialise their example (`build_record`), so the one process that writes receives records ready
-for TFDS's writer and encodes nothing.
+serialise their example and write it to a file (`RecordWriter`), so the process that runs the
+build neither encodes nor copies it (see shards.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import struct
 
 from kinetics_tfds import annotations
 from kinetics_tfds import clips
+from kinetics_tfds import shards
 from kinetics_tfds import storage
 from kinetics_tfds import video
 
@@ -59,13 +61,13 @@ class Task:
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-  """A built example (as a dict, or serialised as a tf.train.Example), or why the clip is not in the output."""
+  """A built example (or the size of its record file), or why the clip is not in the output."""
 
   split: str
   key: str
   example: dict | None = None
   reason: str | None = None
-  record: bytes | None = None
+  record_size: int | None = None
 
 
 def build(task: Task) -> Result:
@@ -101,12 +103,22 @@ def build(task: Task) -> Result:
   return Result(clip.split, clip.key, example=example)
 
 
-def build_record(task: Task) -> Result:
-  """build(), with the example serialised: what the pool's workers return to the writer."""
-  result = build(task)
-  if result.example is None:
-    return result
-  return Result(result.split, result.key, record=serialize(result.example))
+@dataclasses.dataclass(frozen=True)
+class RecordWriter:
+  """A pool worker's per-clip function: build(), then the serialised example to `folder/<key>`.
+
+  Only the size goes back to the build process: a clip's megabytes are never sent or copied there.
+  """
+
+  folder: str
+
+  def __call__(self, task: Task) -> Result:
+    result = build(task)
+    if result.example is None:
+      return result
+    record = serialize(result.example)
+    shards.write_record(os.path.join(self.folder, result.key), record)
+    return Result(result.split, result.key, record_size=len(record))
 
 
 def serialize(example: dict) -> bytes:

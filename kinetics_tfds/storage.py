@@ -81,6 +81,13 @@ def local_copy(path: str) -> Iterator[str]:
     os.remove(local)
 
 
+def open_for_writing(path: str):
+  """A binary file to write at a local path or URL (a dataset folder may be on gs://)."""
+  if not is_url(path):
+    return open(path, "wb")
+  return _filesystem(path).open(path, "wb")
+
+
 @contextlib.contextmanager
 def local_annotations(manual_dir: str) -> Iterator[str]:
   """A local folder with the manual folder's annotation files in their layout (only those).

@@ -83,6 +83,19 @@ def test_worker_pool_matches_serial(manual, serial, tmp_path):
   assert read(build(manual, str(tmp_path), num_workers=2)) == serial
 
 
+def test_array_record_through_tfds_writer(manual, serial, tmp_path):
+  """Formats other than TFRecord go through TFDS's writer; random access reads them without TensorFlow."""
+  dataset = tfds.builder(
+      "kinetics400", config=kinetics_tfds.KineticsConfig(**CONFIG), data_dir=str(tmp_path), num_workers=2,
+      file_format="array_record",
+  )
+  dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  keys = {(split, dataset.as_data_source(split)[i]["key"])
+          for split in ("train", "validation") for i in range(len(dataset.as_data_source(split)))}
+  assert keys == set(serial[0])
+  assert not [n for n in os.listdir(dataset.data_dir) if n.startswith(".")]  # Record files removed.
+
+
 def tfds_build(manual: str, data_dir, *flags: str, env: dict | None = None) -> None:
   """`tfds build` of the tiny config, as a user runs it."""
   tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 
 import kinetics_tfds
 from kinetics_tfds import sample
+from kinetics_tfds.training import config as config_lib
 from kinetics_tfds.training import run
 
 _WORK_DIR = flags.DEFINE_string(
@@ -72,7 +73,7 @@ def train_and_evaluate(builder: tfds.core.DatasetBuilder, work_dir: str, train_s
   Adam, no dropout and fast batch-norm statistics, because the run is a few dozen steps, not DeepMind's 100k.
   """
   model_dir = tempfile.mkdtemp(prefix="i3d_", dir=work_dir)
-  config = run.Config(
+  config = config_lib.Config(
       model_dir=model_dir, batch_size=8, num_frames=8, frame_stride=1, image_size=32, random_flip=False,
       train_steps=train_steps,
       checkpoint_steps=train_steps, log_every=10, optimizer="adam", learning_rate=1e-3, lr_schedule="constant",

@@ -1,8 +1,8 @@
 """Kinetics annotation files, in every form users have them, turned into clip records.
 
-Forms read (FACTS.md §1): DeepMind's archive as downloaded (`kinetics400.tar.gz`) or extracted
-(`kinetics400/{train,validate,test}.{csv,json}`), CVDF's `annotations/{train,val,test}.csv`, and
-every CSV dialect (6-column quoted 2017 K400 with `is_cc`, 5-column, 4-column unlabeled test,
+Forms read: DeepMind's archive as downloaded (`kinetics400.tar.gz`) or extracted
+(`kinetics400/{train,validate,test}.{csv,json}`), the CVDF mirror's `annotations/{train,val,test}.csv`
+(github cvdfoundation/kinetics-dataset), and every CSV dialect (6-column quoted 2017 K400 with `is_cc`, 5-column, 4-column unlabeled test,
 split `val` or `validate`). CSVs are preferred over JSON: the JSON is keyed by video id and cannot
 hold two clips of one video.
 """
@@ -10,6 +10,7 @@ hold two clips of one video.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import dataclasses
 import io
@@ -18,6 +19,9 @@ import os
 import re
 import tarfile
 from typing import Callable, Iterable, Iterator
+import zlib
+
+from kinetics_tfds import user_error
 
 SPLITS = ("train", "validation", "test")
 
@@ -28,6 +32,11 @@ _SPLIT_FILE_STEMS = {
     "test": ("test",),
 }
 
+# Kinetics segments last 10 s; a row beyond these bounds is a malformed row, not a clip to decode.
+MAX_SEGMENT_S = 60
+MAX_TIME_S = 86_400
+_REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end")
+_PROBLEM = object()  # Row key of what is wrong with a row that cannot be a clip.
 _YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FORBIDDEN_LABEL_CHARS = re.compile(r"[/\\\x00-\x1f]")
 
@@ -73,7 +82,7 @@ class Annotations:
   sources: list[str]  # where the rows came from, for the build log
 
 
-class AnnotationError(ValueError):
+class AnnotationError(user_error.UserError):
   """The annotation files are missing or do not describe the expected dataset."""
 
 
@@ -99,7 +108,7 @@ def _read_bytes(path: str) -> bytes:
 
 def _archive_source(path: str) -> _Source:
   """Reads split files straight out of a DeepMind archive: no extraction, read-only manual dirs work."""
-  with tarfile.open(path) as tar:
+  with _open_archive(path) as tar:
     members = {
         os.path.basename(m.name): m.name
         for m in tar.getmembers()
@@ -108,7 +117,7 @@ def _archive_source(path: str) -> _Source:
 
   def reader(name: str) -> Callable[[], bytes]:
     def read() -> bytes:
-      with tarfile.open(path) as tar:
+      with _open_archive(path) as tar:
         return tar.extractfile(name).read()
 
     return read
@@ -121,6 +130,18 @@ def _archive_source(path: str) -> _Source:
         if name and split not in source:
           source[split] = (f"{path}:{name}", reader(name))
   return source
+
+
+@contextlib.contextmanager
+def _open_archive(path: str) -> Iterator[tarfile.TarFile]:
+  """The archive open for reading; a damaged one is an AnnotationError naming it."""
+  try:
+    with tarfile.open(path) as tar:
+      yield tar
+  except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+    raise AnnotationError(
+        f"{path}: not a readable annotation archive ({type(e).__name__}: {e}); delete it so the builder "
+        "downloads it again, or put the extracted folder there") from None
 
 
 def find_sources(manual_dir: str, archive_names: Iterable[str]) -> list[_Source]:
@@ -148,66 +169,125 @@ def find_sources(manual_dir: str, archive_names: Iterable[str]) -> list[_Source]
   return sources
 
 
-def _rows_from_bytes(origin: str, data: bytes) -> Iterator[tuple[int, dict]]:
-  """(line number, row dict) from a CSV or JSON annotation file."""
-  text = data.decode("utf-8-sig")
+def _text(origin: str, data: bytes) -> str:
+  try:
+    text = data.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    raise AnnotationError(
+        f"{origin}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); save it as UTF-8, "
+        "or use DeepMind's original file") from None
+  if not text.strip():
+    raise AnnotationError(f"{origin}: the file is empty; download the annotations again")
+  return text
+
+
+def _rows_from_bytes(origin: str, data: bytes) -> tuple[bool, Iterator[tuple[int, dict]]]:
+  """Whether the file has labels, and its (line number, row) pairs; a bad file, not a bad row, raises.
+
+  Rows are dicts of strings as CSV gives them; a JSON entry that cannot be one carries _PROBLEM.
+  """
+  text = _text(origin, data)
   if origin.endswith(".json"):
-    for i, (youtube_id, entry) in enumerate(sorted(json.loads(text).items()), start=1):
-      annotation = entry.get("annotations", {})
-      segment = annotation.get("segment") or ["", ""]
-      row = {"youtube_id": youtube_id, "time_start": segment[0], "time_end": segment[1]}
-      if "label" in annotation:
-        row["label"] = annotation["label"]
-      yield i, row
-    return
-  reader = csv.DictReader(io.StringIO(text))
-  for row in reader:
-    yield reader.line_num, row
+    try:
+      entries = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise AnnotationError(
+          f"{origin}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); download it again") from None
+    if not isinstance(entries, dict):
+      raise AnnotationError(
+          f"{origin}: expected a JSON object keyed by youtube_id (DeepMind's form), found a {type(entries).__name__}")
+    rows = [_json_row(youtube_id, entry) for youtube_id, entry in sorted(entries.items())]
+    return any("label" in row for row in rows), iter(enumerate(rows, start=1))
+  reader = csv.reader(io.StringIO(text))
+  header = next((row for row in reader if any(field.strip() for field in row)), [])
+  header = [field.strip().lower() for field in header]
+  missing = [column for column in _REQUIRED_COLUMNS if column not in header]
+  if missing:
+    raise AnnotationError(
+        f"{origin}: line {reader.line_num} has columns {header}, lacking {missing}; expected a Kinetics CSV "
+        "header such as label,youtube_id,time_start,time_end,split")
+
+  def rows() -> Iterator[tuple[int, dict]]:
+    for fields in reader:
+      if not fields:
+        continue  # Empty lines, as csv.DictReader skips them.
+      row = dict(zip(header, fields))
+      if len(fields) != len(header):
+        row[_PROBLEM] = f"wrong number of fields ({len(fields)}, the header has {len(header)})"
+      yield reader.line_num, row
+
+  return "label" in header, rows()
+
+
+def _json_row(youtube_id: str, entry) -> dict:
+  """DeepMind's JSON entry as the CSV row it stands for."""
+  row = {"youtube_id": youtube_id}
+  annotation = entry.get("annotations") if isinstance(entry, dict) else None
+  if not isinstance(annotation, dict):
+    row[_PROBLEM] = "entry has no annotations object"
+    return row
+  segment = annotation.get("segment")
+  if not isinstance(segment, list) or len(segment) != 2:
+    row[_PROBLEM] = f"segment {segment!r} is not [start, end]"
+    return row
+  row["time_start"], row["time_end"] = segment
+  if "label" in annotation:
+    row["label"] = annotation["label"]
+  return row
+
+
+def _seconds(value) -> int:
+  """Whole seconds of a time field; ValueError for anything else (inf, nan, 1e400, text, null)."""
+  try:
+    seconds = float(value.strip() if isinstance(value, str) else value)
+  except (TypeError, ValueError):
+    raise ValueError(f"time {value!r} is not a number") from None
+  if not 0 <= seconds <= MAX_TIME_S:  # False for nan too.
+    raise ValueError(f"time {value!r} is not in [0, {MAX_TIME_S}] seconds")
+  return int(seconds)
 
 
 def _parse_row(row: dict, split: str, labeled: bool) -> Clip:
   """A validated clip from one row; raises ValueError saying what is wrong."""
-  if None in row or any(v is None for v in row.values()):
-    raise ValueError("wrong number of fields")
-  youtube_id = (row.get("youtube_id") or "").strip()
-  if not _YOUTUBE_ID.match(youtube_id):
+  if _PROBLEM in row:
+    raise ValueError(row[_PROBLEM])
+  youtube_id = row.get("youtube_id")
+  if not isinstance(youtube_id, str) or not _YOUTUBE_ID.match(youtube_id.strip()):
     raise ValueError(f"invalid youtube_id {youtube_id!r}")
-  try:
-    time_start, time_end = int(float(row["time_start"])), int(float(row["time_end"]))
-  except (KeyError, TypeError, ValueError):
-    raise ValueError("time_start/time_end are not numbers") from None
-  if not 0 <= time_start < time_end:
+  time_start, time_end = _seconds(row.get("time_start")), _seconds(row.get("time_end"))
+  if not time_start < time_end:
     raise ValueError(f"empty or negative segment [{time_start}, {time_end}]")
+  if time_end - time_start > MAX_SEGMENT_S:
+    raise ValueError(f"segment [{time_start}, {time_end}] is longer than {MAX_SEGMENT_S} s")
   label = None
   if labeled:
-    label = (row.get("label") or "").strip()
+    label = row.get("label")
+    label = label.strip() if isinstance(label, str) else ""
     if not label or label in (".", "..") or _FORBIDDEN_LABEL_CHARS.search(label):
-      raise ValueError(f"invalid label {label!r}")
+      raise ValueError(f"invalid label {row.get('label')!r}")
   is_cc = row.get("is_cc")
   return Clip(
-      youtube_id=youtube_id,
+      youtube_id=youtube_id.strip(),
       time_start=time_start,
       time_end=time_end,
       label=label,
       split=split,
-      is_cc=int(is_cc) if is_cc and is_cc.strip().isdigit() else -1,
+      is_cc=int(is_cc) if isinstance(is_cc, str) and is_cc.strip().isdigit() else -1,
   )
 
 
 def _fallback_key(row: dict, origin: str, line: int) -> str:
   try:
-    return clip_key(row["youtube_id"], int(float(row["time_start"])), int(float(row["time_end"])))
-  except (KeyError, TypeError, ValueError):
+    return clip_key(str(row["youtube_id"]).strip(), _seconds(row["time_start"]), _seconds(row["time_end"]))
+  except (KeyError, ValueError):
     return f"{origin}:{line}"
 
 
 def parse_split(origin: str, data: bytes, split: str) -> tuple[list[Clip], list[Rejected]]:
   """All rows of one annotation file: clips (labelled when the file has labels) and rejected rows."""
   clips, rejected = [], []
-  labeled = None
-  for line, row in _rows_from_bytes(origin, data):
-    if labeled is None:
-      labeled = "label" in row and row["label"] is not None
+  labeled, rows = _rows_from_bytes(origin, data)
+  for line, row in rows:
     try:
       clips.append(_parse_row(row, split, labeled))
     except ValueError as e:
@@ -243,7 +323,7 @@ def read_annotations(
   if num_classes is not None and len(classes) != num_classes:
     raise AnnotationError(
         f"expected {num_classes} classes, the annotation files ({', '.join(origins)}) name "
-        f"{len(classes)}: wrong version, or an incomplete file?"
+        f"{len(classes)} ({len(rejected)} rows rejected as malformed): wrong version, or an incomplete file?"
     )
   known = set(classes)
   clips: dict[str, list[Clip]] = {}

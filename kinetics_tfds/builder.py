@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import functools
 import io
 import itertools
 import os
@@ -23,26 +24,32 @@ from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.core import writer as writer_lib
 
 from kinetics_tfds import annotations
+from kinetics_tfds import build_lock
 from kinetics_tfds import clips
 from kinetics_tfds import examples
 from kinetics_tfds import parallel
 from kinetics_tfds import shards
 from kinetics_tfds import storage
+from kinetics_tfds import subsets
 
 ANNOTATIONS_URL_ENV = "KINETICS_TFDS_ANNOTATIONS_URL"
-_DEEPMIND_URL = "https://storage.googleapis.com/deepmind-media/Datasets/{name}.tar.gz"
+DEEPMIND_URL = "https://storage.googleapis.com/deepmind-media/Datasets/{name}.tar.gz"
 SKIPPED_FILE = "skipped_clips.csv"
 _TASK_LIST_PREFIX = ".tasks-"
 
 
 @dataclasses.dataclass(eq=False)
 class KineticsConfig(tfds.core.BuilderConfig):
-  """How clips are stored: frame rate, size and JPEG quality.
+  """How clips are stored (frame rate, size, JPEG quality) and which clips are kept.
 
   `tfds.builder('kinetics400', config=KineticsConfig(fps=12.5, short_side=160))` makes a config
   of one's own; its name, when not given, says what it is (`12.5fps_160px_q90`).
   fps None keeps every source frame; short_side None keeps the source size.
   num_classes None means the version's own class count (400, 600 or 700).
+  exclude: clip keys, files of keys, or `version:split` pairs (`kinetics400:validation`) whose
+  YouTube videos are left out: training on K700 without K400's validation videos is one config.
+  classes (names, or a file of names) and max_per_class make a subset: labels are renumbered
+  over the classes kept, at most N clips per class and split, chosen by key hash (subsets.py).
   """
 
   name: str = ""
@@ -50,14 +57,29 @@ class KineticsConfig(tfds.core.BuilderConfig):
   short_side: int | None = 256
   jpeg_quality: int = 90
   num_classes: int | None = None
+  exclude: tuple[str, ...] = ()
+  classes: tuple[str, ...] | str | None = None
+  max_per_class: int | None = None
 
   def __post_init__(self):
+    self.exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
+    self.classes = subsets.read_names(self.classes)
     if not self.name:
       fps = "srcfps" if self.fps is None else f"{self.fps:g}fps"
       size = "srcsize" if self.short_side is None else f"{self.short_side}px"
-      self.name = f"{fps}_{size}_q{self.jpeg_quality}"
+      self.name = f"{fps}_{size}_q{self.jpeg_quality}" + _selection_suffix(self)
     if not 1 <= self.jpeg_quality <= 100:
       raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+
+
+def _selection_suffix(config: KineticsConfig) -> str:
+  """`_5classes_max2_1a2b3c4d` for a subset or exclusion, so its build gets a folder of its own."""
+  suffix = f"_{len(config.classes)}classes" if config.classes is not None else ""
+  suffix += f"_max{config.max_per_class}" if config.max_per_class else ""
+  if config.classes is not None or config.exclude:
+    digest = subsets.rank(repr((config.classes, config.exclude)).replace(" ", "")).hex()[:8]
+    suffix += f"_{digest}"
+  return suffix
 
 
 I3D_CONFIG = KineticsConfig(
@@ -108,13 +130,16 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """
     super().__init__(**kwargs)
     self._num_workers = num_workers or parallel.default_workers()
-    self._annotations_url = annotations_url or os.environ.get(ANNOTATIONS_URL_ENV) or _DEEPMIND_URL
+    self._annotations_url = annotations_url or os.environ.get(ANNOTATIONS_URL_ENV) or DEEPMIND_URL
     self._use_beam = False
     self._remote_manual_dir: str | None = None
     self._skipped: list[annotations.Rejected] = []
 
   @property
   def num_classes(self) -> int:
+    """Classes in the output: the subset's, else the version's (or the config's count)."""
+    if self.builder_config.classes is not None:
+      return len(set(self.builder_config.classes))
     return self.builder_config.num_classes or self.NUM_CLASSES
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -137,6 +162,11 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         homepage="https://github.com/google-deepmind/kinetics-i3d",
     )
 
+  def download_and_prepare(self, **kwargs):
+    """TFDS's, holding this version's build claim, so a build beside it cannot remove its folder."""
+    with build_lock.exclusive(os.fspath(self.data_dir)):
+      super().download_and_prepare(**kwargs)
+
   def _download_and_prepare(self, dl_manager, download_config):
     """Runs TFDS's generation, then writes the skipped clips beside the dataset."""
     self._use_beam = bool(download_config.beam_runner or download_config.beam_options)
@@ -152,25 +182,45 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if sources:
       return sources
     logging.info("No annotation files in %s: downloading them.", manual_dir)
-    names = list(self.ANNOTATION_ARCHIVES)
+    return self._downloaded_sources(dl_manager, self.ANNOTATION_ARCHIVES)
+
+  def _downloaded_sources(self, dl_manager, names):
     extracted = dl_manager.download_and_extract(
         {name: self._annotations_url.format(name=name) for name in names}
     )
     return [s for name in names for s in annotations.find_sources(os.fspath(extracted[name]), [name])]
 
+  def _version_clips(self, dl_manager, manual_dir: str, version: str, split: str) -> list[annotations.Clip]:
+    """The clips of another version's split, for `exclude`: its archive in manual_dir, else downloaded."""
+    names = tfds.builder_cls(version).ANNOTATION_ARCHIVES
+    sources = subsets.version_sources(manual_dir, names) or self._downloaded_sources(dl_manager, names)
+    found = annotations.read_annotations(sources, None, [split]).clips.get(split)
+    if not found:
+      raise annotations.AnnotationError(f"exclude: {version} has no {split} annotations in {manual_dir} or online")
+    return found
+
+  def _select(self, found: annotations.Annotations, dl_manager, manual_dir: str) -> subsets.Selection:
+    """The config's exclusions and subset applied to the annotated clips."""
+    config = self.builder_config
+    excluded = subsets.exclusions(config.exclude, functools.partial(self._version_clips, dl_manager, manual_dir))
+    return subsets.select(found.clips, found.classes, keep_classes=config.classes, max_per_class=config.max_per_class,
+                          excluded=excluded)
+
   def _split_generators(self, dl_manager):
     manual_dir = self._remote_manual_dir or os.fspath(dl_manager.manual_dir)
+    num_classes = self.builder_config.num_classes or self.NUM_CLASSES
     with storage.local_annotations(manual_dir) as annotations_dir:
-      found = annotations.read_annotations(self._annotation_sources(dl_manager, annotations_dir), self.num_classes)
-    self.info.features["label"].names = found.classes
-    label_index = {name: i for i, name in enumerate(found.classes)}
-    self._skipped.extend(found.rejected)
+      found = annotations.read_annotations(self._annotation_sources(dl_manager, annotations_dir), num_classes)
+      kept = self._select(found, dl_manager, annotations_dir)
+    self.info.features["label"].names = kept.classes
+    label_index = {name: i for i, name in enumerate(kept.classes)}
+    self._skipped.extend(found.rejected + kept.skipped)
     for split, count in sorted(found.duplicates.items()):
       logging.warning("%s: %d duplicate annotation rows dropped (first row kept).", split, count)
     by_key, by_id = clips.scan(manual_dir)
     config = self.builder_config
     generators = {}
-    for split, split_clips in found.clips.items():
+    for split, split_clips in kept.clips.items():
       tasks = []
       for clip in split_clips:
         located = clips.locate(clip, by_key, by_id, manual_dir)
@@ -315,7 +365,7 @@ def _beam_examples(task_list: str, skipped_prefix: str):
 
 def _remove_interrupted_builds(current: str) -> None:
   """Deletes what killed builds of this version left: TFDS starts over in a new folder, and a
-  K700 build's leftovers can be terabytes."""
+  K700 build's leftovers can be terabytes. Safe only under the version's build claim."""
   current = tfds.core.Path(current)
   version = current.name.split("_", 1)[1]
   for folder in current.parent.glob(f"incomplete.*_{version}"):

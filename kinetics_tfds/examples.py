@@ -13,6 +13,8 @@ import json
 import os
 import struct
 
+from absl import logging
+
 from kinetics_tfds import annotations
 from kinetics_tfds import clips
 from kinetics_tfds import shards
@@ -33,6 +35,11 @@ FIELDS = {
     "source_fps": _FLOAT_LIST,
     "is_cc": _INT64_LIST,
 }
+
+
+# A file may run this much past (or fall short of) its annotated segment: clips are cut at key
+# frames. Decoding stops there, so a file whose timestamps jump cannot become an unbounded clip.
+SLACK_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +90,7 @@ def build(task: Task) -> Result:
           short_side=task.short_side,
           jpeg_quality=task.jpeg_quality,
           segment=task.located.segment,
+          max_seconds=clip.time_end - clip.time_start + SLACK_S,
       )
   except video.VideoError as e:
     return Result(clip.split, clip.key, reason=str(e))
@@ -90,6 +98,10 @@ def build(task: Task) -> Result:
     return Result(clip.split, clip.key, reason="missing file")
   except Exception as e:  # pylint: disable=broad-except  # OpenCV raises cv2.error on odd files.
     return Result(clip.split, clip.key, reason=f"decoder error: {type(e).__name__}: {e}")
+  seconds = len(frames.jpegs) / (task.fps or frames.source_fps)
+  if seconds < clip.time_end - clip.time_start - SLACK_S:
+    logging.warning("%s: %.1f s of video for its %d s segment (the file is short); built as it is.",
+                    clip.key, seconds, clip.time_end - clip.time_start)
   example = {
       "video": frames.jpegs,
       "label": task.label,

@@ -361,3 +361,13 @@ def aggregate(keys, predictions) -> dict[str, np.ndarray]:
   for key, prediction in zip(keys, np.asarray(predictions)):
     groups[key.decode() if isinstance(key, bytes) else str(key)].append(prediction)
   return {key: np.mean(values, axis=0) for key, values in groups.items()}
+
+
+def records(builder, split: str, *, data_dir: str | None = None) -> tf.data.Dataset:
+  """A split's examples as stored, in file order, the video as its frames' JPEG strings: nothing decoded.
+
+  For tools that look at every record once (the dataset report) and decode only the frames they show.
+  """
+  builder = _as_builder(builder, data_dir)
+  read_config = tfds.ReadConfig(try_autocache=False)
+  return builder.as_dataset(split, shuffle_files=False, decoders={"video": _FrameStrings()}, read_config=read_config)

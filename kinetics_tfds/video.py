@@ -81,20 +81,25 @@ def decode(
     short_side: int | None,
     jpeg_quality: int,
     segment: tuple[float, float] | None = None,
+    max_seconds: float = math.inf,
 ) -> Frames:
   """Decodes `path` into JPEG frames at `fps` (None: every source frame), short side `short_side`.
 
   Output frame k shows the source frame whose timestamp is nearest k / fps. With `segment`
-  (start, end) in seconds, only that part of a full-length video is kept. Rotation metadata is
-  applied by OpenCV. Raises VideoError for anything that cannot give a clip.
+  (start, end) in seconds, only that part of a full-length video is kept. At most `max_seconds`
+  of video are decoded, so a file whose timestamps jump (or that is longer than its name says)
+  cannot become an unbounded clip. Rotation metadata is applied by OpenCV. Raises VideoError for
+  anything that cannot give a clip.
   """
   capture = _open(path)
   try:
     source_fps = capture.get(cv2.CAP_PROP_FPS)
-    if not 0 < source_fps < 1000:
+    if not 1 <= source_fps < 1000:  # What containers with jumping timestamps declare is no frame rate.
       source_fps = 30.0
     declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     start, end = segment if segment else (0.0, math.inf)
+    end = min(end, start + max_seconds)
+    cut_short = False  # Stopped at `end` before the file's last frame.
     out_fps = fps or source_fps
     jpegs: list[bytes] = []
     size = None
@@ -124,6 +129,7 @@ def decode(
         continue
       t -= start
       if t >= end - start:
+        cut_short = True
         break
       if held is not None:
         # Output times before the midpoint are nearer the held frame than this one.
@@ -131,11 +137,9 @@ def decode(
       held, encoded = (t, frame), None
     if held is None:
       raise VideoError("no frames decoded" if not segment else "segment outside the video")
-    if not segment and declared > 0 and decoded < _MIN_DECODED_SHARE * declared:
+    if not segment and not cut_short and declared > 0 and decoded < _MIN_DECODED_SHARE * declared:
       raise VideoError(f"truncated or corrupt: decoded {decoded} of {declared} frames")
-    duration = held[0] + 1.0 / source_fps
-    if segment:
-      duration = min(duration, end - start)
+    duration = min(held[0] + 1.0 / source_fps, end - start)
     emit_until(duration)
     return Frames(jpegs, size[0], size[1], float(source_fps))
   finally:

@@ -327,3 +327,81 @@ def test_downloaded_folder_builds_with_the_projects_builder(tmp_path, server):
   builder = builder_module.Builder(config=config, data_dir=str(tmp_path / "data"), num_workers=1)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
   assert {name: info.num_examples for name, info in builder.info.splits.items()} == {"train": 2, "validation": 1}
+
+
+def _tree(root: pathlib.Path) -> dict[str, bytes]:
+  return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_no_list_line_reaches_outside_the_state_folder(tmp_path, server):
+  """Every spelling of a path out of the folder: refused, or mapped to a name inside it."""
+  victims = tmp_path / "victims"
+  (victims / "x").mkdir(parents=True)
+  (victims / "victim.tar.gz").write_bytes(b"precious")
+  (victims / "x/file.tar.gz").write_bytes(b"precious too")
+  manual = tmp_path / "deep/a/b/manual"
+  official = "https://s3.amazonaws.com/kinetics"
+  escaping = [
+      "%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/victims/x/file.tar.gz",
+      f"{server.base_url}/400/val/%2E%2E/%2E%2E/%2E%2E/%2E%2E/%2E%2E/%2E%2E/%2E%2E/victims/victim.tar.gz",
+      "..%2f..%2f..%2f..%2f..%2f..%2f..%2fvictims%2fx%2f..%2fvictim.tar.gz",
+      "a%5c..%5c..%5cvictim.tar.gz",
+      "a/%2e%2e%2f%2e%2e%2fvictim%00.tar.gz",
+  ]
+  mapped_inside = [
+      f"{server.base_url}/400/val//{victims}/victim.tar.gz",  # Double slash, then an absolute path.
+      f"{official}//{victims}/x/file.tar.gz",  # The same on an official-style line.
+      "./././plain.tar.gz",
+  ]
+  clip = _video(tmp_path / "source.mp4", 1)
+  for n, line in enumerate(mapped_inside):
+    url = cvdf._rebase(line, f"{server.base_url}/400/val/l.txt", server.base_url)
+    # What the handler makes of the request line (it reads a leading '//' as a host).
+    server.files[urllib.parse.unquote(urllib.parse.urlsplit(urllib.parse.urlsplit(url).path).path)] = _tar({f"mmmmmmmmmm{n}_000000_000010.mp4": clip})
+  server.files.update({
+      "/400/val/k400_val_path.txt": "\n".join(escaping + mapped_inside).encode(),
+      "/400/annotations/val.csv": b"youtube_id,time_start,time_end,split\n",
+  })
+  outside_before = {k: v for k, v in _tree(tmp_path).items() if not k.startswith("deep/")}
+
+  counts = _cvdf(manual, server, ["val"])
+
+  assert {k: v for k, v in _tree(tmp_path).items() if not k.startswith("deep/")} == outside_before
+  assert sorted(p.name for p in (tmp_path / "deep/a/b").iterdir()) == ["manual"]
+  rows = _report(manual)
+  refused = {key for key, row in rows.items() if row["reason"] == "unsafe-name"}
+  assert len(refused) == len(escaping) and counts["refused:unsafe-name"] == len(escaping), rows
+  assert all(".." in key or "\\" in key or "\0" in key for key in refused)
+  assert not any(".." in path for _, path, _ in server.requests)  # Refused lines are never fetched.
+  assert counts["ok"] == len(mapped_inside) + 1, rows  # The shards and the annotation file.
+  assert {p.name for p in (manual / "val").iterdir()} == {f"mmmmmmmmmm{n}_000000_000010.mp4" for n in range(3)}
+  state = manual / ".download_state"
+  assert all(p.resolve().is_relative_to(state.resolve()) for p in state.rglob("*"))
+  assert len(list(state.rglob("*.done"))) == len(mapped_inside)
+
+
+def test_decompression_bomb_is_refused_and_what_it_wrote_removed(tmp_path, server):
+  buffer = io.BytesIO()
+  with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+    first = b"a real clip comes first"
+    info = tarfile.TarInfo("nnnnnnnnnnn_000000_000010.mp4")
+    info.size = len(first)
+    tar.addfile(info, io.BytesIO(first))
+    zeros = 80 << 20  # 80 MiB of zeros gzip to ~80 KB: far beyond 10x and the 64 MiB floor.
+    info = tarfile.TarInfo("bomb.mp4")
+    info.size = zeros
+    tar.addfile(info, io.BytesIO(bytes(zeros)))
+  server.files.update({
+      "/400/val/k400_val_path.txt": b"bomb.tar.gz\n",
+      "/400/val/bomb.tar.gz": buffer.getvalue(),
+      "/400/annotations/val.csv": b"youtube_id,time_start,time_end,split\n",
+  })
+  manual = tmp_path / "manual"
+
+  counts = _cvdf(manual, server, ["val"])
+
+  assert len(buffer.getvalue()) < 1 << 20
+  assert _report(manual)["400/val/bomb.tar.gz"]["reason"] == "expansion-limit", _report(manual)
+  assert counts["failed"] == 1
+  assert [p for p in manual.rglob("*") if p.is_file() and p.name != report_lib.FILE_NAME
+          and p.parent.name != "annotations" and not p.name.endswith(".txt")] == []

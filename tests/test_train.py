@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import sample
+from kinetics_tfds.training import config as config_lib
 from kinetics_tfds.training import datasets
 from kinetics_tfds.training import optimization
 from kinetics_tfds.training import placement
@@ -52,7 +53,7 @@ def motion_builder(tmp_path_factory):
 
 
 def test_learns_motion_direction(motion_builder, tmp_path):
-  config = run_lib.Config(
+  config = config_lib.Config(
       model_dir=str(tmp_path), batch_size=8, num_frames=8, image_size=32, train_steps=40, checkpoint_steps=40,
       log_every=10, optimizer="adam", learning_rate=1e-3, lr_schedule="constant", weight_decay=0.0,
       dropout_rate=0.0, batchnorm_momentum=0.9, eval_views="2x1", seed=0, deterministic=True)
@@ -209,7 +210,7 @@ def test_schedules():
 
 
 def test_eval_views():
-  assert run_lib.parse_views("whole") == (None, 1)
-  assert run_lib.parse_views("10x3") == (10, 3)
+  assert config_lib.parse_views("whole") == (None, 1)
+  assert config_lib.parse_views("10x3") == (10, 3)
   with pytest.raises(ValueError, match="KxN"):
-    run_lib.parse_views("ten")
+    config_lib.parse_views("ten")

@@ -1,13 +1,24 @@
-"""Safe extraction of the mirror's tarballs, which are not all well formed (FACTS.md §1).
+"""Safe extraction of the mirror's tarballs, which are not all well formed.
 
-Shards may be gzipped or plain tar, nest clips under deep folders, or carry macOS `._*`
-AppleDouble files. A member that would land outside the target (absolute path, `..`, a link
+Shards may be gzipped or plain tar (k400 `part_120.tar.gz` once was), nest clips under deep folders,
+or carry macOS `._*` AppleDouble files (a K600 class tarball did; github cvdfoundation/kinetics-dataset). A member that would land outside the target (absolute path, `..`, a link
 pointing out, a device file) is refused and returned so it can be reported; nothing of it is
 written. tarfile's 'data' filter then checks every written member a second time.
+
+Expansion is bounded: clips barely compress, so an archive whose members add up to more than
+MAX_EXPANSION times its own size (and over MIN_LIMIT_BYTES) is a decompression bomb, not a shard;
+what it had written is removed and ExpansionLimit raised.
 """
 import os
 import pathlib
 import tarfile
+
+MAX_EXPANSION = 10
+MIN_LIMIT_BYTES = 64 << 20
+
+
+class ExpansionLimit(tarfile.TarError):
+  """The archive expands to more than MAX_EXPANSION times its size."""
 
 
 def _refusal(member: tarfile.TarInfo, root: str) -> str | None:
@@ -33,15 +44,24 @@ def extract(archive: pathlib.Path, target: pathlib.Path) -> list[tuple[str, str]
   """Extracts the safe members of a tar or tar.gz; returns (member name, reason) for refused ones."""
   target.mkdir(parents=True, exist_ok=True)
   root = os.path.realpath(target)
-  refused = []
+  limit = max(MAX_EXPANSION * archive.stat().st_size, MIN_LIMIT_BYTES)
+  refused, written, total = [], [], 0
   with tarfile.open(archive, "r:*") as tar:
     for member in tar:
       if os.path.basename(member.name.rstrip("/")).startswith("._"):
         continue
       reason = _refusal(member, root)
+      total += member.size if member.isfile() else 0
+      if not reason and total > limit:
+        for path in written:
+          os.remove(path)
+        raise ExpansionLimit(f"{archive.name} expands beyond {limit} bytes ({MAX_EXPANSION}x its size): "
+                             "a decompression bomb, not a shard")
       if not reason:
         try:
           tar.extract(member, root, filter="data")
+          if member.isfile():
+            written.append(os.path.join(root, member.name))
         except tarfile.FilterError as error:
           reason = type(error).__name__
       if reason:

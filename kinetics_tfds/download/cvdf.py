@@ -1,6 +1,6 @@
 """The CVDF mirror (github cvdfoundation/kinetics-dataset): shard tarballs and annotation CSVs.
 
-Layout (FACTS.md §1): `{base}/{version}/{split}/k{version}_{split}_path.txt` lists shard URLs,
+Layout: `{base}/{version}/{split}/k{version}_{split}_path.txt` lists shard URLs,
 annotations are `{base}/{version}/annotations/{split}.csv`, and K400 has
 `{base}/400/replacement_for_corrupted_k400.tgz`. As the mirror's own scripts do, a split's shards
 are extracted into `manual_dir/{split}/`, the replacement into `manual_dir/replacement/`, CSVs go
@@ -15,13 +15,17 @@ Archives, `.part` files, cached lists and one `.done` marker per extracted shard
 is fetched with K400's train split, the split whose corrupt videos it replaces.
 """
 import dataclasses
+import os
 import pathlib
 import re
 import tarfile
 import urllib.parse
 import zlib
 
-from kinetics_tfds.download import STATE_DIR
+from kinetics_tfds import clips
+from kinetics_tfds import subsets
+from kinetics_tfds.download import UnsafeName
+from kinetics_tfds.download import state_path
 from kinetics_tfds.download import archives
 from kinetics_tfds.download import errors
 from kinetics_tfds.download import http
@@ -62,7 +66,7 @@ def _rebase(line: str, list_url: str, base_url: str) -> str:
 def _shard_urls(manual_dir: pathlib.Path, list_url: str, base_url: str, policy: errors.RetryPolicy,
                 dry_run: bool) -> list[str]:
   """The shard URLs a list names; the list is cached in the state folder unless dry_run."""
-  cached = manual_dir / STATE_DIR / _item(base_url, list_url, "").key
+  cached = state_path(manual_dir, _item(base_url, list_url, "").key)
   if cached.exists():
     listing = cached.read_text()
   elif dry_run:
@@ -73,9 +77,32 @@ def _shard_urls(manual_dir: pathlib.Path, list_url: str, base_url: str, policy: 
   return [_rebase(line, list_url, base_url) for line in filter(None, map(str.strip, listing.splitlines()))]
 
 
+def class_of(url: str) -> str:
+  """The class a per-class archive holds (K600: `{split}/{label}.tar.gz`)."""
+  name = http.file_name(url)
+  return name[:-len(".tar.gz")] if name.endswith(".tar.gz") else os.path.splitext(name)[0]
+
+
+def _of_classes(urls: list[str], classes: tuple[str, ...], list_url: str) -> list[str]:
+  """The archives of these classes; an error where the shards are not per class (K400, K700-2020)."""
+  folders = {folder: label for label in classes for folder in clips.label_folder_names(label)}
+  found = {folders[class_of(url)]: url for url in urls if class_of(url) in folders}
+  missing = sorted(set(classes) - set(found))
+  if missing:
+    raise subsets.SelectionError(
+        f"{list_url} has no archive for {len(missing)} of the classes (e.g. {missing[0]!r}): this mirror's "
+        "shards are per class only for K600; fetch a subset with --source=youtube --classes"
+    )
+  return sorted(found.values())
+
+
 def plan(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: str,
-         policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report) -> list[Item]:
-  """Everything the mirror holds for these splits; a list that cannot be read is reported."""
+         policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report,
+         classes: tuple[str, ...] | None = None) -> list[Item]:
+  """Everything the mirror holds for these splits, or only the archives of `classes`.
+
+  A list that cannot be read is reported.
+  """
   base_url = base_url.rstrip("/")
   items = []
   for split in splits:
@@ -86,16 +113,34 @@ def plan(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: st
     except Exception as error:  # pylint: disable=broad-except
       report.add(_item(base_url, list_url, split).key, "failed", errors.classify(error))
       continue
+    if classes is not None:
+      urls = _of_classes(urls, classes, list_url)
     items.extend(_item(base_url, url, split) for url in urls)
-  if version == "400" and "train" in splits:
+  if version == "400" and "train" in splits and classes is None:
     items.append(_item(base_url, f"{base_url}/400/replacement_for_corrupted_k400.tgz", "replacement"))
-  return list({item.key: item for item in items}.values())  # A repeated line is fetched once.
+  return [item for item in {item.key: item for item in items}.values()  # A repeated line is fetched once.
+          if _has_safe_name(item, manual_dir, report)]
+
+
+def _has_safe_name(item: Item, manual_dir: pathlib.Path, report: report_lib.Report) -> bool:
+  """False, with the item reported, when a list line names a file outside the state folder."""
+  try:
+    state_path(manual_dir, item.key)
+  except UnsafeName:
+    report.add(item.key, "refused", "unsafe-name")
+    return False
+  return True
 
 
 def _is_done(item: Item, manual_dir: pathlib.Path) -> bool:
   if item.is_archive:
-    return (manual_dir / STATE_DIR / f"{item.key}.done").exists()
+    return _done_marker(item, manual_dir).exists()
   return (manual_dir / item.folder / http.file_name(item.url)).exists()
+
+
+def _done_marker(item: Item, manual_dir: pathlib.Path) -> pathlib.Path:
+  archive = state_path(manual_dir, item.key)
+  return archive.with_name(archive.name + ".done")
 
 
 def _fetch(item: Item, manual_dir: pathlib.Path, policy: errors.RetryPolicy,
@@ -109,7 +154,7 @@ def _fetch(item: Item, manual_dir: pathlib.Path, policy: errors.RetryPolicy,
       size = http.fetch(item.url, manual_dir / item.folder / http.file_name(item.url), policy)
       report.add(item.key, "ok", size=size)
       return
-    archive = manual_dir / STATE_DIR / item.key
+    archive = state_path(manual_dir, item.key)
     size = archive.stat().st_size if archive.exists() else http.fetch(item.url, archive, policy)
     try:
       refused = archives.extract(archive, manual_dir / item.folder)
@@ -118,7 +163,7 @@ def _fetch(item: Item, manual_dir: pathlib.Path, policy: errors.RetryPolicy,
       raise
     for member, reason in refused:
       report.add(f"{item.key}:{member}", "refused", reason)
-    (manual_dir / STATE_DIR / f"{item.key}.done").touch()
+    _done_marker(item, manual_dir).touch()
     archive.unlink()
     report.add(item.key, "ok", size=size)
   except Exception as error:  # pylint: disable=broad-except
@@ -135,9 +180,10 @@ def _plan_one(item: Item, policy: errors.RetryPolicy, report: report_lib.Report)
 
 
 def run(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: str, num_workers: int,
-        policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report) -> None:
-  """Fills manual_dir from the mirror; with dry_run prints each missing file's URL and size."""
-  items = plan(manual_dir, version, splits, base_url, policy, dry_run, report)
+        policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report,
+        classes: tuple[str, ...] | None = None) -> None:
+  """Fills manual_dir from the mirror (only `classes`, if given); with dry_run prints each missing file's URL and size."""
+  items = plan(manual_dir, version, splits, base_url, policy, dry_run, report, classes)
   if dry_run:
     todo = [item for item in items if not _is_done(item, manual_dir)]
     pool.run([lambda item=item: _plan_one(item, policy, report) for item in todo], num_workers, "file")

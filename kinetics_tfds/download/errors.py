@@ -13,6 +13,7 @@ _T = TypeVar("_T")
 _REASONS = (
     # YouTube's bot check is its rate limit under another name: retried like a 429.
     ("http-429", ("confirm you're not a bot", "confirm you’re not a bot")),
+    ("expansion-limit", ("decompression bomb",)),
     ("private", ("private video", "video is private")),
     ("copyright", ("copyright",)),
     ("country-blocked", ("in your country", "geo restrict", "geo-restrict")),

@@ -17,6 +17,7 @@ import yt_dlp
 
 from kinetics_tfds import annotations
 from kinetics_tfds import clips as clips_lib
+from kinetics_tfds import subsets
 from kinetics_tfds.download import STATE_DIR
 from kinetics_tfds.download import errors
 from kinetics_tfds.download import http
@@ -48,9 +49,12 @@ def _split_folder(path: pathlib.Path) -> str:
 
 def read_clips(path: pathlib.Path, report: report_lib.Report) -> list[annotations.Clip]:
   """The file's clips, once per key; malformed rows are reported as failed."""
+  if not path.is_file():
+    raise annotations.AnnotationError(f"--annotations={path}: no such file; give a Kinetics CSV such as "
+                                      "kinetics400/validate.csv")
   parsed, rejected = annotations.parse_split(str(path), path.read_bytes(), _split_folder(path))
   for row in rejected:
-    report.add(row.key, "failed", "other")
+    report.add(row.key, "failed", "malformed-row")
     logging.warning("%s: %s", row.key, row.reason)
   return list({clip.key: clip for clip in parsed}.values())
 
@@ -113,12 +117,23 @@ def _download(clip: annotations.Clip, manual_dir: pathlib.Path, url_template: st
   report.add(clip.key, "ok", size=dest.stat().st_size)
 
 
+def select(clips: list[annotations.Clip], classes: tuple[str, ...] | None,
+           max_per_class: int | None) -> list[annotations.Clip]:
+  """The clips of a subset, chosen as the builder's KineticsConfig(classes=, max_per_class=) chooses them."""
+  if classes is None and max_per_class is None:
+    return clips
+  labels = sorted({c.label for c in clips if c.label is not None})
+  kept = subsets.select({"all": clips}, labels, keep_classes=classes, max_per_class=max_per_class)
+  return kept.clips["all"]
+
+
 def run(manual_dir: pathlib.Path, annotation_file: pathlib.Path, url_template: str, num_workers: int,
-        policy: errors.RetryPolicy, retry_failed: bool, dry_run: bool, report: report_lib.Report) -> None:
-  """Fetches the file's clips missing below manual_dir; with dry_run prints their URLs."""
+        policy: errors.RetryPolicy, retry_failed: bool, dry_run: bool, report: report_lib.Report,
+        classes: tuple[str, ...] | None = None, max_per_class: int | None = None) -> None:
+  """Fetches the file's clips (of the subset, if given) missing below manual_dir; with dry_run prints their URLs."""
   by_key, by_id = clips_lib.scan(str(manual_dir)) if manual_dir.exists() else ({}, {})
   todo = []
-  for clip in read_clips(annotation_file, report):
+  for clip in select(read_clips(annotation_file, report), classes, max_per_class):
     previous = report.previous(clip.key) or {}
     if clip.key in by_key or clip.youtube_id in by_id:
       report.add(clip.key, "skipped", "present")

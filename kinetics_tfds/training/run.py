@@ -1,7 +1,7 @@
 """One run: build I3D where `placement` says, train and/or evaluate it, and summarise what was measured.
 
-`benchmarks/i3d.py` fills a `Config` from its flags and `python -m kinetics_tfds` from its sample; both print the
-summary this returns. Real data needs TensorFlow (tf.data); `synthetic=True` with the JAX backend does not.
+`python -m kinetics_tfds.train` fills a `Config` from its flags and `python -m kinetics_tfds` from its sample; both
+print the summary this returns. Real data needs TensorFlow (tf.data); `synthetic=True` with the JAX backend does not.
 """
 import dataclasses
 import json
@@ -11,75 +11,17 @@ import os
 import keras
 
 from kinetics_tfds.models import i3d
+from kinetics_tfds.training import config as config_lib
 from kinetics_tfds.training import loop
 from kinetics_tfds.training import optimization
 from kinetics_tfds.training import placement as placement_lib
 from kinetics_tfds.training import synthetic
 
-MODES = ("train", "eval", "train_and_eval")
 
-
-@dataclasses.dataclass
-class Config:
-  """What `benchmarks/i3d.py`'s flags say; see their help for each field."""
-
-  mode: str = "train_and_eval"
-  dataset: str = "kinetics400"
-  data_dir: str | None = None
-  split: str = "train"
-  eval_split: str = "validation"
-  model_dir: str = "/tmp/i3d"
-  weights: str = "none"
-  batch_size: int = 8
-  eval_batch_size: int = 8
-  num_frames: int = 64
-  frame_stride: int = 1
-  random_flip: bool = True
-  image_size: int = 224
-  epochs: int = 40
-  train_steps: int = 0
-  checkpoint_steps: int = 500
-  log_every: int = 50
-  optimizer: str = "sgd"
-  learning_rate: float = 0.1
-  lr_schedule: str = "steps"
-  lr_step_fractions: tuple[float, ...] = (0.5, 0.8)
-  warmup_fraction: float = 0.05
-  momentum: float = 0.9
-  weight_decay: float = 1e-7
-  dropout_rate: float = 0.5
-  batchnorm_momentum: float | None = None
-  label_smoothing: float = 0.0
-  precision: str = "float32"
-  jit_compile: bool = True
-  steps_per_execution: int = 1
-  eval_views: str = "whole"
-  predictions_out: str | None = None
-  synthetic: bool = False
-  num_classes: int = 400
-  eval_steps: int = 10
-  tpu: str | None = None
-  seed: int = 0
-  deterministic: bool = False
-
-
-def parse_views(views: str) -> tuple[int | None, int]:
-  """'whole' -> (None, 1): the whole clip, centre crop; 'KxN' -> (K, N): K clips in time times N crops (1 or 3)."""
-  if views == "whole":
-    return None, 1
-  try:
-    clips, crops = (int(n) for n in views.lower().split("x"))
-  except ValueError:
-    raise ValueError(f"eval_views must be 'whole' or KxN such as 10x3, got {views!r}") from None
-  return clips, crops
-
-
-def run(config: Config, builder=None, printer=print) -> dict:
+def run(config: config_lib.Config, builder=None, printer=print) -> dict:
   """Trains and/or evaluates as `config` says; writes and returns the summary. `builder`: a prepared builder to use
   instead of `config.dataset` (a config that is not registered by name, such as the main job's sample)."""
-  if config.mode not in MODES:
-    raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
-  num_clips, num_crops = parse_views(config.eval_views)
+  num_clips, num_crops = config_lib.parse_views(config.eval_views)
   os.makedirs(config.model_dir, exist_ok=True)
   keras.utils.set_random_seed(config.seed)
   optimization.set_precision(config.precision)

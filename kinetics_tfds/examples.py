@@ -77,13 +77,14 @@ class Result:
   record_size: int | None = None
 
 
-def build(task: Task) -> Result:
-  """Decodes and encodes one clip; never raises for a bad file."""
+def build(task: Task, scratch: str | None = None) -> Result:
+  """Decodes and encodes one clip; never raises for a bad file. A remote clip is copied to `scratch`
+  (default: storage.scratch_dir()) for the decoder, and deleted after."""
   clip = task.clip
   if task.located is None:
     return Result(clip.split, clip.key, reason="missing file")
   try:
-    with storage.local_copy(task.located.path) as path:
+    with storage.local_copy(task.located.path, scratch) as path:
       frames = video.decode(
           path,
           fps=task.fps,
@@ -120,12 +121,14 @@ class RecordWriter:
   """A pool worker's per-clip function: build(), then the serialised example to `folder/<key>`.
 
   Only the size goes back to the build process: a clip's megabytes are never sent or copied there.
+  Remote clips are copied to `folder` too, which the build removes, so a worker that crashes while
+  decoding leaves no copy behind.
   """
 
   folder: str
 
   def __call__(self, task: Task) -> Result:
-    result = build(task)
+    result = build(task, scratch=self.folder)
     if result.example is None:
       return result
     record = serialize(result.example)

@@ -16,6 +16,7 @@ import tempfile
 from typing import Iterator
 
 SCRATCH_ENV = "KINETICS_TFDS_SCRATCH"
+COPY_PREFIX = "kinetics_tfds_clip_"
 # Annotation files a manual folder may hold (see annotations.find_sources), relative to its root.
 _ANNOTATION_GLOBS = ("*.csv", "*.json", "*.tar.gz", "*/*.csv", "*/*.json")
 
@@ -64,15 +65,16 @@ def scratch_dir() -> str:
 
 
 @contextlib.contextmanager
-def local_copy(path: str) -> Iterator[str]:
-  """A local path holding the file: the path itself, or a scratch copy deleted on exit.
+def local_copy(path: str, folder: str | None = None) -> Iterator[str]:
+  """A local path holding the file: the path itself, or a copy in `folder` (default: scratch_dir())
+  deleted on exit. A process that dies mid-decode cannot delete it: give a folder its caller removes.
 
   A remote file that is not there raises FileNotFoundError, as a local one would.
   """
   if not is_url(path):
     yield path
     return
-  fd, local = tempfile.mkstemp(prefix="kinetics_tfds_clip_", suffix=posixpath.splitext(path)[1], dir=scratch_dir())
+  fd, local = tempfile.mkstemp(prefix=COPY_PREFIX, suffix=posixpath.splitext(path)[1], dir=folder or scratch_dir())
   os.close(fd)
   try:
     _filesystem(path).get_file(path, local)

@@ -67,7 +67,7 @@ def _rss_mb(pid: int) -> float:
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_no_process_of_a_killed_build_remains(manual, tmp_path, sig):
   tag = uuid.uuid4().hex
   env = {**os.environ, _MARKER: tag, "KINETICS_TFDS_WORKERS": "2"}

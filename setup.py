@@ -30,5 +30,14 @@ setuptools.setup(
     include_package_data=True,
     install_requires=_REQUIREMENTS,
     entry_points={"console_scripts": ["kinetics-train = kinetics_tfds.train:run_main"]},
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3", "jax[cpu]>=0.10", "dill", "imageio-ffmpeg>=0.5"]},
+    extras_require={
+        # Manual folders (clips, annotations) on object storage; fsspec picks the file system by URL.
+        "gcs": ["gcsfs>=2024.6"],
+        "s3": ["s3fs>=2024.6"],
+        # moto's server is the loopback S3 the object-storage builds are tested against.
+        "test": [
+            "pytest>=8", "pytest-xdist>=3", "jax[cpu]>=0.10", "dill", "imageio-ffmpeg>=0.5", "s3fs>=2024.6", "boto3",
+            "moto[server]>=5",
+        ],
+    },
 )

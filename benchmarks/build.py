@@ -4,13 +4,19 @@ Generates 10 s clips at 340x256, 640x360 and 1280x720, 30 fps (H.264 made by the
 from OpenCV-written frames; OpenCV's pip wheel cannot write H.264, so without ffmpeg they are
 MPEG-4 part 2, and the JSON names the codec), then measures on the same clips:
 
-  * ours: `examples.build`, the function every build path runs per clip, one core;
+  * ours: `examples.RecordWriter`, what a pool worker runs per clip (decode, encode, serialise, write
+    the record file), one core;
   * floor: a bare loop that decodes every source frame and resizes and JPEG-encodes the kept ones;
   * TFDS: `tfds.features.Video(...).encode_example(path)` with ffmpeg doing the same fps and scale,
     as PNG (its default), JPEG at ffmpeg's default quality and JPEG at `--ffmpeg_qscale`;
   * scaling: `parallel.bounded_map` over 1 worker against all workers, and the whole machine
     against TFDS's serial path (one split is generated in one process, ffmpeg free to use threads);
-  * peak memory (RSS and PSS of the main process and its workers) at two clip counts.
+  * peak memory (RSS and PSS of the main process and its workers) at two clip counts;
+  * the one-machine ceiling: CPU of the process every example passes through (the one that writes),
+    per clip, from real pool builds through TFDS, and the clips/s and K700 hours it implies.
+
+TFDS's Video feature runs the `ffmpeg` binary; without it the TFDS comparison is skipped (the
+JSON says so) and the other figures are still measured.
 
 Per-core figures run pinned to one core (ffmpeg inherits the pinning). Times are medians over
 `--repeats`. The last line printed is one JSON object; the headline is `--headline_size`.
@@ -37,6 +43,7 @@ from absl import logging
 import cv2
 import tensorflow_datasets as tfds
 
+import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import clips
 from kinetics_tfds import examples
@@ -63,6 +70,12 @@ _QSCALE = flags.DEFINE_integer(
 _WORKERS = flags.DEFINE_integer("workers", 0, "Workers for the whole-machine runs; 0: every core.")
 _SCALING_CLIPS = flags.DEFINE_integer("scaling_clips", 12, "Clips per pass in the scaling runs.")
 _MEMORY_CLIPS = flags.DEFINE_list("memory_clips", ["8", "48"], "Two clip counts for the peak-memory runs.")
+_MAIN_CPU_CLIPS = flags.DEFINE_list(
+    "main_cpu_clips", ["4", "24"], "Two clip counts of pool builds; their difference gives the writer's CPU per clip."
+)
+_PROJECTION_CORES = 64
+_K700_CLIPS = 644_000  # Every split's annotated clips (540,247 + 34,610 + 69,103); ~10% are missing.
+_NO_FFMPEG = "skipped: TFDS's Video feature needs the ffmpeg binary (apt-get install ffmpeg, brew install ffmpeg)"
 
 
 def make_clips(folder: str, width: int, height: int, count: int) -> tuple[list[str], str]:
@@ -94,9 +107,17 @@ def task(path: str) -> examples.Task:
   return examples.Task(clip, clips.Located(path), _FPS.value, _SHORT_SIDE.value, _QUALITY.value)
 
 
-def ours(path: str) -> int:
-  """Bytes of the clip as the builder stores it."""
-  return sum(map(len, examples.build(task(path)).example["video"]))
+def record_writer(folder: str) -> examples.RecordWriter:
+  """The pool workers' per-clip function, writing records below `folder`."""
+  records = os.path.join(folder, "records")
+  os.makedirs(records, exist_ok=True)
+  return examples.RecordWriter(records)
+
+
+def ours(folder: str):
+  """A path -> bytes of the clip's record function, writing records as a pool worker does."""
+  writer = record_writer(folder)
+  return lambda path: writer(task(path)).record_size
 
 
 def floor(path: str) -> int:
@@ -162,8 +183,8 @@ def seconds_per_clip(fn, paths: list[str], clock=cpu_seconds) -> tuple[float, in
   return statistics.median(times), round(statistics.mean(sizes))
 
 
-def pool_rate(paths: list[str], num_workers: int) -> tuple[float, float]:
-  """Median (clips/s on the wall clock, CPU seconds per clip) of examples.build through the pool.
+def pool_rate(folder: str, paths: list[str], num_workers: int) -> tuple[float, float]:
+  """Median (clips/s on the wall clock, CPU seconds per clip) of the per-clip function through the pool.
 
   CPU is read from the live process tree as the last clip arrives: workers are the forkserver's
   children, so this process's RUSAGE_CHILDREN never sees them.
@@ -172,7 +193,7 @@ def pool_rate(paths: list[str], num_workers: int) -> tuple[float, float]:
   rates, cpu = [], []
   for _ in range(_REPEATS.value):
     start, start_cpu = time.perf_counter(), _tree_cpu_seconds()
-    for done, _ in enumerate(parallel.bounded_map(examples.build, tasks, num_workers), 1):
+    for done, _ in enumerate(parallel.bounded_map(record_writer(folder), tasks, num_workers), 1):
       if done == len(tasks):
         end_cpu = _tree_cpu_seconds()
     rates.append(len(tasks) / (time.perf_counter() - start))
@@ -210,7 +231,7 @@ def _memory_mb() -> tuple[float, float]:
   return rss, pss
 
 
-def peak_memory_mb(paths: list[str], count: int, num_workers: int) -> tuple[float, float]:
+def peak_memory_mb(folder: str, paths: list[str], count: int, num_workers: int) -> tuple[float, float]:
   """Peak (RSS, PSS) while `count` clips go through the pool and are dropped, as the writer would."""
   peak = [0.0, 0.0]
   done = threading.Event()
@@ -222,7 +243,8 @@ def peak_memory_mb(paths: list[str], count: int, num_workers: int) -> tuple[floa
   sampler = threading.Thread(target=sample_memory)
   sampler.start()
   try:
-    for _ in parallel.bounded_map(examples.build, [task(paths[i % len(paths)]) for i in range(count)], num_workers):
+    tasks = [task(paths[i % len(paths)]) for i in range(count)]
+    for _ in parallel.bounded_map(record_writer(folder), tasks, num_workers):
       pass
   finally:
     done.set()
@@ -230,52 +252,93 @@ def peak_memory_mb(paths: list[str], count: int, num_workers: int) -> tuple[floa
   return round(peak[0]), round(peak[1])
 
 
+def build_cpu_seconds(folder: str, paths: list[str], count: int, num_workers: int) -> float:
+  """CPU seconds of this process (all its threads, not the workers) in a pool build of `count` clips.
+
+  A real build through TFDS: a manual folder of links to `paths`, one class, the benchmark's output
+  settings; the workers send serialised records and this process writes them.
+  """
+  manual = os.path.join(folder, f"manual_{count}")
+  if not os.path.isdir(manual):
+    rows = [annotations.Clip(f"bench{i:06d}", 0, 10, "bench", "train") for i in range(count)]
+    os.makedirs(os.path.join(manual, "train"))
+    for i, row in enumerate(rows):
+      os.symlink(paths[i % len(paths)], os.path.join(manual, "train", f"{row.key}.mp4"))
+    sample.write_annotations(os.path.join(manual, "kinetics400"), "train", rows)
+  config = kinetics_tfds.KineticsConfig(
+      name="bench", fps=_FPS.value, short_side=_SHORT_SIDE.value, jpeg_quality=_QUALITY.value, num_classes=1
+  )
+  with tempfile.TemporaryDirectory(dir=folder) as data_dir:
+    dataset = tfds.builder("kinetics400", config=config, data_dir=data_dir, num_workers=num_workers)
+    start = resource.getrusage(resource.RUSAGE_SELF)
+    dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    end = resource.getrusage(resource.RUSAGE_SELF)
+  return end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime
+
+
+def main_cpu_ms_per_clip(folder: str, paths: list[str], num_workers: int) -> float:
+  """The writing process's CPU per clip: the difference of two builds cancels start-up and imports."""
+  small, large = map(int, _MAIN_CPU_CLIPS.value)
+  build_cpu_seconds(folder, paths, small, num_workers)  # Warm: imports, forkserver, page cache.
+  cpu = {n: build_cpu_seconds(folder, paths, n, num_workers) for n in (small, large)}
+  return 1000 * (cpu[large] - cpu[small]) / (large - small)
+
+
 def measure_size(folder: str, size: str, workers: int) -> dict:
   width, height = map(int, size.split("x"))
   paths, codec = make_clips(folder, width, height, _CLIPS.value)
-  jpeg_same_q = ("-q:v", str(_QSCALE.value))
-  runs = {
-      "ours": ours,
-      "floor": floor,
-      "tfds_png": tfds_video(width, height, "png"),
-      "tfds_jpeg_default": tfds_video(width, height, "jpeg"),
-      "tfds_jpeg_same_q": tfds_video(width, height, "jpeg", jpeg_same_q),
-  }
+  runs = {"ours": ours(folder), "floor": floor}
+  has_ffmpeg = shutil.which("ffmpeg") is not None
+  if has_ffmpeg:
+    jpeg_same_q = ("-q:v", str(_QSCALE.value))
+    runs.update(
+        tfds_png=tfds_video(width, height, "png"),
+        tfds_jpeg_default=tfds_video(width, height, "jpeg"),
+        tfds_jpeg_same_q=tfds_video(width, height, "jpeg", jpeg_same_q),
+    )
+  else:
+    logging.warning("%s: TFDS comparison %s.", size, _NO_FFMPEG)
   logging.info("%s: timing %s on one core.", size, ", ".join(runs))
   with one_core():
     per_core = {name: seconds_per_clip(fn, paths) for name, fn in runs.items()}
-  logging.info("%s: whole machine, %d workers, against TFDS's serial path.", size, workers)
-  tfds_serial_s, _ = seconds_per_clip(runs["tfds_jpeg_same_q"], paths, clock=time.perf_counter)
+  logging.info("%s: whole machine, %d workers.", size, workers)
   scaling_paths = [paths[i % len(paths)] for i in range(_SCALING_CLIPS.value)]
   with one_core():
-    one_worker, one_worker_cpu = pool_rate(scaling_paths, 1)
-  all_workers, all_workers_cpu = pool_rate(scaling_paths, workers)
+    one_worker, one_worker_cpu = pool_rate(folder, scaling_paths, 1)
+  all_workers, all_workers_cpu = pool_rate(folder, scaling_paths, workers)
   rate = {name: 1.0 / s for name, (s, _) in per_core.items()}
-  return {
+  result = {
       "codec": codec,
       "source_kbps": round(statistics.mean(os.path.getsize(p) for p in paths) * 8 / _SECONDS.value / 1000),
       "clips_per_s_per_core": round(rate["ours"], 3),
       "cpu_ms_per_clip": {name: round(s * 1000) for name, (s, _) in per_core.items()},
       "floor_clips_per_s_per_core": round(rate["floor"], 3),
       "ratio_to_floor": round(rate["ours"] / rate["floor"], 3),
-      "tfds_video_png_clips_per_s_per_core": round(rate["tfds_png"], 3),
-      "tfds_video_jpeg_default_clips_per_s_per_core": round(rate["tfds_jpeg_default"], 3),
-      "tfds_video_jpeg_clips_per_s_per_core": round(rate["tfds_jpeg_same_q"], 3),
-      "speedup_vs_tfds_video_png": round(rate["ours"] / rate["tfds_png"], 2),
-      "speedup_vs_tfds_video_jpeg_default": round(rate["ours"] / rate["tfds_jpeg_default"], 2),
-      "speedup_vs_tfds_video_jpeg": round(rate["ours"] / rate["tfds_jpeg_same_q"], 2),
       "one_worker_clips_per_s": round(one_worker, 3),
       "all_workers_clips_per_s": round(all_workers, 3),
       "scaling_efficiency": round(all_workers / (workers * one_worker), 3),
       "cpu_scaling_efficiency": round(one_worker_cpu / all_workers_cpu, 3),
-      "tfds_video_jpeg_serial_clips_per_s": round(1.0 / tfds_serial_s, 3),
-      "speedup_whole_machine_vs_tfds": round(all_workers * tfds_serial_s, 2),
       "bytes_per_clip": per_core["ours"][1],
       "bytes_per_clip_floor": per_core["floor"][1],
-      "bytes_per_clip_tfds_png": per_core["tfds_png"][1],
-      "bytes_per_clip_tfds_jpeg_default": per_core["tfds_jpeg_default"][1],
-      "bytes_per_clip_tfds_jpeg_same_q": per_core["tfds_jpeg_same_q"][1],
+      "tfds_comparison": "done" if has_ffmpeg else _NO_FFMPEG,
   }
+  if has_ffmpeg:
+    logging.info("%s: TFDS's serial path on the whole machine.", size)
+    tfds_serial_s, _ = seconds_per_clip(runs["tfds_jpeg_same_q"], paths, clock=time.perf_counter)
+    result.update({
+        "tfds_video_png_clips_per_s_per_core": round(rate["tfds_png"], 3),
+        "tfds_video_jpeg_default_clips_per_s_per_core": round(rate["tfds_jpeg_default"], 3),
+        "tfds_video_jpeg_clips_per_s_per_core": round(rate["tfds_jpeg_same_q"], 3),
+        "speedup_vs_tfds_video_png": round(rate["ours"] / rate["tfds_png"], 2),
+        "speedup_vs_tfds_video_jpeg_default": round(rate["ours"] / rate["tfds_jpeg_default"], 2),
+        "speedup_vs_tfds_video_jpeg": round(rate["ours"] / rate["tfds_jpeg_same_q"], 2),
+        "tfds_video_jpeg_serial_clips_per_s": round(1.0 / tfds_serial_s, 3),
+        "speedup_whole_machine_vs_tfds": round(all_workers * tfds_serial_s, 2),
+        "bytes_per_clip_tfds_png": per_core["tfds_png"][1],
+        "bytes_per_clip_tfds_jpeg_default": per_core["tfds_jpeg_default"][1],
+        "bytes_per_clip_tfds_jpeg_same_q": per_core["tfds_jpeg_same_q"][1],
+    })
+  return result
 
 
 def main(argv):
@@ -286,9 +349,19 @@ def main(argv):
   load_before = os.getloadavg()[0]
   by_size = {size: measure_size(folder, size, workers) for size in _SIZES.value}
   headline_paths, _ = make_clips(folder, *map(int, _HEADLINE.value.split("x")), _CLIPS.value)
-  memory = {int(n): peak_memory_mb(headline_paths, int(n), workers) for n in _MEMORY_CLIPS.value}
+  memory = {int(n): peak_memory_mb(folder, headline_paths, int(n), workers) for n in _MEMORY_CLIPS.value}
+  main_cpu_ms = main_cpu_ms_per_clip(folder, headline_paths, workers)
   result = dict(by_size[_HEADLINE.value])
+  max_clips_per_s = 1000 / main_cpu_ms
+  clips_per_s_64_cores = min(_PROJECTION_CORES * result["clips_per_s_per_core"], max_clips_per_s)
   result.update(
+      main_cpu_ms_per_clip=round(main_cpu_ms, 2),
+      max_clips_per_s_one_machine=round(max_clips_per_s, 1),
+      projected_hours_k700_64_cores=round(_K700_CLIPS / clips_per_s_64_cores / 3600, 2),
+      projection_basis=(
+          f"{_K700_CLIPS} clips at min({_PROJECTION_CORES} x clips_per_s_per_core, max_clips_per_s_one_machine), "
+          f"{_HEADLINE.value} sources"
+      ),
       headline_size=_HEADLINE.value,
       peak_rss_mb=max(rss for rss, _ in memory.values()),
       peak_rss_mb_by_clips={n: rss for n, (rss, _) in memory.items()},

@@ -13,22 +13,29 @@ import csv
 import dataclasses
 import functools
 import io
+import itertools
 import os
+import shutil
 
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import example_serializer
+from tensorflow_datasets.core import writer as writer_lib
 
 from kinetics_tfds import annotations
 from kinetics_tfds import build_lock
 from kinetics_tfds import clips
 from kinetics_tfds import examples
 from kinetics_tfds import parallel
+from kinetics_tfds import shards
+from kinetics_tfds import storage
 from kinetics_tfds import subsets
 
 ANNOTATIONS_URL_ENV = "KINETICS_TFDS_ANNOTATIONS_URL"
 DEEPMIND_URL = "https://storage.googleapis.com/deepmind-media/Datasets/{name}.tar.gz"
 SKIPPED_FILE = "skipped_clips.csv"
+_TASK_LIST_PREFIX = ".tasks-"
 
 
 @dataclasses.dataclass(eq=False)
@@ -125,6 +132,7 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self._num_workers = num_workers or parallel.default_workers()
     self._annotations_url = annotations_url or os.environ.get(ANNOTATIONS_URL_ENV) or DEEPMIND_URL
     self._use_beam = False
+    self._remote_manual_dir: str | None = None
     self._skipped: list[annotations.Rejected] = []
 
   @property
@@ -199,11 +207,13 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                           excluded=excluded)
 
   def _split_generators(self, dl_manager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
+    manual_dir = self._remote_manual_dir or os.fspath(dl_manager.manual_dir)
     num_classes = self.builder_config.num_classes or self.NUM_CLASSES
-    found = annotations.read_annotations(self._annotation_sources(dl_manager, manual_dir), num_classes)
-    kept = self._select(found, dl_manager, manual_dir)
+    with storage.local_annotations(manual_dir) as annotations_dir:
+      found = annotations.read_annotations(self._annotation_sources(dl_manager, annotations_dir), num_classes)
+      kept = self._select(found, dl_manager, annotations_dir)
     self.info.features["label"].names = kept.classes
+    label_index = {name: i for i, name in enumerate(kept.classes)}
     self._skipped.extend(found.rejected + kept.skipped)
     for split, count in sorted(found.duplicates.items()):
       logging.warning("%s: %d duplicate annotation rows dropped (first row kept).", split, count)
@@ -217,7 +227,8 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if located is None:
           self._skipped.append(annotations.Rejected(split, clip.key, "missing file"))
         else:
-          tasks.append(examples.Task(clip, located, config.fps, config.short_side, config.jpeg_quality))
+          label = label_index[clip.label] if clip.label is not None else -1
+          tasks.append(examples.Task(clip, located, config.fps, config.short_side, config.jpeg_quality, label))
       logging.info("%s: %d of %d annotated clips found in %s.", split, len(tasks), len(split_clips), manual_dir)
       if tasks:
         generators[split] = self._generate_examples(split, tasks)
@@ -229,21 +240,85 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, split: str, tasks: list[examples.Task]):
     if self._use_beam:
-      return _beam_examples(tasks, os.path.join(self.data_dir, f".skipped-{split}"))
-    return self._pool_examples(split, tasks)
+      task_list = tfds.core.Path(self.data_dir) / f"{_TASK_LIST_PREFIX}{split}.jsonl"
+      task_list.write_text("".join(task.to_json() + "\n" for task in tasks))
+      return _beam_examples(os.fspath(task_list), os.path.join(self.data_dir, f".skipped-{split}"))
+    return self._pool_records(split, tasks)
 
-  def _pool_examples(self, split: str, tasks: list[examples.Task]):
-    """Examples in task order, so 1 or N workers give the same output; the main process only writes."""
-    results = parallel.bounded_map(examples.build, tasks, self._num_workers, on_crash=_crashed)
+  def _pool_records(self, split: str, tasks: list[examples.Task]):
+    """(key, record size) in task order; the workers write the records into the split's folder."""
+    folder = self._records_dir(split)
+    os.makedirs(folder, exist_ok=True)
+    results = parallel.bounded_map(examples.RecordWriter(folder), tasks, self._num_workers, on_crash=_crashed)
     for result in parallel.logged_progress(results, len(tasks), split):
-      if result.example is None:
+      if result.record_size is None:
         self._skipped.append(annotations.Rejected(result.split, result.key, result.reason))
       else:
-        yield result.key, result.example
+        yield result.key, result.record_size
+
+  def _records_dir(self, split: str) -> str:
+    """Where workers put a split's records until they become shards: beside them, as TFDS spills
+    its shuffle buffer, or in local scratch when the dataset folder is a URL."""
+    if storage.is_url(os.fspath(self.data_dir)):
+      return os.path.join(storage.scratch_dir(), f"kinetics_tfds_records_{os.path.basename(self.data_dir)}_{split}")
+    return os.path.join(self.data_dir, f".records-{split}")
+
+  def _generate_splits(self, dl_manager, download_config):
+    """Without Beam, the workers write the shards (shards.py): the build process encodes and copies
+    nothing, so one machine is not bound by it. TFDS would encode and write every example there."""
+    # dl_manager.manual_dir checks the folder with TensorFlow's file system, which has no s3://.
+    configured = os.fspath(download_config.manual_dir or "")
+    self._remote_manual_dir = configured if storage.is_url(configured) else None
+    if self._use_beam:
+      return super()._generate_splits(dl_manager, download_config)
+    split_infos = []
+    for split, records in self._split_generators(dl_manager).items():
+      if download_config.max_examples_per_split is not None:
+        records = itertools.islice(records, download_config.max_examples_per_split)
+      written = list(records)
+      template = self._get_filename_template(split_name=split)
+      folder = self._records_dir(split)
+      if self.info.file_format == tfds.core.FileFormat.TFRECORD:
+        planned = shards.plan(split, written, folder, template, download_config.get_shard_config())
+        logging.info("%s: writing %d shards.", split, len(planned))
+        shard_lengths = list(parallel.bounded_map(shards.assemble, planned, self._num_workers))
+      else:  # Other formats through TFDS's writer, in this process.
+        shard_lengths = self._write_with_tfds(split, written, folder, template, download_config)
+      shutil.rmtree(folder)
+      num_bytes = sum(size for _, size in written)
+      split_infos.append(
+          tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths, num_bytes=num_bytes, filename_template=template)
+      )
+    return split_infos
+
+  def _write_with_tfds(self, split, written, folder, template, download_config) -> list[int]:
+    writer = writer_lib.Writer(
+        serializer=_Serialized(self.info.features.get_serialized_info()),
+        filename_template=template,
+        hash_salt=split,
+        disable_shuffling=self.info.disable_shuffling,
+        shard_config=download_config.get_shard_config(),
+        example_writer=self._example_writer(),
+        ignore_duplicates=download_config.ignore_duplicates,
+    )
+    for key, _ in written:
+      writer.write(key, shards.read_record(os.path.join(folder, key)))
+    return writer.finalize()[0]
+
+
+class _Serialized(example_serializer.Serializer):
+  """The records come serialised from the workers: nothing is left to do."""
+
+  def serialize_example(self, example: bytes) -> bytes:
+    return example
 
 
 def _crashed(task: examples.Task) -> examples.Result:
   return examples.Result(task.clip.split, task.clip.key, reason="decoder crashed")
+
+
+def _build_from_json(line: str) -> examples.Result:
+  return examples.build(examples.Task.from_json(line))
 
 
 def _has_example(result: examples.Result) -> bool:
@@ -260,16 +335,22 @@ def _skip_line(result: examples.Result) -> str:
   return out.getvalue()
 
 
-def _beam_examples(tasks: list[examples.Task], skipped_prefix: str):
-  """The per-clip function as a Beam transform; skipped clips go to text files merged after the run."""
+def _beam_examples(task_list: str, skipped_prefix: str):
+  """The per-clip function as a Beam transform; skipped clips go to text files merged after the run.
+
+  The workers read the tasks from `task_list` (one JSON line each, written beside the output):
+  embedded in the pipeline with beam.Create they would be ~400 bytes per clip of job graph, over
+  Dataflow's request limit for K700.
+  """
   import apache_beam as beam  # pylint: disable=g-import-not-at-top  # Only Beam builds need it.
 
   @beam.ptransform_fn
   def generate(root):
     results = (
         root
-        | "Tasks" >> beam.Create(tasks)  # Reshuffles, so clips spread over workers.
-        | "Build" >> beam.Map(examples.build)
+        | "ReadTasks" >> beam.io.ReadFromText(task_list)
+        | "Spread" >> beam.Reshuffle()  # One file is read by one worker; clips go to all.
+        | "Build" >> beam.Map(_build_from_json)
     )
     _ = (
         results
@@ -294,6 +375,9 @@ def _remove_interrupted_builds(current: str) -> None:
 
 
 def _collect_beam_skips(data_dir: str) -> list[annotations.Rejected]:
+  """The skipped clips Beam workers wrote; removes those files and the task lists."""
+  for path in tfds.core.Path(data_dir).glob(f"{_TASK_LIST_PREFIX}*"):
+    path.unlink()
   rows = []
   for path in tfds.core.Path(data_dir).glob(".skipped-*"):
     rows += [annotations.Rejected(*row) for row in csv.reader(path.read_text().splitlines())]

@@ -3,6 +3,7 @@
 Clips are found by file name wherever users keep them: CVDF trees (`train/`, `val/`, `test/`,
 `replacement/`, nested shard folders), per-label folders, any of the container extensions.
 A file named `{youtube_id}.{ext}` is a full-length download, cut to the segment when built.
+The manual folder may be a local path or an object-store URL (see storage.py).
 
 When one key has several files the choice is deterministic: a copy under a `replacement`
 folder wins (CVDF re-encoded the corrupt K400 originals there), then the copy inside a folder
@@ -17,6 +18,7 @@ import os
 import re
 
 from kinetics_tfds import annotations
+from kinetics_tfds import storage
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 _CLIP_STEM = re.compile(r"^(?P<id>[A-Za-z0-9_-]+)_(?P<start>\d{6})_(?P<end>\d{6})$")
@@ -24,7 +26,7 @@ _CLIP_STEM = re.compile(r"^(?P<id>[A-Za-z0-9_-]+)_(?P<start>\d{6})_(?P<end>\d{6}
 
 @dataclasses.dataclass(frozen=True)
 class Located:
-  """The file that holds a clip; `segment` is set when it is a full-length video to cut."""
+  """The file (path or URL) that holds a clip; `segment` is set when it is a full-length video to cut."""
 
   path: str
   segment: tuple[int, int] | None = None
@@ -39,26 +41,22 @@ def scan(manual_dir: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
   """Every video file below `manual_dir`: (clip key -> paths, youtube id -> full-length paths)."""
   by_key: dict[str, list[str]] = {}
   by_id: dict[str, list[str]] = {}
-  root = os.path.realpath(manual_dir)
-  for folder, dirs, files in os.walk(root):
-    dirs.sort()
-    for name in files:
-      stem, ext = os.path.splitext(name)
-      if name.startswith("._") or ext.lower() not in VIDEO_EXTENSIONS:
-        continue
-      path = os.path.join(folder, name)
-      match = _CLIP_STEM.match(stem)
-      if match:
-        key = annotations.clip_key(match["id"], int(match["start"]), int(match["end"]))
-        by_key.setdefault(key, []).append(path)
-      else:
-        by_id.setdefault(stem, []).append(path)
+  for path in storage.walk(manual_dir):
+    name = path.rsplit("/", 1)[-1]
+    stem, ext = os.path.splitext(name)
+    if name.startswith("._") or ext.lower() not in VIDEO_EXTENSIONS:
+      continue
+    match = _CLIP_STEM.match(stem)
+    if match:
+      key = annotations.clip_key(match["id"], int(match["start"]), int(match["end"]))
+      by_key.setdefault(key, []).append(path)
+    else:
+      by_id.setdefault(stem, []).append(path)
   return by_key, by_id
 
 
 def _preference(path: str, label: str | None, root: str) -> tuple:
-  parts = os.path.relpath(path, root).split(os.sep)
-  folders = parts[:-1]
+  folders = storage.relative_parts(path, root)[:-1]
   ext = os.path.splitext(path)[1].lower()
   in_label_folder = label is not None and bool(label_folder_names(label) & set(folders))
   return (
@@ -77,7 +75,7 @@ def locate(
     manual_dir: str,
 ) -> Located | None:
   """The file to build `clip` from, or None when no copy is below the manual folder."""
-  root = os.path.realpath(manual_dir)
+  root = storage.root(manual_dir)
   paths = by_key.get(clip.key)
   if paths:
     return Located(min(paths, key=lambda p: _preference(p, clip.label, root)))

@@ -1,12 +1,14 @@
 """Every way of building gives the same dataset: serially, over a worker pool, as a Beam pipeline
-through `tfds build`, and when a killed build is rerun. Examples are compared key by key with the
-frames' JPEG bytes as stored; skipped_clips.csv byte for byte. Clips are tiny to keep this fast.
+through `tfds build`, from a manual folder in object storage (a loopback S3 server), and when a
+killed build is rerun. Examples are compared key by key with the frames' JPEG bytes as stored;
+skipped_clips.csv byte for byte. Clips are tiny to keep this fast.
 """
 
 from concurrent.futures.process import BrokenProcessPool
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,8 +20,10 @@ import tensorflow_datasets as tfds
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import builder
+from kinetics_tfds import examples as examples_lib
 from kinetics_tfds import parallel
 from kinetics_tfds import sample
+from kinetics_tfds import storage
 
 CONFIG = {"name": "tiny", "fps": 25.0, "short_side": 32, "num_classes": 4}
 BEAM_OPTIONS = "runner=DirectRunner,direct_running_mode=multi_processing,direct_num_workers=2"
@@ -79,15 +83,99 @@ def test_worker_pool_matches_serial(manual, serial, tmp_path):
   assert read(build(manual, str(tmp_path), num_workers=2)) == serial
 
 
-def test_beam_through_tfds_build_matches_serial(manual, serial, tmp_path):
-  tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
-  subprocess.run(
-      [tfds_cli, "build", "kinetics400", "--imports", "kinetics_tfds", "--manual_dir", manual,
-       "--data_dir", str(tmp_path), "--config", json.dumps(CONFIG), f"--beam_pipeline_options={BEAM_OPTIONS}"],
-      check=True,
-      capture_output=True,
+def test_array_record_through_tfds_writer(manual, serial, tmp_path):
+  """Formats other than TFRecord go through TFDS's writer; random access reads them without TensorFlow."""
+  dataset = tfds.builder(
+      "kinetics400", config=kinetics_tfds.KineticsConfig(**CONFIG), data_dir=str(tmp_path), num_workers=2,
+      file_format="array_record",
   )
+  dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  keys = {(split, dataset.as_data_source(split)[i]["key"])
+          for split in ("train", "validation") for i in range(len(dataset.as_data_source(split)))}
+  assert keys == set(serial[0])
+  assert not [n for n in os.listdir(dataset.data_dir) if n.startswith(".")]  # Record files removed.
+
+
+def tfds_build(manual: str, data_dir, *flags: str, env: dict | None = None) -> None:
+  """`tfds build` of the tiny config, as a user runs it."""
+  tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
+  result = subprocess.run(
+      [tfds_cli, "build", "kinetics400", "--imports", "kinetics_tfds", "--manual_dir", manual,
+       "--data_dir", str(data_dir), "--config", json.dumps(CONFIG), *flags],
+      capture_output=True,
+      text=True,
+      env=env,
+  )
+  assert result.returncode == 0, result.stderr[-5000:]
+
+
+def test_beam_through_tfds_build_matches_serial(manual, serial, tmp_path):
+  tfds_build(manual, tmp_path, f"--beam_pipeline_options={BEAM_OPTIONS}")
   assert read(version_dir(tmp_path)) == serial
+  assert not [n for n in os.listdir(version_dir(tmp_path)) if n.startswith(".")]  # Task lists removed.
+
+
+@pytest.fixture(scope="module")
+def s3(manual):
+  """The manual folder uploaded to a moto S3 server on 127.0.0.1; yields (URL, environment for builds)."""
+  boto3 = pytest.importorskip("boto3")
+  moto_server = pytest.importorskip("moto.server")
+  pytest.importorskip("s3fs")
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+  server.start()
+  endpoint = f"http://127.0.0.1:{port}"
+  env = {
+      **os.environ,
+      "AWS_ACCESS_KEY_ID": "testing",
+      "AWS_SECRET_ACCESS_KEY": "testing",
+      "AWS_DEFAULT_REGION": "us-east-1",
+      "FSSPEC_S3_ENDPOINT_URL": endpoint,
+      parallel.WORKERS_ENV: "2",
+  }
+  client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                        region_name="us-east-1")
+  client.create_bucket(Bucket="kinetics")
+  for folder, _, files in os.walk(manual):
+    for name in files:
+      path = os.path.join(folder, name)
+      client.upload_file(path, "kinetics", "k400/" + os.path.relpath(path, manual))
+  yield "s3://kinetics/k400", env
+  server.stop()
+
+
+@pytest.mark.parametrize("how", ["pool", "beam"])
+def test_manual_dir_in_object_storage_matches_local(s3, serial, tmp_path, how):
+  url, env = s3
+  scratch = str(tmp_path / "scratch")
+  env = {**env, storage.SCRATCH_ENV: scratch}
+  tfds_build(url, tmp_path, *([f"--beam_pipeline_options={BEAM_OPTIONS}"] if how == "beam" else []), env=env)
+  assert read(version_dir(tmp_path)) == serial
+  assert os.path.isdir(scratch)
+  left = [name for _, _, names in os.walk(tmp_path) for name in names if name.startswith(storage.COPY_PREFIX)]
+  assert not left  # No clip copy, in scratch or beside the output.
+
+
+def test_beam_pipeline_size_does_not_grow_with_clips(tmp_path):
+  """The task list is read by the workers from a file, not embedded in the job graph."""
+  beam = pytest.importorskip("apache_beam")
+  dataset = tfds.builder("kinetics400", config=kinetics_tfds.KineticsConfig(**CONFIG), data_dir=str(tmp_path))
+  dataset._use_beam = True  # pylint: disable=protected-access
+  os.makedirs(dataset.data_dir)
+  rows = "".join(f"swiping up,id{i:09d},{i % 300},{i % 300 + 10},train\n" for i in range(100_000))
+  clips, rejected = annotations.parse_split("train.csv", ("label,youtube_id,time_start,time_end,split\n" + rows).encode(), "train")
+  assert len(clips) == 100_000 and not rejected
+
+  def pipeline_bytes(count: int) -> int:
+    tasks = [examples_lib.Task(c, None, 25.0, 32, 90, 0) for c in clips[:count]]
+    pipeline = beam.Pipeline()
+    _ = pipeline | "train" >> dataset._generate_examples("train", tasks)  # pylint: disable=protected-access
+    return len(pipeline.to_runner_api().SerializeToString())
+
+  small, large = pipeline_bytes(10), pipeline_bytes(100_000)
+  assert abs(large - small) < 100, (small, large)
 
 
 def _children(pid: int) -> list[int]:

@@ -104,7 +104,7 @@ def limit_dataset(builder, num_clips: int) -> tf.data.Dataset:
 def full_decode_dataset(builder) -> tf.data.Dataset:
   """TFDS's default path: every frame decoded, then a window, a crop and a flip cut from the pixels."""
   num_frames, stride, image_size = _NUM_FRAMES.value, _FRAME_STRIDE.value, _IMAGE_SIZE.value
-  span = (num_frames - 1) * stride + 1
+  span = kinput.window_span(num_frames, stride)
 
   def sample_decoded(index, example):
     video = example["video"]

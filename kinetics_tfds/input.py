@@ -179,6 +179,31 @@ def _pipeline_seed(seed: int, input_context) -> int:
   return seed + (input_context.input_pipeline_id << 32 if input_context else 0)
 
 
+def records(
+    builder,
+    split: str,
+    *,
+    shuffle_seed: int | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+    data_dir: str | None = None,
+) -> tf.data.Dataset:
+  """A split's examples as stored, the video as its frames' JPEG strings: nothing decoded.
+
+  In file order, or with files shuffled by `shuffle_seed`; `input_context` gives each input
+  pipeline its own files. What the pipelines sample from, and what tools that look at every
+  record once (the dataset report) read.
+  """
+  builder = _as_builder(builder, data_dir)
+  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, input_context=input_context, try_autocache=False)
+  return builder.as_dataset(split, shuffle_files=shuffle_seed is not None, decoders={"video": _FrameStrings()},
+                            read_config=read_config)
+
+
+def window_span(num_frames: int, frame_stride: int) -> int:
+  """Source frames a window of `num_frames` frames `frame_stride` apart covers."""
+  return (num_frames - 1) * frame_stride + 1
+
+
 def train_views(
     builder,
     split: str = "train",
@@ -201,7 +226,7 @@ def train_views(
   builder = _as_builder(builder, data_dir)
   seed = _pipeline_seed(seed, input_context)
   base_seed = tf.constant([seed, 0], tf.int64)
-  span = (num_frames - 1) * frame_stride + 1
+  span = window_span(num_frames, frame_stride)
 
   def sample(index, example):
     jpegs = example["video"]
@@ -218,8 +243,7 @@ def train_views(
         "label": tf.cast(example["label"], tf.int32),
     }
 
-  read_config = tfds.ReadConfig(shuffle_seed=seed, input_context=input_context, try_autocache=False)
-  ds = builder.as_dataset(split, shuffle_files=True, decoders={"video": _FrameStrings()}, read_config=read_config)
+  ds = records(builder, split, shuffle_seed=seed, input_context=input_context)
   if repeat:
     ds = ds.repeat()
   return ds.enumerate().map(sample, num_parallel_calls=tf.data.AUTOTUNE)
@@ -311,8 +335,8 @@ def eval_dataset(
     if num_clips is None:
       indices = tf.range(0, num_source, frame_stride)[None]
     else:
-      span = (num_frames - 1) * frame_stride + 1
-      indices = window_indices(num_source, even_starts(num_source, span, num_clips), num_frames, frame_stride)
+      starts = even_starts(num_source, window_span(num_frames, frame_stride), num_clips)
+      indices = window_indices(num_source, starts, num_frames, frame_stride)
     size = frame_size(jpegs[0])
     windows = spaced_crop_windows(size, crop_side(size, image_size, crop_fraction), num_crops)
     num_views = tf.shape(indices)[0] * num_crops
@@ -328,9 +352,7 @@ def eval_dataset(
     clips = decode_clips(batch["video"], batch["window"], image_size)
     return {"video": to_dtype(clips, dtype), "label": batch["label"], "key": batch["key"], "view": batch["view"]}
 
-  read_config = tfds.ReadConfig(input_context=input_context, try_autocache=False)
-  ds = builder.as_dataset(split, shuffle_files=False, decoders={"video": _FrameStrings()}, read_config=read_config)
-  ds = ds.flat_map(views).batch(batch_size)
+  ds = records(builder, split, input_context=input_context).flat_map(views).batch(batch_size)
   return _finish(ds, decode, deterministic=True)
 
 
@@ -361,13 +383,3 @@ def aggregate(keys, predictions) -> dict[str, np.ndarray]:
   for key, prediction in zip(keys, np.asarray(predictions)):
     groups[key.decode() if isinstance(key, bytes) else str(key)].append(prediction)
   return {key: np.mean(values, axis=0) for key, values in groups.items()}
-
-
-def records(builder, split: str, *, data_dir: str | None = None) -> tf.data.Dataset:
-  """A split's examples as stored, in file order, the video as its frames' JPEG strings: nothing decoded.
-
-  For tools that look at every record once (the dataset report) and decode only the frames they show.
-  """
-  builder = _as_builder(builder, data_dir)
-  read_config = tfds.ReadConfig(try_autocache=False)
-  return builder.as_dataset(split, shuffle_files=False, decoders={"video": _FrameStrings()}, read_config=read_config)

@@ -29,7 +29,15 @@ setuptools.setup(
     },
     include_package_data=True,
     install_requires=_REQUIREMENTS,
-    entry_points={"console_scripts": ["kinetics-train = kinetics_tfds.train:run_main"]},
+    entry_points={
+        "console_scripts": [
+            "kinetics-demo = kinetics_tfds.__main__:run_main",
+            "kinetics-download = kinetics_tfds.download.__main__:run_main",
+            "kinetics-overlap = kinetics_tfds.overlap:run_main",
+            "kinetics-report = kinetics_tfds.report:run_main",
+            "kinetics-train = kinetics_tfds.train:run_main",
+        ],
+    },
     extras_require={
         # Manual folders (clips, annotations) on object storage; fsspec picks the file system by URL.
         "gcs": ["gcsfs>=2024.6"],

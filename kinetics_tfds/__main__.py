@@ -83,8 +83,9 @@ def train_and_evaluate(builder: tfds.core.DatasetBuilder, work_dir: str, train_s
   return {"model_dir": model_dir, **{key: summary[key] for key in keys}}
 
 
-def main(argv):
-  del argv
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   builder = build_sample(_WORK_DIR.value, _TRAIN_CLIPS.value, _VALIDATION_CLIPS.value)
   result = {"built": describe(builder)}
   if _TRAIN_STEPS.value:
@@ -92,5 +93,10 @@ def main(argv):
   print(json.dumps(result))
 
 
-if __name__ == "__main__":
+def run_main() -> None:
+  """`python -m kinetics_tfds`, installed as `kinetics-demo`."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run_main()

@@ -171,6 +171,11 @@ def main(argv: list[str]) -> None:
     print(f"Wrote {out / JSON_FILE} and the key lists in {out / 'keys'}.")
 
 
-if __name__ == "__main__":
+def run_main() -> None:
+  """`python -m kinetics_tfds.overlap`, installed as `kinetics-overlap`."""
   define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  run_main()

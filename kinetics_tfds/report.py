@@ -368,7 +368,12 @@ def main(argv: list[str]) -> None:
   print(json.dumps({"report": os.path.join(FLAGS.out, HTML_FILE), "splits": summary}))
 
 
-if __name__ == "__main__":
+def run_main() -> None:
+  """`python -m kinetics_tfds.report`, installed as `kinetics-report`."""
   define_flags()
   flags.mark_flags_as_required(["dataset", "data_dir", "out"])
   app.run(main)
+
+
+if __name__ == "__main__":
+  run_main()

@@ -102,5 +102,10 @@ def _classes() -> tuple[str, ...] | None:
   return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
-if __name__ == "__main__":
+def run_main() -> None:
+  """`python -m kinetics_tfds.download`, installed as `kinetics-download`."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run_main()

@@ -1,10 +1,12 @@
-"""Shared fixtures: the read-only ../shared folder beside the repo (real Kinetics files)."""
+"""What the tests share: the read-only ../shared folder beside the repo (real Kinetics files), and the
+size of the clips they write, small enough to build in milliseconds."""
 
 import pathlib
 
 import pytest
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+SMALL_CLIP = {"seconds": 1.0, "fps": 10.0, "width": 64, "height": 48}  # sample.write_clip's settings.
 
 
 @pytest.fixture(scope="session")

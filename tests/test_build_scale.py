@@ -14,6 +14,7 @@ import sys
 import time
 
 import numpy as np
+from conftest import SMALL_CLIP
 import pytest
 import tensorflow_datasets as tfds
 
@@ -34,7 +35,7 @@ def manual(tmp_path_factory):
   """4 classes x (3 train + 1 validation) clips, plus a train row with no file and one with a bad file."""
   folder = tmp_path_factory.mktemp("manual")
   written = sample.make_manual_dir(
-      str(folder), clips_per_class={"train": 3, "validation": 1}, seconds=1.0, width=64, height=48
+      str(folder), clips_per_class={"train": 3, "validation": 1}, **SMALL_CLIP
   )
   missing = annotations.Clip("missing0001", 0, 10, "swiping up", "train")
   corrupt = annotations.Clip("corrupt0001", 0, 10, "swiping up", "train")

@@ -10,6 +10,8 @@ import sys
 import tarfile
 import threading
 
+from conftest import SHARED
+from conftest import SMALL_CLIP
 import pytest
 import tensorflow_datasets as tfds
 
@@ -20,7 +22,6 @@ from kinetics_tfds import sample
 
 _TFDS = str(pathlib.Path(sys.executable).with_name("tfds"))
 _PACKAGE = pathlib.Path(kinetics_tfds.__file__).parent
-_SMALL = dict(seconds=1.0, fps=10.0, width=64, height=48)
 _FILLER = [f"filler class {i:03d}" for i in range(396)]  # With the 4 motions: 400 classes.
 
 
@@ -39,7 +40,7 @@ def _messy_manual_dir(root: pathlib.Path, shared_videos: pathlib.Path | None) ->
     if relative is not None:
       path = root / relative.format(key=clip.key, id=clip.youtube_id)
       path.parent.mkdir(parents=True, exist_ok=True)
-      (writer or (lambda p: sample.write_clip(str(p), motion=sample.MOTIONS[label], **_SMALL)))(path)
+      (writer or (lambda p: sample.write_clip(str(p), motion=sample.MOTIONS[label], **SMALL_CLIP)))(path)
     return clip
 
   add(1, "swiping left", "train", "train/part_0/{key}.mp4", "ok")  # CVDF shard folder.
@@ -47,7 +48,7 @@ def _messy_manual_dir(root: pathlib.Path, shared_videos: pathlib.Path | None) ->
   add(3, "swiping up", "train", "train/swiping_up/{key}.avi", "ok")  # torchvision-style folder.
   add(4, "swiping down", "train", "flat/{key}.webm", "ok")
   add(5, "swiping left", "train", "full/{id}.mp4", "ok",  # Full-length video, cut to 5..15 s.
-      lambda p: sample.write_clip(str(p), **{**_SMALL, "seconds": 16.0}))
+      lambda p: sample.write_clip(str(p), **{**SMALL_CLIP, "seconds": 16.0}))
   replaced = add(6, "swiping up", "train", "replacement/{key}.mp4", "ok")
   (root / "train" / f"{replaced.key}.mp4").write_bytes(b"")  # The corrupt original: replacement wins.
   (root / "train" / f"._{replaced.key}.mp4").write_bytes(b"\0AppleDouble")  # macOS litter, ignored.
@@ -79,7 +80,7 @@ def _messy_manual_dir(root: pathlib.Path, shared_videos: pathlib.Path | None) ->
 
 
 def _truncated(path):
-  sample.write_clip(str(path), **_SMALL)
+  sample.write_clip(str(path), **SMALL_CLIP)
   data = path.read_bytes()
   path.write_bytes(data[: len(data) // 2])
 
@@ -92,7 +93,7 @@ def _run(args, cwd=None):
 
 @pytest.fixture(scope="module")
 def cli_build(tmp_path_factory, request):
-  shared = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "kinetics" / "videos"
+  shared = SHARED / "data" / "kinetics" / "videos"
   root = tmp_path_factory.mktemp("cli")
   manual, data_dir = root / "manual", root / "data"
   expect = _messy_manual_dir(manual, shared if shared.is_dir() else None)
@@ -161,7 +162,7 @@ def test_tfds_load_without_importing_the_package(cli_build):
 
 def test_path_form_inside_the_package_with_a_user_config(tmp_path):
   manual = tmp_path / "manual"
-  written = sample.make_manual_dir(str(manual), archive_name="kinetics700", clips_per_class={"train": 1}, **_SMALL)
+  written = sample.make_manual_dir(str(manual), archive_name="kinetics700", clips_per_class={"train": 1}, **SMALL_CLIP)
   config = '{"name": "tiny", "fps": 5, "short_side": 32, "num_classes": 4}'
   _run([_TFDS, "build", "kinetics700", "--config", config, "--manual_dir", str(manual),
         "--data_dir", str(tmp_path / "data")], cwd=_PACKAGE)
@@ -173,7 +174,7 @@ def test_path_form_inside_the_package_with_a_user_config(tmp_path):
 def test_annotations_are_downloaded_when_absent(tmp_path):
   """No annotations in the manual folder: the DeepMind archive comes through the download manager."""
   staging = tmp_path / "staging"
-  written = sample.make_manual_dir(str(staging), clips_per_class={"train": 1, "validation": 1}, **_SMALL)
+  written = sample.make_manual_dir(str(staging), clips_per_class={"train": 1, "validation": 1}, **SMALL_CLIP)
   archive = tmp_path / "served" / "kinetics400.tar.gz"
   archive.parent.mkdir()
   with tarfile.open(archive, "w:gz") as tar:

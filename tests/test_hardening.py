@@ -17,6 +17,7 @@ import time
 from absl import logging
 import imageio_ffmpeg
 import numpy as np
+from conftest import SMALL_CLIP
 import pytest
 import tensorflow_datasets as tfds
 
@@ -65,7 +66,7 @@ def concurrent_builds(tmp_path_factory):
   root = tmp_path_factory.mktemp("concurrent")
   manual, data_dir = root / "manual", root / "data"
   written = sample.make_manual_dir(str(manual), clips_per_class={"train": 2, "validation": 1},
-                                   seconds=1.0, width=64, height=48)
+                                   **SMALL_CLIP)
   _jumping_clip(manual / "train" / f"{_JUMP.key}.mp4")
   sample.write_annotations(str(manual / "kinetics400"), "train", written["train"] + [_JUMP])
   command = [_TFDS, "build", "kinetics400", "--imports", "kinetics_tfds", "--config", json.dumps(_CONFIG),

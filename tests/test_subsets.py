@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 
+from conftest import SMALL_CLIP
 import pytest
 import tensorflow_datasets as tfds
 
@@ -30,7 +31,6 @@ _ALL = {
 }
 _SUBSET = ["zumba", "hurling (sport)", "abseiling", "massaging person's head", "passing American football (in game)"]
 _PER_SPLIT = {"train": 4, "validation": 3}
-_SMALL = dict(seconds=1.0, fps=10.0, width=64, height=48)
 
 
 def _expected(written: dict[str, list[annotations.Clip]], per_class: int) -> dict[str, set[str]]:
@@ -50,7 +50,7 @@ def subset_builds(tmp_path_factory):
   root = tmp_path_factory.mktemp("subsets")
   names_file = root / "classes.txt"
   names_file.write_text("# my five\n" + "\n".join(_SUBSET) + "\n")
-  written = sample.make_manual_dir(str(root / "manual"), classes=_ALL, clips_per_class=_PER_SPLIT, **_SMALL)
+  written = sample.make_manual_dir(str(root / "manual"), classes=_ALL, clips_per_class=_PER_SPLIT, **SMALL_CLIP)
   config = kinetics_tfds.KineticsConfig(fps=10.0, short_side=48, num_classes=len(_ALL), classes=str(names_file),
                                         max_per_class=2)
   builds = {}

@@ -5,6 +5,7 @@ import os
 
 import cv2
 import numpy as np
+from conftest import SMALL_CLIP
 import pytest
 
 from kinetics_tfds import sample
@@ -78,7 +79,7 @@ def test_segment_of_a_full_length_video(tmp_path):
 
 
 def test_segment_past_the_end_is_refused(tmp_path):
-  path = sample.write_clip(str(tmp_path / "short.mp4"), seconds=1.0, fps=10.0, width=64, height=48)
+  path = sample.write_clip(str(tmp_path / "short.mp4"), **SMALL_CLIP)
   with pytest.raises(video.VideoError, match="segment outside the video"):
     _decode(path, segment=(5, 15))
 
@@ -107,7 +108,7 @@ def test_bad_files_raise_video_error(tmp_path, make, reason):
 
 
 def _truncate(path):
-  sample.write_clip(path, seconds=1.0, fps=10.0, width=64, height=48)
+  sample.write_clip(path, **SMALL_CLIP)
   size = os.path.getsize(path)
   with open(path, "r+b") as f:
     f.truncate(size // 2)

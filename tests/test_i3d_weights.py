@@ -22,7 +22,7 @@ from kinetics_tfds.models import i3d, weights
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _SHARED = _REPO.parent / "shared"
 _SYNTHETIC = "synthetic_seed0_2x16x224x224"
-_CLASSIFIER = "Logits.Conv3d_0c_1x1.conv_3d"
+_CLASSIFIER = "Logits__Conv3d_0c_1x1__conv_3d"
 # XLA's CPU backend spends about a second optimising each of the ~70 random-initialiser programs of a fresh model;
 # unoptimised they run as fast for this.
 _FAST_XLA = "--xla_backend_optimization_level=0"

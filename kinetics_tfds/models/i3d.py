@@ -128,9 +128,9 @@ class SeparableMaxPooling3D(layers.MaxPooling3D):
 
   The maximum over a box is the maximum of maxima along its axes, so the forward is exact. XLA differentiates a
   3-D max pool with select-and-scatter, which is slow on GPUs; here each 1-D pool has its own gradient (`_max_1d`),
-  a few fused compares. Each output's gradient goes to the first maximum of its window in (t, h, w) order, as XLA
-  (and so TensorFlow with jit_compile, and JAX) and PyTorch choose among ties; pooling W first and T last makes the
-  chained first maxima that one.
+  a few fused compares. Each output's gradient goes to the first maximum of its window in (t, h, w) order, as
+  XLA's select-and-scatter (JAX's max pool) chooses among ties, on every backend; pooling W first and T last makes
+  the chained first maxima that one. (TensorFlow's CPU kernel gives every tied maximum the whole gradient.)
 
   Args:
     separable: False computes Keras' plain max pool (the same function), for comparisons.
@@ -215,13 +215,25 @@ def _axis_slice(axis, start, stop, step=1):
   return (slice(None),) * axis + (slice(start, stop, step),)
 
 
-def _unit(x, scope, filters, kernel_size, strides=1, fast=True):
+def set_rewrites(model: keras.Model, *, stem: bool, pools: bool) -> None:
+  """Turns an `i3d` model's space-to-depth stem and separable max pools on or off; before it is traced or compiled.
+
+  Either way the model computes the same function with the same variables, so this only changes speed (and the
+  rounding of the stem's sums); measured one by one in benchmarks/i3d_gpu.py.
+  """
+  for layer in model.layers:
+    if isinstance(layer, SpaceToDepthConv3D):
+      layer.space_to_depth = stem
+    elif isinstance(layer, SeparableMaxPooling3D):
+      layer.separable = pools
+
+
+def _unit(x, scope, filters, kernel_size, strides=1):
   # Keras "same" is TensorFlow's SAME (extra pad after) on all three backends: TF and JAX pass "SAME" to their
   # convolutions and Keras' torch backend pads asymmetrically itself; tests check it against tf.nn.conv3d.
   conv_name = weights_lib.layer_name(scope, "conv_3d")
   if strides == 2:
-    x = SpaceToDepthConv3D(filters, kernel_size, strides, padding="same", use_bias=False, space_to_depth=fast,
-                           name=conv_name)(x)
+    x = SpaceToDepthConv3D(filters, kernel_size, strides, padding="same", use_bias=False, name=conv_name)(x)
   else:
     x = layers.Conv3D(filters, kernel_size, strides, padding="same", use_bias=False, name=conv_name)(x)
   x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, scale=False,
@@ -229,12 +241,11 @@ def _unit(x, scope, filters, kernel_size, strides=1, fast=True):
   return layers.ReLU(name=weights_lib.layer_name(scope))(x)
 
 
-def _max_pool(x, name, pool_size, strides, fast=True):
-  # Every max pool follows a ReLU, so padding with -inf (TensorFlow's SAME) or anything below 0 gives the same.
-  return SeparableMaxPooling3D(pool_size, strides, padding="same", separable=fast, name=name)(x)
+def _max_pool(x, name, pool_size, strides):
+  return SeparableMaxPooling3D(pool_size, strides, padding="same", name=name)(x)
 
 
-def _mixed(x, name, widths, fast=True):
+def _mixed(x, name, widths):
   b0, b1a, b1b, b2a, b2b, b3 = widths
   # DeepMind's i3d.py names this one conv 0a instead of 0b, and its checkpoints keep that name.
   branch_2_3x3 = "Conv3d_0a_3x3" if name == "Mixed_5b" else "Conv3d_0b_3x3"
@@ -243,7 +254,7 @@ def _mixed(x, name, widths, fast=True):
   branch_1 = _unit(branch_1, f"{name}/Branch_1/Conv3d_0b_3x3", b1b, 3)
   branch_2 = _unit(x, f"{name}/Branch_2/Conv3d_0a_1x1", b2a, 1)
   branch_2 = _unit(branch_2, f"{name}/Branch_2/{branch_2_3x3}", b2b, 3)
-  branch_3 = _max_pool(x, weights_lib.layer_name(f"{name}/Branch_3/MaxPool3d_0a_3x3"), 3, 1, fast)
+  branch_3 = _max_pool(x, weights_lib.layer_name(f"{name}/Branch_3/MaxPool3d_0a_3x3"), 3, 1)
   branch_3 = _unit(branch_3, f"{name}/Branch_3/Conv3d_0b_1x1", b3, 1)
   return layers.Concatenate(name=name)([branch_0, branch_1, branch_2, branch_3])
 
@@ -315,15 +326,15 @@ def i3d(
     x = layers.Rescaling(1 / 127.5, offset=-1.0, dtype="float32", name="rescaling")(x)
   for endpoint in ENDPOINTS:
     if endpoint == "Conv3d_1a_7x7":
-      x = _unit(x, endpoint, 64, 7, 2, fast)
+      x = _unit(x, endpoint, 64, 7, 2)
     elif endpoint == "Conv3d_2b_1x1":
       x = _unit(x, endpoint, 64, 1)
     elif endpoint == "Conv3d_2c_3x3":
       x = _unit(x, endpoint, 192, 3)
     elif endpoint in _MAX_POOLS:
-      x = _max_pool(x, endpoint, *_MAX_POOLS[endpoint], fast)
+      x = _max_pool(x, endpoint, *_MAX_POOLS[endpoint])
     elif endpoint in MIXED_WIDTHS:
-      x = _mixed(x, endpoint, MIXED_WIDTHS[endpoint], fast)
+      x = _mixed(x, endpoint, MIXED_WIDTHS[endpoint])
     elif endpoint == "Logits":
       x = LogitsAvgPool(name=weights_lib.layer_name("Logits", "avg_pool"))(x)
       x = layers.Dropout(dropout_rate, name=weights_lib.layer_name("Logits", "dropout"))(x)
@@ -336,6 +347,7 @@ def i3d(
     if endpoint == final_endpoint:
       break
   model = keras.Model(inputs, x, name=name)
+  set_rewrites(model, stem=fast, pools=fast)
   if weights is not None:
     weights_lib.load(model, weights)
   return model

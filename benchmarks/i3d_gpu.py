@@ -148,7 +148,7 @@ def main(argv):
         "ours": round(ours, 2),
         **{p: s for p, s in peer_speeds.items()},
         "speedup_vs_best_peer": _ratio(ours, best_peer),
-        "mfu": round(ours * flops_per_clip / (FLAGS.peak_tflops * 1e12), 4),
+        "mfu": float(f"{ours * flops_per_clip / (FLAGS.peak_tflops * 1e12):.3g}"),
         "peer_errors": {p: m["error"] for p, m in peer_train[batch].items() if "error" in m} or None,
     }
     logging.info("batch %d: %s", batch, train[str(batch)])

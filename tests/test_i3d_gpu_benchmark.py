@@ -1,5 +1,4 @@
 """benchmarks/i3d_gpu.py runs end to end on CPU with tiny shapes and says its ratios need a GPU."""
-import importlib.util
 import json
 import os
 import pathlib
@@ -23,9 +22,9 @@ def _run(*args):
 def test_tiny_run_prints_one_json_line():
   if not _PEERS.exists():
     pytest.skip(f"{_PEERS} is missing: the peers' module lives in ../shared beside the repo")
-  # The Flax peer needs flax and optax; torch runs its peer on CPU where installed.
-  peers = [p for p, package in (("flax", "flax"), ("torch", "torch")) if importlib.util.find_spec(package)]
-  result = _run(f"--peer_path={_PEERS}", f"--peers={','.join(peers)}", "--batch_sizes=2", "--variants=fast,plain",
+  # Peers that cannot run here (no flax or optax; torch's I3D needs 16x224x224 clips or more) are reported as
+  # errors beside our figures, which must not stop the run.
+  result = _run(f"--peer_path={_PEERS}", "--peers=flax,torch", "--batch_sizes=2", "--variants=fast,plain",
                 "--frames=8", "--size=32", "--eval_frames=12", "--eval_batch=1", "--steps=1", "--precision=float32")
   assert result.returncode == 0, result.stderr[-3000:]
   (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -37,8 +36,8 @@ def test_tiny_run_prints_one_json_line():
   assert set(summary["variants_batch2_clips_per_s"]) == {"fast", "plain"}
   assert summary["eval_clips_per_s"]["ours"] > 0
   assert summary["versions"]["keras"] and summary["versions"]["jax"]
-  if "torch" in peers:
-    assert train["torch"] > 0 and train["speedup_vs_best_peer"] > 0
+  for peer in ("flax", "torch"):
+    assert train[peer] or train["peer_errors"][peer]
 
 
 def test_missing_peer_module_is_one_line(tmp_path):

@@ -7,8 +7,9 @@ Times our Keras I3D's training step (`model.fit` on device-resident uint8 clips,
 stem: only the space-to-depth stem; pools: only the separable max pools; fast: both, the default model). Then
 whole-clip inference (--eval_frames frames, centre crop size). The peers run in subprocesses of the module at
 --peer_path (its own command line), before ours, so no framework holds the accelerator's memory while another
-runs. Prints one JSON line: clips/s of each, `speedup_vs_best_peer` per batch size, inference clips/s and its
-speedup over Flax, MFU (analytic training FLOPs over --peak_tflops), backend, device and versions.
+runs. With JAX, each rewritten layer is also timed alone, plain and fast (--pieces). Prints one JSON line: clips/s
+of each, `speedup_vs_best_peer` per batch size, inference clips/s and its speedup over Flax, MFU (analytic training
+FLOPs over --peak_tflops), the pieces' milliseconds, backend, device and versions.
 
 On a machine without a GPU it runs with whatever shapes it is given (tests use tiny ones) and says that the ratios
 need a GPU.
@@ -19,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -27,7 +29,7 @@ from absl import logging
 import keras
 
 from kinetics_tfds.models import i3d
-from kinetics_tfds.models.i3d import set_rewrites
+from kinetics_tfds.models.i3d import SpaceToDepthConv3D, set_rewrites
 from kinetics_tfds.training import loop
 from kinetics_tfds.training import optimization
 from kinetics_tfds.training import synthetic
@@ -46,6 +48,9 @@ flags.DEFINE_integer("size", 224, "Crop side in pixels.")
 flags.DEFINE_integer("eval_frames", 250, "Frames per clip for inference (I3D tests on whole clips).")
 flags.DEFINE_integer("eval_batch", 8, "Inference batch (whole clips).")
 flags.DEFINE_integer("steps", 20, "Timed steps per measurement, after warm-up.")
+flags.DEFINE_bool("pieces", True,
+                  "With JAX, also time each rewritten layer alone, plain and fast (forward + backward, jitted) at the "
+                  "shapes it sees in the network at the first batch size: where a step's time goes.")
 flags.DEFINE_enum("precision", "mixed_bfloat16", optimization.PRECISIONS, "Our compute dtype (the peers use bf16).")
 flags.DEFINE_float("peak_tflops", 989.0, "The accelerator's dense bf16 peak, for MFU (H100/H200 SXM: 989).")
 
@@ -90,6 +95,42 @@ def time_ours_inference() -> float:
   model = i3d(400)
   clips = synthetic.SyntheticClips(FLAGS.eval_batch, FLAGS.eval_frames, FLAGS.size, 400, steps=1).clips
   return loop.benchmark_predict(model, clips, FLAGS.steps)["eval_clips_per_second"]
+
+
+# The layers the rewrites change: the stem, the stage pools and one branch-3 pool of each Mixed stage.
+PIECES = ("Conv3d_1a_7x7__conv_3d", "MaxPool3d_2a_3x3", "MaxPool3d_3a_3x3", "Mixed_3b__Branch_3__MaxPool3d_0a_3x3",
+          "MaxPool3d_4a_3x3", "Mixed_4b__Branch_3__MaxPool3d_0a_3x3", "MaxPool3d_5a_2x2",
+          "Mixed_5b__Branch_3__MaxPool3d_0a_3x3")
+
+
+def time_pieces(batch: int) -> dict:
+  """{layer: {"plain_ms", "fast_ms"}}: a jitted forward + backward (to its input and kernel) of each layer alone."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  model = i3d(400, input_shape=(FLAGS.frames, FLAGS.size, FLAGS.size, 3))
+  times = {}
+  for name in PIECES:
+    layer = model.get_layer(name)
+    x = jax.random.normal(jax.random.PRNGKey(0), (batch, *layer.input.shape[1:]), layer.compute_dtype)
+    variables = [v.value for v in layer.trainable_variables]
+
+    def loss(variables, x, layer=layer):
+      y, _ = layer.stateless_call(variables, [], x)
+      return jnp.sum(jnp.square(y.astype(jnp.float32)))
+
+    times[name] = {}
+    for fast in (False, True):
+      setattr(layer, "space_to_depth" if isinstance(layer, SpaceToDepthConv3D) else "separable", fast)
+      step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+      jax.block_until_ready(step(variables, x))
+      start = time.perf_counter()
+      for _ in range(FLAGS.steps):
+        grads = step(variables, x)
+      jax.block_until_ready(grads)
+      times[name]["fast_ms" if fast else "plain_ms"] = round((time.perf_counter() - start) / FLAGS.steps * 1e3, 3)
+    logging.info("%s: %s", name, times[name])
+  return times
 
 
 def accelerator() -> tuple[str, bool]:
@@ -157,6 +198,7 @@ def main(argv):
     if variant not in variants:
       variants[variant] = round(time_ours_training(variant, batches[0]), 2)
   ours_eval = time_ours_inference()
+  pieces = time_pieces(batches[0]) if FLAGS.pieces and keras.backend.backend() == "jax" else None
   device, on_gpu = accelerator()
   summary = {
       "backend": keras.backend.backend(),
@@ -168,6 +210,7 @@ def main(argv):
       f"variants_batch{batches[0]}_clips_per_s": variants,
       "eval_clips_per_s": {"ours": round(ours_eval, 2), "flax": flax_eval.get("clips_per_s"),
                            "speedup_vs_flax": _ratio(ours_eval, flax_eval.get("clips_per_s"))},
+      f"pieces_batch{batches[0]}_fwd_bwd": pieces,
       "versions": {p: _version(p) for p in ("keras", "jax", "flax", "torch", "tensorflow")},
   }
   if not on_gpu:

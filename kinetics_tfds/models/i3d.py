@@ -97,7 +97,7 @@ class SpaceToDepthConv3D(layers.Conv3D):
       before = ((outputs - 1) * 2 + size - length) // 2  # TensorFlow's SAME: the extra pad goes after.
       # Whole 2-blocks for `outputs` positions of a kernel of ceil(size / 2) blocks.
       after = 2 * (outputs + (size + 1) // 2 - 1) - length - before
-      x = ops.pad(x, [[before, after] if a == axis else [0, 0] for a in range(5)])
+      x = ops.pad(x, _axis_pads(axis, before, after))
     return ops.conv(_blocks(x), _kernel_blocks(kernel), strides=1, padding="valid")
 
   def get_config(self):
@@ -106,7 +106,7 @@ class SpaceToDepthConv3D(layers.Conv3D):
 
 def _blocks(x):
   """(B, 2T, 2H, 2W, C) -> (B, T, H, W, 8C), each 2x2x2 block's values in (t, h, w, c) order."""
-  batch, time, height, width, channels = ops.shape(x)
+  _, time, height, width, channels = ops.shape(x)
   x = ops.reshape(x, (-1, time // 2, 2, height // 2, 2, width // 2, 2, channels))
   x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
   return ops.reshape(x, (-1, time // 2, height // 2, width // 2, 8 * channels))

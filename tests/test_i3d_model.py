@@ -58,7 +58,7 @@ def test_same_padding_is_tensorflows():
     # Odd and even sizes: TF's SAME puts the extra pad after, which only shows with stride 2.
     clips = np.random.RandomState(0).uniform(-1, 1, (1, 9, 33, 32, 3)).astype(np.float32)
     model = i3d(final_endpoint="MaxPool3d_2a_3x3", include_rescaling=False)
-    kernel = model.get_layer("Conv3d_1a_7x7.conv_3d").kernel
+    kernel = model.get_layer("Conv3d_1a_7x7__conv_3d").kernel
     kernel.assign(np.random.RandomState(1).normal(size=kernel.shape).astype(np.float32))
     expected = tf.nn.conv3d(clips, np.asarray(kernel), strides=(1, 2, 2, 2, 1), padding="SAME")
     expected = tf.nn.relu(expected / np.sqrt(1 + 1e-3))  # Fresh batch norm: mean 0, variance 1, no offset.

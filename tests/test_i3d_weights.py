@@ -3,9 +3,10 @@
 The real clips' top-1 with these weights is checked through the whole product path (builder, input
 pipeline, model) in test_train.py::test_eval_kinetics400_weights_on_real_clips.
 
-Run as a script (`KERAS_BACKEND=jax python tests/test_i3d_weights.py IN.npz OUT.npz`) it is the JAX half of
-`test_parity_jax`: a backend is chosen once per process.
+Run as a script (`KERAS_BACKEND=jax python tests/test_i3d_weights.py IN.npz OUT.npz [train]`) it is the JAX or
+torch half of `test_parity_jax` and `test_parity_and_training_step_torch`: a backend is chosen once per process.
 """
+import importlib.util
 import os
 import pathlib
 import pickle
@@ -22,7 +23,7 @@ from kinetics_tfds.models import i3d, weights
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _SHARED = _REPO.parent / "shared"
 _SYNTHETIC = "synthetic_seed0_2x16x224x224"
-_CLASSIFIER = "Logits.Conv3d_0c_1x1.conv_3d"
+_CLASSIFIER = "Logits__Conv3d_0c_1x1__conv_3d"
 # XLA's CPU backend spends about a second optimising each of the ~70 random-initialiser programs of a fresh model;
 # unoptimised they run as fast for this.
 _FAST_XLA = "--xla_backend_optimization_level=0"
@@ -91,22 +92,39 @@ def test_parity_tensorflow_backend(model, reference):
     outputs = _endpoint_outputs(model, clips)
     for key, value in outputs.items():
         print(f"{keras.backend.backend()} {key}: max abs diff", np.abs(value - reference[f"{_SYNTHETIC}_{key}"]).max())
-        np.testing.assert_allclose(value, reference[f"{_SYNTHETIC}_{key}"], atol=1e-3, rtol=0)
+        np.testing.assert_allclose(value, reference[f"{_SYNTHETIC}_{key}"], atol=1e-4, rtol=0)
+
+
+def _other_backend(backend, kinetics400, tmp_path, *args):
+  """Runs this file's `__main__` under `backend` on the reference input and the odd clip; its outputs."""
+  clips = np.random.RandomState(0).uniform(-1, 1, (2, 16, 224, 224, 3)).astype(np.float32)
+  np.savez(tmp_path / "in.npz", synthetic=clips, odd=_odd_clip())
+  environment = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(_REPO), XLA_FLAGS=_FAST_XLA,
+                     **{weights.CACHE_ENV: str(kinetics400.parent)})
+  subprocess.run([sys.executable, __file__, tmp_path / "in.npz", tmp_path / "out.npz", *args], env=environment,
+                 check=True)
+  return np.load(tmp_path / "out.npz")
+
+
+def _assert_parity(backend, outputs, reference, model):
+  for key in ("logits", "mixed5c_mean"):
+    print(f"{backend} {key}: max abs diff", np.abs(outputs[key] - reference[f"{_SYNTHETIC}_{key}"]).max())
+    np.testing.assert_allclose(outputs[key], reference[f"{_SYNTHETIC}_{key}"], atol=1e-4, rtol=0)
+  # Logits up to ~50 here, summed in another order per backend: a padding error would be off by far more.
+  np.testing.assert_allclose(outputs["odd_logits"], model.predict(_odd_clip(), verbose=0), atol=1e-3, rtol=0)
 
 
 def test_parity_jax(model, reference, kinetics400, tmp_path):
-    pytest.importorskip("jax")
-    clips = np.random.RandomState(0).uniform(-1, 1, (2, 16, 224, 224, 3)).astype(np.float32)
-    np.savez(tmp_path / "in.npz", synthetic=clips, odd=_odd_clip())
-    environment = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(_REPO), XLA_FLAGS=_FAST_XLA,
-                       **{weights.CACHE_ENV: str(kinetics400.parent)})
-    subprocess.run([sys.executable, __file__, tmp_path / "in.npz", tmp_path / "out.npz"], env=environment,
-                   check=True)
-    outputs = np.load(tmp_path / "out.npz")
-    for key in ("logits", "mixed5c_mean"):
-        print(f"jax {key}: max abs diff", np.abs(outputs[key] - reference[f"{_SYNTHETIC}_{key}"]).max())
-        np.testing.assert_allclose(outputs[key], reference[f"{_SYNTHETIC}_{key}"], atol=1e-3, rtol=0)
-    np.testing.assert_allclose(outputs["odd_logits"], model.predict(_odd_clip(), verbose=0), atol=1e-4, rtol=0)
+  pytest.importorskip("jax")
+  _assert_parity("jax", _other_backend("jax", kinetics400, tmp_path), reference, model)
+
+
+def test_parity_and_training_step_torch(model, reference, kinetics400, tmp_path):
+  if importlib.util.find_spec("torch") is None:
+    pytest.skip("torch is not installed (optional: only KERAS_BACKEND=torch needs it)")
+  outputs = _other_backend("torch", kinetics400, tmp_path, "train")
+  _assert_parity("torch", outputs, reference, model)
+  assert np.isfinite(outputs["train_loss"]) and outputs["stem_change"] > 0
 
 
 def test_deepmind_checkpoint(model, kinetics400, tmp_path):
@@ -180,7 +198,13 @@ def test_tampered_cache_is_refused(kinetics400, tmp_path, monkeypatch):
 
 
 if __name__ == "__main__":
-    inputs = np.load(sys.argv[1])
-    jax_model = i3d(weights="kinetics400", include_rescaling=False)
-    np.savez(sys.argv[2], **_endpoint_outputs(jax_model, inputs["synthetic"]),
-             odd_logits=jax_model.predict(inputs["odd"], verbose=0))
+  inputs = np.load(sys.argv[1])
+  other = i3d(weights="kinetics400", include_rescaling=False)
+  results = {**_endpoint_outputs(other, inputs["synthetic"]), "odd_logits": other.predict(inputs["odd"], verbose=0)}
+  if sys.argv[3:] == ["train"]:  # One training step: a finite loss, and the stem's kernel moves.
+    stem = other.get_layer("Conv3d_1a_7x7__conv_3d").kernel
+    before = keras.ops.convert_to_numpy(stem).copy()
+    other.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    results["train_loss"] = other.train_on_batch(inputs["odd"], np.array([0]))
+    results["stem_change"] = np.abs(keras.ops.convert_to_numpy(stem) - before).max()
+  np.savez(sys.argv[2], **results)

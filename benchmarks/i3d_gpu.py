@@ -1,0 +1,223 @@
+"""I3D training and whole-clip inference throughput: ours beside the Flax and PyTorch I3Ds, on one accelerator.
+
+  KERAS_BACKEND=jax python benchmarks/i3d_gpu.py --peer_path=../shared/tools/peer_i3d_gpu.py
+
+Times our Keras I3D's training step (`model.fit` on device-resident uint8 clips, bf16 by default) at each
+--batch_sizes, and each rewrite on its own at the first batch size (plain: DeepMind's layers as Keras has them;
+stem: only the space-to-depth stem; pools: only the separable max pools; fast: both, the default model). Then
+whole-clip inference (--eval_frames frames, centre crop size). The peers run in subprocesses of the module at
+--peer_path (its own command line), before ours, so no framework holds the accelerator's memory while another
+runs. With JAX, each rewritten layer is also timed alone, plain and fast (--pieces). Prints one JSON line: clips/s
+of each, `speedup_vs_best_peer` per batch size, inference clips/s and its speedup over Flax, MFU (analytic training
+FLOPs over --peak_tflops), the pieces' milliseconds, backend, device and versions.
+
+On a machine without a GPU it runs with whatever shapes it is given (tests use tiny ones) and says that the ratios
+need a GPU.
+"""
+import importlib.metadata
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import keras
+
+from kinetics_tfds.models import i3d
+from kinetics_tfds.models.i3d import SpaceToDepthConv3D, set_rewrites
+from kinetics_tfds.training import loop
+from kinetics_tfds.training import optimization
+from kinetics_tfds.training import synthetic
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VARIANTS = {"fast": (True, True), "plain": (False, False), "stem": (True, False), "pools": (False, True)}
+
+flags.DEFINE_string("peer_path", os.path.join(os.path.dirname(_REPO), "shared", "tools", "peer_i3d_gpu.py"),
+                    "The peers' module (Flax and PyTorch I3Ds); its folder may hold the i3d-jax sdist's "
+                    "i3d_jax/i3d.py as flax_i3d.py for the Flax peer.")
+flags.DEFINE_list("peers", ["flax", "torch"], "Peers to time: flax, torch, torch_compile (empty: none).")
+flags.DEFINE_list("batch_sizes", ["16", "32"], "Training batch sizes.")
+flags.DEFINE_list("variants", list(VARIANTS), f"Our models timed at the first batch size: {', '.join(VARIANTS)}.")
+flags.DEFINE_integer("frames", 64, "Frames per training clip.")
+flags.DEFINE_integer("size", 224, "Crop side in pixels.")
+flags.DEFINE_integer("eval_frames", 250, "Frames per clip for inference (I3D tests on whole clips).")
+flags.DEFINE_integer("eval_batch", 8, "Inference batch (whole clips).")
+flags.DEFINE_integer("steps", 20, "Timed steps per measurement, after warm-up.")
+flags.DEFINE_bool("pieces", True,
+                  "With JAX, also time each rewritten layer alone, plain and fast (forward + backward, jitted) at the "
+                  "shapes it sees in the network at the first batch size: where a step's time goes.")
+flags.DEFINE_enum("precision", "mixed_bfloat16", optimization.PRECISIONS, "Our compute dtype (the peers use bf16).")
+flags.DEFINE_float("peak_tflops", 989.0, "The accelerator's dense bf16 peak, for MFU (H100/H200 SXM: 989).")
+
+FLAGS = flags.FLAGS
+
+
+def load_peer_module(path: str):
+  """The peers' module, imported from `path` (it is not part of this package)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--peer_path: {path} does not exist; point it at peer_i3d_gpu.py")
+  spec = importlib.util.spec_from_file_location("peer_i3d_gpu", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def time_peer(path: str, which: str, batch: int, frames: int, size: int, steps: int) -> dict:
+  """One peer measurement, in a subprocess running the peer module's command line; its JSON line as a dict."""
+  command = [sys.executable, path, "--which", which, "--batch", str(batch), "--frames", str(frames), "--size",
+             str(size), "--steps", str(steps), "--peak_tflops", str(FLAGS.peak_tflops)]
+  result = subprocess.run(command, capture_output=True, text=True, check=False)
+  lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+  if not lines:
+    return {"error": f"exit {result.returncode}: {result.stderr.strip()[-300:]}"}
+  return json.loads(lines[-1])
+
+
+def time_ours_training(variant: str, batch: int) -> float:
+  """Steady-state training clips/s of our model, fed device-resident uint8 clips through `model.fit`."""
+  model = i3d(400)
+  stem, pools = VARIANTS[variant]
+  set_rewrites(model, stem=stem, pools=pools)
+  model.compile(optimization.optimizer("sgd", 0.1, momentum=0.9), loss=optimization.SparseCrossentropy(400),
+                jit_compile=True)
+  data = synthetic.SyntheticClips(batch, FLAGS.frames, FLAGS.size, 400, steps=FLAGS.steps + 3)
+  progress = loop.Progress(batch, FLAGS.steps + 3, printer=logging.info)
+  model.fit(data, epochs=1, callbacks=[progress], verbose=0)
+  return progress.clips_per_second
+
+
+def time_ours_inference() -> float:
+  model = i3d(400)
+  clips = synthetic.SyntheticClips(FLAGS.eval_batch, FLAGS.eval_frames, FLAGS.size, 400, steps=1).clips
+  return loop.benchmark_predict(model, clips, FLAGS.steps)["eval_clips_per_second"]
+
+
+# The layers the rewrites change: the stem, the stage pools and one branch-3 pool of each Mixed stage.
+PIECES = ("Conv3d_1a_7x7__conv_3d", "MaxPool3d_2a_3x3", "MaxPool3d_3a_3x3", "Mixed_3b__Branch_3__MaxPool3d_0a_3x3",
+          "MaxPool3d_4a_3x3", "Mixed_4b__Branch_3__MaxPool3d_0a_3x3", "MaxPool3d_5a_2x2",
+          "Mixed_5b__Branch_3__MaxPool3d_0a_3x3")
+
+
+def time_pieces(batch: int) -> dict:
+  """{layer: {"plain_ms", "fast_ms"}}: a jitted forward + backward of each layer alone, as in a training step: to
+  the stem's kernel (a step needs no gradient of the clips) and to the pools' inputs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  model = i3d(400, input_shape=(FLAGS.frames, FLAGS.size, FLAGS.size, 3))
+  times = {}
+  for name in PIECES:
+    layer = model.get_layer(name)
+    x = jax.random.normal(jax.random.PRNGKey(0), (batch, *layer.input.shape[1:]), layer.compute_dtype)
+    variables = [v.value for v in layer.trainable_variables]
+
+    def loss(variables, x, layer=layer):
+      y, _ = layer.stateless_call(variables, [], x)
+      return jnp.sum(jnp.square(y.astype(jnp.float32)))
+
+    times[name] = {}
+    for fast in (False, True):
+      setattr(layer, "space_to_depth" if isinstance(layer, SpaceToDepthConv3D) else "separable", fast)
+      step = jax.jit(jax.grad(loss, argnums=0 if variables else 1))
+      jax.block_until_ready(step(variables, x))
+      start = time.perf_counter()
+      for _ in range(FLAGS.steps):
+        grads = step(variables, x)
+      jax.block_until_ready(grads)
+      times[name]["fast_ms" if fast else "plain_ms"] = round((time.perf_counter() - start) / FLAGS.steps * 1e3, 3)
+    logging.info("%s: %s", name, times[name])
+  return times
+
+
+def accelerator() -> tuple[str, bool]:
+  """(what the model runs on, whether it is a GPU)."""
+  backend = keras.backend.backend()
+  if backend == "jax":
+    import jax  # pylint: disable=g-import-not-at-top
+
+    return jax.devices()[0].device_kind, jax.default_backend() == "gpu"
+  if backend == "torch":
+    import torch  # pylint: disable=g-import-not-at-top
+
+    gpu = torch.cuda.is_available()
+    return torch.cuda.get_device_name() if gpu else "cpu", gpu
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  gpus = tf.config.list_physical_devices("GPU")
+  return (gpus[0].name if gpus else "cpu"), bool(gpus)
+
+
+def _version(package):
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def _ratio(numerator, denominator):
+  return round(numerator / denominator, 3) if numerator and denominator else None
+
+
+def main(argv):
+  del argv
+  try:
+    peer = load_peer_module(FLAGS.peer_path)
+  except FileNotFoundError as e:
+    sys.exit(f"{sys.argv[0]}: {e}")
+  unknown = set(FLAGS.variants) - set(VARIANTS)
+  if unknown:
+    sys.exit(f"{sys.argv[0]}: --variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+  batches = [int(b) for b in FLAGS.batch_sizes]
+  peers = [p for p in FLAGS.peers if p]
+  peer_train = {b: {p: time_peer(FLAGS.peer_path, p, b, FLAGS.frames, FLAGS.size, FLAGS.steps) for p in peers}
+                for b in batches}
+  flax_eval = (time_peer(FLAGS.peer_path, "flax_eval", FLAGS.eval_batch, FLAGS.eval_frames, FLAGS.size, FLAGS.steps)
+               if "flax" in peers else {})
+
+  optimization.set_precision(FLAGS.precision)
+  flops_per_clip = peer.train_flops_per_clip(FLAGS.frames, FLAGS.size)
+  train = {}
+  for batch in batches:
+    ours = time_ours_training("fast", batch)
+    peer_speeds = {p: m.get("clips_per_s") for p, m in peer_train[batch].items()}
+    best_peer = max((s for s in peer_speeds.values() if s), default=None)
+    train[str(batch)] = {
+        "ours": round(ours, 2),
+        **{p: s for p, s in peer_speeds.items()},
+        "speedup_vs_best_peer": _ratio(ours, best_peer),
+        "mfu": float(f"{ours * flops_per_clip / (FLAGS.peak_tflops * 1e12):.3g}"),
+        "peer_errors": {p: m["error"] for p, m in peer_train[batch].items() if "error" in m} or None,
+    }
+    logging.info("batch %d: %s", batch, train[str(batch)])
+  variants = {"fast": train[str(batches[0])]["ours"]}
+  for variant in FLAGS.variants:
+    if variant not in variants:
+      variants[variant] = round(time_ours_training(variant, batches[0]), 2)
+  ours_eval = time_ours_inference()
+  pieces = time_pieces(batches[0]) if FLAGS.pieces and keras.backend.backend() == "jax" else None
+  device, on_gpu = accelerator()
+  summary = {
+      "backend": keras.backend.backend(),
+      "device": device,
+      "precision": FLAGS.precision,
+      "shape": {"frames": FLAGS.frames, "size": FLAGS.size, "eval_frames": FLAGS.eval_frames,
+                "eval_batch": FLAGS.eval_batch},
+      "train_clips_per_s": train,
+      f"variants_batch{batches[0]}_clips_per_s": variants,
+      "eval_clips_per_s": {"ours": round(ours_eval, 2), "flax": flax_eval.get("clips_per_s"),
+                           "speedup_vs_flax": _ratio(ours_eval, flax_eval.get("clips_per_s"))},
+      f"pieces_batch{batches[0]}_fwd_bwd": pieces,
+      "versions": {p: _version(p) for p in ("keras", "jax", "flax", "torch", "tensorflow")},
+  }
+  if not on_gpu:
+    summary["note"] = "no GPU: these shapes and ratios only show that the script runs; the ratios need a GPU"
+  print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,46 @@
+"""benchmarks/i3d_gpu.py runs end to end on CPU with tiny shapes and says its ratios need a GPU."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+_SCRIPT = _REPO / "benchmarks" / "i3d_gpu.py"
+_PEERS = _REPO.parent / "shared" / "tools" / "peer_i3d_gpu.py"
+
+
+def _run(*args):
+  environment = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(_REPO),
+                     XLA_FLAGS="--xla_backend_optimization_level=0")
+  return subprocess.run([sys.executable, str(_SCRIPT), *args], env=environment, capture_output=True, text=True,
+                        check=False)
+
+
+def test_tiny_run_prints_one_json_line():
+  if not _PEERS.exists():
+    pytest.skip(f"{_PEERS} is missing: the peers' module lives in ../shared beside the repo")
+  # Peers that cannot run here (no flax or optax; torch's I3D needs 16x224x224 clips or more) are reported as
+  # errors beside our figures, which must not stop the run.
+  result = _run(f"--peer_path={_PEERS}", "--peers=flax,torch", "--batch_sizes=2", "--variants=fast,plain",
+                "--frames=8", "--size=32", "--eval_frames=12", "--eval_batch=1", "--steps=1", "--precision=float32")
+  assert result.returncode == 0, result.stderr[-3000:]
+  (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
+  summary = json.loads(line)
+  assert summary["backend"] == "jax"
+  assert "ratios need a GPU" in summary["note"]
+  train = summary["train_clips_per_s"]["2"]
+  assert train["ours"] > 0 and train["mfu"] > 0
+  assert set(summary["variants_batch2_clips_per_s"]) == {"fast", "plain"}
+  assert summary["eval_clips_per_s"]["ours"] > 0
+  assert summary["versions"]["keras"] and summary["versions"]["jax"]
+  for peer in ("flax", "torch"):
+    assert train[peer] or train["peer_errors"][peer]
+
+
+def test_missing_peer_module_is_one_line(tmp_path):
+  result = _run(f"--peer_path={tmp_path / 'absent.py'}")
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].endswith("does not exist; point it at peer_i3d_gpu.py")

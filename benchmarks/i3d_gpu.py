@@ -80,7 +80,7 @@ def time_peer(path: str, which: str, batch: int, frames: int, size: int, steps: 
 
 def time_ours_training(variant: str, batch: int) -> float:
   """Steady-state training clips/s of our model, fed device-resident uint8 clips through `model.fit`."""
-  model = i3d(400)
+  model = i3d.InceptionI3D(400)
   stem, pools = VARIANTS[variant]
   set_rewrites(model, stem=stem, pools=pools)
   model.compile(optimization.optimizer("sgd", 0.1, momentum=0.9), loss=optimization.SparseCrossentropy(400),
@@ -92,7 +92,7 @@ def time_ours_training(variant: str, batch: int) -> float:
 
 
 def time_ours_inference() -> float:
-  model = i3d(400)
+  model = i3d.InceptionI3D(400)
   clips = synthetic.SyntheticClips(FLAGS.eval_batch, FLAGS.eval_frames, FLAGS.size, 400, steps=1).clips
   return loop.benchmark_predict(model, clips, FLAGS.steps)["eval_clips_per_second"]
 
@@ -109,7 +109,7 @@ def time_pieces(batch: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  model = i3d(400, input_shape=(FLAGS.frames, FLAGS.size, FLAGS.size, 3))
+  model = i3d.InceptionI3D(400, input_shape=(FLAGS.frames, FLAGS.size, FLAGS.size, 3))
   times = {}
   for name in PIECES:
     layer = model.get_layer(name)

@@ -116,7 +116,7 @@ def test_separable_max_pool_and_its_first_maximum_gradient(pool_size, strides, k
 
 
 def test_plain_layers_are_reachable_and_share_variables():
-  fast, plain = i3d(), i3d(fast=False)
+  fast, plain = i3d.InceptionI3D(), i3d.InceptionI3D(fast=False)
   assert isinstance(fast.get_layer("Conv3d_1a_7x7__conv_3d"), SpaceToDepthConv3D)
   assert fast.get_layer("Conv3d_1a_7x7__conv_3d").space_to_depth
   assert not plain.get_layer("Conv3d_1a_7x7__conv_3d").space_to_depth
@@ -169,7 +169,7 @@ def training_gradients(model, clips, labels):
 
 def _shared_inputs():
   keras.utils.set_random_seed(0)
-  inputs = {f"weights_{i}": w for i, w in enumerate(i3d(_CLASSES, include_rescaling=False).get_weights())}
+  inputs = {f"weights_{i}": w for i, w in enumerate(i3d.InceptionI3D(_CLASSES, include_rescaling=False).get_weights())}
   inputs["labels"] = np.array([1, 3])
   for kind in _KINDS:
     inputs[f"clips_{kind}"] = _inputs(kind, _CLIPS, seed=2)
@@ -203,7 +203,7 @@ def backend_results(inputs):
   weights = [inputs[f"weights_{i}"] for i in range(sum(k.startswith("weights_") for k in inputs))]
   for pools in (True, False):
     for kind in _KINDS:
-      model = i3d(_CLASSES, dropout_rate=0.0, include_rescaling=False)
+      model = i3d.InceptionI3D(_CLASSES, dropout_rate=0.0, include_rescaling=False)
       set_rewrites(model, stem=True, pools=pools)
       model.set_weights(weights)
       grads = training_gradients(model, inputs[f"clips_{kind}"], inputs["labels"])

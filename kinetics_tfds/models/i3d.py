@@ -216,7 +216,7 @@ def _axis_slice(axis, start, stop, step=1):
 
 
 def set_rewrites(model: keras.Model, *, stem: bool, pools: bool) -> None:
-  """Turns an `i3d` model's space-to-depth stem and separable max pools on or off; before it is traced or compiled.
+  """Turns an `InceptionI3D` model's space-to-depth stem and separable max pools on or off; before it is traced or compiled.
 
   Either way the model computes the same function with the same variables, so this only changes speed (and the
   rounding of the stem's sums); measured one by one in benchmarks/i3d_gpu.py.
@@ -288,7 +288,7 @@ def _shortfall(window, length):
   return max(window - length, 0) if isinstance(length, int) else ops.maximum(window - length, 0)
 
 
-def i3d(
+def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Keras applications are.
     num_classes: int = 400,
     weights=None,
     dropout_rate: float = 0.5,
@@ -319,6 +319,8 @@ def i3d(
   """
   if final_endpoint not in ENDPOINTS:
     raise ValueError(f"final_endpoint must be one of {ENDPOINTS}, got {final_endpoint!r}")
+  if weights is not None:
+    weights_lib.kind(weights)  # A wrong path fails here, before any layer is built.
   inputs = keras.Input(input_shape, name="clips")
   x = inputs
   if include_rescaling:

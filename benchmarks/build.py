@@ -48,7 +48,7 @@ from kinetics_tfds import annotations
 from kinetics_tfds import clips
 from kinetics_tfds import examples
 from kinetics_tfds import parallel
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 from kinetics_tfds import video
 
 _WORK_DIR = flags.DEFINE_string("work_dir", "", "Where clips are written and kept between runs; default a temp folder.")
@@ -90,9 +90,9 @@ def make_clips(folder: str, width: int, height: int, count: int) -> tuple[list[s
       continue
     kwargs = dict(seconds=_SECONDS.value, fps=_SOURCE_FPS.value, width=width, height=height, seed=i)
     if not has_ffmpeg:
-      sample.write_clip(path, **kwargs)
+      motion_clips.write_clip(path, **kwargs)
       continue
-    frames = sample.write_clip(os.path.join(folder, "frames.avi"), **kwargs)  # Motion JPEG, near lossless.
+    frames = motion_clips.write_clip(os.path.join(folder, "frames.avi"), **kwargs)  # Motion JPEG, near lossless.
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y", "-i", frames, "-c:v", "libx264", "-pix_fmt", "yuv420p",
          "-preset", "medium", "-crf", "23", path],
@@ -264,7 +264,7 @@ def build_cpu_seconds(folder: str, paths: list[str], count: int, num_workers: in
     os.makedirs(os.path.join(manual, "train"))
     for i, row in enumerate(rows):
       os.symlink(paths[i % len(paths)], os.path.join(manual, "train", f"{row.key}.mp4"))
-    sample.write_annotations(os.path.join(manual, "kinetics400"), "train", rows)
+    motion_clips.write_annotations(os.path.join(manual, "kinetics400"), "train", rows)
   config = kinetics_tfds.KineticsConfig(
       name="bench", fps=_FPS.value, short_side=_SHORT_SIDE.value, jpeg_quality=_QUALITY.value, num_classes=1
   )

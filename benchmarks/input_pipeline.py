@@ -36,8 +36,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from kinetics_tfds import KineticsConfig
-from kinetics_tfds import input as kinput
-from kinetics_tfds import sample
+from kinetics_tfds import pipeline
+from kinetics_tfds import motion_clips
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 16, "Clips in the dataset built (a multiple of its 4 classes).")
@@ -60,7 +60,7 @@ _SEED = 0
 
 def build_dataset(work_dir: str, num_clips: int, seconds: float) -> tfds.core.DatasetBuilder:
   """The kinetics400 builder over synthetic 340x256 clips at the i3d_25fps_256 settings; built once per size."""
-  classes = len(sample.MOTIONS)
+  classes = len(motion_clips.MOTIONS)
   if num_clips % classes:
     raise app.UsageError(f"--num_clips must be a multiple of {classes}")
   config = KineticsConfig(
@@ -69,7 +69,7 @@ def build_dataset(work_dir: str, num_clips: int, seconds: float) -> tfds.core.Da
   builder = tfds.builder("kinetics400", config=config, data_dir=os.path.join(work_dir, "data"))
   if not builder.is_prepared():
     manual = os.path.join(work_dir, config.name, "manual")
-    sample.make_manual_dir(
+    motion_clips.make_manual_dir(
         manual, clips_per_class={"train": num_clips // classes}, seconds=seconds, fps=25, width=340, height=256
     )
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
@@ -82,7 +82,7 @@ def limit_dataset(builder, num_clips: int) -> tf.data.Dataset:
   The first `num_clips` views are read once and held in memory, so no reading, parsing or copying
   is timed; each frame's first pixel is summed so that no decode can be skipped.
   """
-  views = kinput.train_views(
+  views = pipeline.train_views(
       builder, num_frames=_NUM_FRAMES.value, frame_stride=_FRAME_STRIDE.value, image_size=_IMAGE_SIZE.value,
       seed=_SEED,
   )
@@ -104,15 +104,15 @@ def limit_dataset(builder, num_clips: int) -> tf.data.Dataset:
 def full_decode_dataset(builder) -> tf.data.Dataset:
   """TFDS's default path: every frame decoded, then a window, a crop and a flip cut from the pixels."""
   num_frames, stride, image_size = _NUM_FRAMES.value, _FRAME_STRIDE.value, _IMAGE_SIZE.value
-  span = kinput.window_span(num_frames, stride)
+  span = pipeline.window_span(num_frames, stride)
 
   def sample_decoded(index, example):
     video = example["video"]
     seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(_SEED, tf.int64), index]), 3)
-    indices = kinput.window_indices(tf.shape(video)[0], kinput.random_start(tf.shape(video)[0], span, seeds[0]),
+    indices = pipeline.window_indices(tf.shape(video)[0], pipeline.random_start(tf.shape(video)[0], span, seeds[0]),
                                     num_frames, stride)[0]
     size = tf.shape(video)[1:3]
-    y, x, side, _ = tf.unstack(kinput.random_crop_window(size, kinput.crop_side(size, image_size), seeds[1]))
+    y, x, side, _ = tf.unstack(pipeline.random_crop_window(size, pipeline.crop_side(size, image_size), seeds[1]))
     clip = tf.gather(video, indices)[:, y : y + side, x : x + side]
     clip = tf.cond(tf.random.stateless_uniform([], seeds[2]) < 0.5, lambda: tf.reverse(clip, [2]), lambda: clip)
     return tf.ensure_shape(clip, [num_frames, image_size, image_size, 3]), tf.cast(example["label"], tf.int32)
@@ -156,11 +156,11 @@ def main(argv):
   batch = _BATCH_SIZE.value
   sampling = dict(num_frames=_NUM_FRAMES.value, frame_stride=_FRAME_STRIDE.value, image_size=_IMAGE_SIZE.value)
   runs = {  # name: (dataset of batches, batches per timed pass)
-      "pipeline": (kinput.train_dataset(builder, batch_size=batch, seed=_SEED, **sampling), _STEPS.value),
+      "pipeline": (pipeline.train_dataset(builder, batch_size=batch, seed=_SEED, **sampling), _STEPS.value),
       "limit": (limit_dataset(builder, _STEPS.value * batch), _STEPS.value),
       "full_decode": (full_decode_dataset(builder), _FULL_DECODE_STEPS.value),
       # Where the rest goes: reading, parsing and sampling alone, nothing decoded.
-      "read_and_sample": (kinput.train_views(builder, seed=_SEED, **sampling).batch(batch).prefetch(2), _STEPS.value),
+      "read_and_sample": (pipeline.train_views(builder, seed=_SEED, **sampling).batch(batch).prefetch(2), _STEPS.value),
   }
   passes = {name: [] for name in runs}
   for round_ in range(_ROUNDS.value):

@@ -17,7 +17,7 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 import kinetics_tfds
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 from kinetics_tfds.training import config as config_lib
 from kinetics_tfds.training import run
 
@@ -35,7 +35,7 @@ SAMPLE_CONFIG = kinetics_tfds.KineticsConfig(
     fps=25.0,
     short_side=80,
     jpeg_quality=90,
-    num_classes=len(sample.MOTIONS),
+    num_classes=len(motion_clips.MOTIONS),
     description="The built-in sample: 4 classes of synthetic motion, 2 s clips, short side 80.",
 )
 
@@ -44,7 +44,7 @@ def build_sample(work_dir: str, train_clips: int, validation_clips: int) -> tfds
   """Writes the sample manual folder once and builds it with the kinetics400 builder."""
   manual_dir = os.path.join(work_dir, "manual")
   if not os.path.isdir(manual_dir):
-    sample.make_manual_dir(
+    motion_clips.make_manual_dir(
         manual_dir, clips_per_class={"train": train_clips, "validation": validation_clips}
     )
   # One process: the sample's 64 small clips take seconds, less than starting a pool of workers.

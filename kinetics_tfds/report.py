@@ -8,7 +8,7 @@ writes `report.html` (one self-contained page, the figures inlined), the figures
 skipped clips by reason (from `skipped_clips.csv`), clips per class (the thinnest named), clip
 length in frames and source fps, bytes on disk per split and per clip; and a contact sheet of
 frames from a few clips of some classes, to see at a glance that orientation, colour and crop are
-right. The records are read once, through `kinetics_tfds.input.records` (JPEG strings, nothing
+right. The records are read once, through `kinetics_tfds.pipeline.records` (JPEG strings, nothing
 decoded); only the contact sheet's frames are decoded. Copies of Kinetics differ (K400 validation
 has 19,906 rows, people report 17,747 to 19,818 usable clips): this says what yours holds.
 """
@@ -37,7 +37,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from kinetics_tfds import builder as builder_lib
-from kinetics_tfds import input as kinput
+from kinetics_tfds import pipeline
 from kinetics_tfds import subsets
 
 
@@ -115,7 +115,7 @@ def collect(builder: tfds.core.DatasetBuilder, sheet_classes: int, sheet_clips: 
   per_class: dict[str, collections.Counter] = {}
   for split in builder.info.splits:
     frames, fps, clip_bytes, classes = [], [], [], collections.Counter()
-    records = tfds.as_numpy(kinput.records(builder, split))
+    records = tfds.as_numpy(pipeline.records(builder, split))
     for example in tqdm.tqdm(records, total=builder.info.splits[split].num_examples, desc=split, unit="clip"):
       jpegs, key = example["video"], example["key"].decode()
       label = names[example["label"]] if example["label"] >= 0 else None

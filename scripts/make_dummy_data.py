@@ -14,11 +14,11 @@ import tarfile
 import tempfile
 
 from kinetics_tfds import annotations
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 
 _ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kinetics_tfds")
 _CLIP = dict(seconds=1.0, fps=10.0, width=64, height=48)
-_MOTIONS = list(sample.MOTIONS.values())
+_MOTIONS = list(motion_clips.MOTIONS.values())
 
 
 def _clip(i: int, label: str | None, split: str) -> annotations.Clip:
@@ -40,7 +40,7 @@ def _write_version(folder: str, num_classes: int, labeled_test: bool, layout: st
         sub = os.path.join(split, clip.label.replace(" ", "_"))
       else:
         sub = annotations.CVDF_FOLDERS[split]
-      sample.write_clip(
+      motion_clips.write_clip(
           os.path.join(folder, sub, f"{clip.key}.mp4"), motion=_MOTIONS[n % 4], seed=n, **_CLIP
       )
   return rows
@@ -59,22 +59,22 @@ def main() -> None:
     if name == "kinetics700_2020":
       # The delta top-up adds one train clip, kept as a full-length video cut to its segment.
       extra = annotations.Clip("dummy003000", 1, 3, rows["train"][0].label, "train")
-      sample.write_annotations(os.path.join(folder, "kinetics700_2020_delta"), "train", [extra])
-      sample.write_clip(os.path.join(folder, "train", f"{extra.youtube_id}.mp4"), **{**_CLIP, "seconds": 4.0})
+      motion_clips.write_annotations(os.path.join(folder, "kinetics700_2020_delta"), "train", [extra])
+      motion_clips.write_clip(os.path.join(folder, "train", f"{extra.youtube_id}.mp4"), **{**_CLIP, "seconds": 4.0})
     if annotations_layout == "cvdf":
       target = os.path.join(folder, "annotations")
       for split, split_rows in rows.items():
-        path = sample.write_annotations(target, split, split_rows)
+        path = motion_clips.write_annotations(target, split, split_rows)
         os.rename(path, os.path.join(target, f"{annotations.CVDF_FOLDERS[split]}.csv"))
     elif annotations_layout == "archive":
       with tempfile.TemporaryDirectory() as tmp:
         for split, split_rows in rows.items():
-          sample.write_annotations(os.path.join(tmp, name), split, split_rows)
+          motion_clips.write_annotations(os.path.join(tmp, name), split, split_rows)
         with tarfile.open(os.path.join(folder, f"{name}.tar.gz"), "w:gz") as tar:
           tar.add(os.path.join(tmp, name), arcname=name)
     else:
       for split, split_rows in rows.items():
-        sample.write_annotations(os.path.join(folder, name), split, split_rows)
+        motion_clips.write_annotations(os.path.join(folder, name), split, split_rows)
     print("wrote", folder)
 
 

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
-SMALL_CLIP = {"seconds": 1.0, "fps": 10.0, "width": 64, "height": 48}  # sample.write_clip's settings.
+SMALL_CLIP = {"seconds": 1.0, "fps": 10.0, "width": 64, "height": 48}  # motion_clips.write_clip's settings.
 
 
 @pytest.fixture(scope="session")

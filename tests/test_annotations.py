@@ -6,7 +6,7 @@ import tarfile
 import pytest
 
 from kinetics_tfds import annotations
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 
 
 @pytest.mark.parametrize(
@@ -66,15 +66,15 @@ def test_every_folder_form_is_found(tmp_path):
   forms = {}
   # DeepMind extracted, DeepMind archive, CVDF annotations/, loose files.
   forms["extracted"] = tmp_path / "extracted"
-  sample.write_annotations(str(forms["extracted"] / "kinetics400"), "train", _rows("train", classes))
+  motion_clips.write_annotations(str(forms["extracted"] / "kinetics400"), "train", _rows("train", classes))
   forms["archive"] = tmp_path / "archive"
   staging = tmp_path / "staging" / "kinetics400"
-  sample.write_annotations(str(staging), "train", _rows("train", classes))
+  motion_clips.write_annotations(str(staging), "train", _rows("train", classes))
   forms["archive"].mkdir()
   with tarfile.open(forms["archive"] / "kinetics400.tar.gz", "w:gz") as tar:
     tar.add(staging, arcname="kinetics400")
   forms["cvdf"] = tmp_path / "cvdf"
-  sample.write_annotations(str(forms["cvdf"] / "annotations"), "train", _rows("train", classes))
+  motion_clips.write_annotations(str(forms["cvdf"] / "annotations"), "train", _rows("train", classes))
   for name, folder in forms.items():
     found = annotations.read_annotations(annotations.find_sources(str(folder), ["kinetics400"]), 2)
     assert found.classes == ["a class", "b class"], name
@@ -91,9 +91,9 @@ def test_val_and_validate_file_names_are_the_validation_split(tmp_path):
 
 
 def test_delta_top_up_is_merged_and_duplicates_counted(tmp_path):
-  sample.write_annotations(str(tmp_path / "kinetics700_2020"), "train", _rows("train", ["x", "y"]))
+  motion_clips.write_annotations(str(tmp_path / "kinetics700_2020"), "train", _rows("train", ["x", "y"]))
   delta = _rows("train", ["x"], first=100) + _rows("train", ["y"])  # One new, one repeat.
-  sample.write_annotations(str(tmp_path / "kinetics700_2020_delta"), "train", delta)
+  motion_clips.write_annotations(str(tmp_path / "kinetics700_2020_delta"), "train", delta)
   sources = annotations.find_sources(str(tmp_path), ["kinetics700_2020", "kinetics700_2020_delta"])
   found = annotations.read_annotations(sources, 2)
   assert len(found.clips["train"]) == 3
@@ -123,7 +123,7 @@ def test_bad_rows_are_rejected_with_reasons(tmp_path):
 
 
 def test_wrong_class_count_is_a_clear_error(tmp_path):
-  sample.write_annotations(str(tmp_path / "kinetics400"), "train", _rows("train", ["a", "b", "c"]))
+  motion_clips.write_annotations(str(tmp_path / "kinetics400"), "train", _rows("train", ["a", "b", "c"]))
   with pytest.raises(annotations.AnnotationError, match="expected 400 classes.*name 3"):
     annotations.read_annotations(annotations.find_sources(str(tmp_path), ["kinetics400"]), 400)
 
@@ -137,6 +137,6 @@ def test_unlabeled_json_test_list(tmp_path):
   folder = tmp_path / "kinetics700"
   folder.mkdir()
   (folder / "test.json").write_text(json.dumps({"abcdefghijk": {"annotations": {"segment": [3.0, 13.0]}}}))
-  sample.write_annotations(str(folder), "train", _rows("train", ["a"]))
+  motion_clips.write_annotations(str(folder), "train", _rows("train", ["a"]))
   found = annotations.read_annotations(annotations.find_sources(str(tmp_path), ["kinetics700"]), 1)
   assert [(c.key, c.label) for c in found.clips["test"]] == [("abcdefghijk_000003_000013", None)]

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 
 _TFDS = str(pathlib.Path(sys.executable).with_name("tfds"))
 _MARKER = "KINETICS_TFDS_TEST_BUILD"
@@ -25,7 +25,7 @@ _CONFIG = '{"name": "tiny", "fps": 25, "short_side": 32, "num_classes": 4}'
 @pytest.fixture(scope="module")
 def manual(tmp_path_factory):
   folder = tmp_path_factory.mktemp("manual")
-  sample.make_manual_dir(str(folder), clips_per_class={"train": 6}, seconds=4.0, width=240, height=180)
+  motion_clips.make_manual_dir(str(folder), clips_per_class={"train": 6}, seconds=4.0, width=240, height=180)
   return str(folder)
 
 

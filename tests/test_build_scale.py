@@ -23,7 +23,7 @@ from kinetics_tfds import annotations
 from kinetics_tfds import builder
 from kinetics_tfds import examples as examples_lib
 from kinetics_tfds import parallel
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 from kinetics_tfds import storage
 
 CONFIG = {"name": "tiny", "fps": 25.0, "short_side": 32, "num_classes": 4}
@@ -34,13 +34,13 @@ BEAM_OPTIONS = "runner=DirectRunner,direct_running_mode=multi_processing,direct_
 def manual(tmp_path_factory):
   """4 classes x (3 train + 1 validation) clips, plus a train row with no file and one with a bad file."""
   folder = tmp_path_factory.mktemp("manual")
-  written = sample.make_manual_dir(
+  written = motion_clips.make_manual_dir(
       str(folder), clips_per_class={"train": 3, "validation": 1}, **SMALL_CLIP
   )
   missing = annotations.Clip("missing0001", 0, 10, "swiping up", "train")
   corrupt = annotations.Clip("corrupt0001", 0, 10, "swiping up", "train")
   (folder / "train" / f"{corrupt.key}.mp4").write_bytes(b"not a video" * 100)
-  sample.write_annotations(str(folder / "kinetics400"), "train", written["train"] + [missing, corrupt])
+  motion_clips.write_annotations(str(folder / "kinetics400"), "train", written["train"] + [missing, corrupt])
   return str(folder)
 
 

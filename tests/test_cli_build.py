@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import builder
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 
 _TFDS = str(pathlib.Path(sys.executable).with_name("tfds"))
 _PACKAGE = pathlib.Path(kinetics_tfds.__file__).parent
@@ -40,7 +40,7 @@ def _messy_manual_dir(root: pathlib.Path, shared_videos: pathlib.Path | None) ->
     if relative is not None:
       path = root / relative.format(key=clip.key, id=clip.youtube_id)
       path.parent.mkdir(parents=True, exist_ok=True)
-      (writer or (lambda p: sample.write_clip(str(p), motion=sample.MOTIONS[label], **SMALL_CLIP)))(path)
+      (writer or (lambda p: motion_clips.write_clip(str(p), motion=motion_clips.MOTIONS[label], **SMALL_CLIP)))(path)
     return clip
 
   add(1, "swiping left", "train", "train/part_0/{key}.mp4", "ok")  # CVDF shard folder.
@@ -48,7 +48,7 @@ def _messy_manual_dir(root: pathlib.Path, shared_videos: pathlib.Path | None) ->
   add(3, "swiping up", "train", "train/swiping_up/{key}.avi", "ok")  # torchvision-style folder.
   add(4, "swiping down", "train", "flat/{key}.webm", "ok")
   add(5, "swiping left", "train", "full/{id}.mp4", "ok",  # Full-length video, cut to 5..15 s.
-      lambda p: sample.write_clip(str(p), **{**SMALL_CLIP, "seconds": 16.0}))
+      lambda p: motion_clips.write_clip(str(p), **{**SMALL_CLIP, "seconds": 16.0}))
   replaced = add(6, "swiping up", "train", "replacement/{key}.mp4", "ok")
   (root / "train" / f"{replaced.key}.mp4").write_bytes(b"")  # The corrupt original: replacement wins.
   (root / "train" / f"._{replaced.key}.mp4").write_bytes(b"\0AppleDouble")  # macOS litter, ignored.
@@ -65,10 +65,10 @@ def _messy_manual_dir(root: pathlib.Path, shared_videos: pathlib.Path | None) ->
     add(15, "swiping left", "validation", "val/{key}.mp4", "truncated or corrupt", copy("decord_corrupted.mp4"))
   folder = root / "kinetics400"
   filler = [_clip(100 + i, label) for i, label in enumerate(_FILLER)]
-  sample.write_annotations(str(folder), "train", rows["train"] + filler)
+  motion_clips.write_annotations(str(folder), "train", rows["train"] + filler)
   for clip in filler:
     expect[("train", clip.key)] = "missing file"
-  sample.write_annotations(str(folder), "validation", rows["validation"])
+  motion_clips.write_annotations(str(folder), "validation", rows["validation"])
   with open(folder / "validate.csv", "a") as f:
     f.write("not a class,clip0000090,1,11,validate\n")  # Unknown label.
     f.write("swiping up,../../../etc,1,11,validate\n")  # Escaping id.
@@ -80,7 +80,7 @@ def _messy_manual_dir(root: pathlib.Path, shared_videos: pathlib.Path | None) ->
 
 
 def _truncated(path):
-  sample.write_clip(str(path), **SMALL_CLIP)
+  motion_clips.write_clip(str(path), **SMALL_CLIP)
   data = path.read_bytes()
   path.write_bytes(data[: len(data) // 2])
 
@@ -122,7 +122,7 @@ def test_examples_hold_resampled_resized_frames(cli_build):
     assert min(video.shape[1:3]) == 128 and video.shape[3] == 3
     cut_from_full_length = key == "clip0000005_000005_000015"  # Its 10 s segment, else 1 s clips.
     assert video.shape[0] == (100 if cut_from_full_length else 10)
-    assert names[ex["label"]] in sample.MOTIONS
+    assert names[ex["label"]] in motion_clips.MOTIONS
     assert key == annotations.clip_key(ex["youtube_id"].decode(), ex["time_start"], ex["time_end"])
 
 
@@ -162,7 +162,7 @@ def test_tfds_load_without_importing_the_package(cli_build):
 
 def test_path_form_inside_the_package_with_a_user_config(tmp_path):
   manual = tmp_path / "manual"
-  written = sample.make_manual_dir(str(manual), archive_name="kinetics700", clips_per_class={"train": 1}, **SMALL_CLIP)
+  written = motion_clips.make_manual_dir(str(manual), archive_name="kinetics700", clips_per_class={"train": 1}, **SMALL_CLIP)
   config = '{"name": "tiny", "fps": 5, "short_side": 32, "num_classes": 4}'
   _run([_TFDS, "build", "kinetics700", "--config", config, "--manual_dir", str(manual),
         "--data_dir", str(tmp_path / "data")], cwd=_PACKAGE)
@@ -174,7 +174,7 @@ def test_path_form_inside_the_package_with_a_user_config(tmp_path):
 def test_annotations_are_downloaded_when_absent(tmp_path):
   """No annotations in the manual folder: the DeepMind archive comes through the download manager."""
   staging = tmp_path / "staging"
-  written = sample.make_manual_dir(str(staging), clips_per_class={"train": 1, "validation": 1}, **SMALL_CLIP)
+  written = motion_clips.make_manual_dir(str(staging), clips_per_class={"train": 1, "validation": 1}, **SMALL_CLIP)
   archive = tmp_path / "served" / "kinetics400.tar.gz"
   archive.parent.mkdir()
   with tarfile.open(archive, "w:gz") as tar:

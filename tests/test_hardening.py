@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 
 from kinetics_tfds import annotations
 from kinetics_tfds import build_lock
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 from kinetics_tfds import video
 from kinetics_tfds.models import weights
 from kinetics_tfds.training import config as config_lib
@@ -65,10 +65,10 @@ def concurrent_builds(tmp_path_factory):
   """Two `tfds build` processes of one dataset started together on one manual folder."""
   root = tmp_path_factory.mktemp("concurrent")
   manual, data_dir = root / "manual", root / "data"
-  written = sample.make_manual_dir(str(manual), clips_per_class={"train": 2, "validation": 1},
+  written = motion_clips.make_manual_dir(str(manual), clips_per_class={"train": 2, "validation": 1},
                                    **SMALL_CLIP)
   _jumping_clip(manual / "train" / f"{_JUMP.key}.mp4")
-  sample.write_annotations(str(manual / "kinetics400"), "train", written["train"] + [_JUMP])
+  motion_clips.write_annotations(str(manual / "kinetics400"), "train", written["train"] + [_JUMP])
   command = [_TFDS, "build", "kinetics400", "--imports", "kinetics_tfds", "--config", json.dumps(_CONFIG),
              "--manual_dir", str(manual), "--data_dir", str(data_dir)]
   builds = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -19,8 +19,8 @@ import tensorflow_datasets as tfds
 
 from kinetics_tfds import KineticsConfig
 from kinetics_tfds import annotations
-from kinetics_tfds import input as kinput
-from kinetics_tfds import sample
+from kinetics_tfds import pipeline
+from kinetics_tfds import motion_clips
 
 NUM_SOURCE = 40  # Frames per clip: 1.6 s at 25 fps.
 HEIGHT, WIDTH = 64, 96  # Stored as is: the short side is the config's.
@@ -47,7 +47,7 @@ def builder(tmp_path_factory):
   counter = 0
   for split, count in CLIPS_PER_CLASS.items():
     rows = []
-    for label in sorted(sample.MOTIONS):
+    for label in sorted(motion_clips.MOTIONS):
       for _ in range(count):
         counter += 1
         clip = annotations.Clip(f"index{counter:06d}"[:11], counter, counter + 10, label, split)
@@ -55,8 +55,8 @@ def builder(tmp_path_factory):
         folder.mkdir(parents=True, exist_ok=True)
         _write_indexed_clip(str(folder / f"{clip.key}.avi"), seed=counter)
         rows.append(clip)
-    sample.write_annotations(str(manual / "kinetics400"), split, rows)
-  config = KineticsConfig(name="indexed", fps=25, short_side=HEIGHT, num_classes=len(sample.MOTIONS))
+    motion_clips.write_annotations(str(manual / "kinetics400"), split, rows)
+  config = KineticsConfig(name="indexed", fps=25, short_side=HEIGHT, num_classes=len(motion_clips.MOTIONS))
   result = tfds.builder("kinetics400", config=config, data_dir=str(root / "data"), num_workers=1)
   result.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
   return result
@@ -116,7 +116,7 @@ def _locate(clip, videos, key=None):
 def _train_clips(builder, batches=4, **kwargs):
   """The first `batches` batches (one epoch of the 8 train clips at batch 2), concatenated."""
   kwargs = {"batch_size": 2, "image_size": SIZE, "repeat": False, "seed": 1, "deterministic": True, **kwargs}
-  out = list(kinput.train_dataset(builder, **kwargs).take(batches).as_numpy_iterator())
+  out = list(pipeline.train_dataset(builder, **kwargs).take(batches).as_numpy_iterator())
   return np.concatenate([b[0] for b in out]), np.concatenate([b[1] for b in out])
 
 
@@ -151,8 +151,8 @@ def test_scale_jitter_crops_inside_the_frame():
   size = tf.constant([HEIGHT, WIDTH])
   for i in range(200):
     fraction = 0.5 + 0.5 * i / 199
-    side = kinput.crop_side(size, SIZE, fraction)
-    y, x, h, w = kinput.random_crop_window(size, side, tf.constant([i, 7])).numpy()
+    side = pipeline.crop_side(size, SIZE, fraction)
+    y, x, h, w = pipeline.random_crop_window(size, side, tf.constant([i, 7])).numpy()
     assert h == w and abs(h - fraction * HEIGHT) <= 0.5 + 1e-4
     assert 0 <= y <= HEIGHT - h and 0 <= x <= WIDTH - w
 
@@ -177,7 +177,7 @@ def test_seed_makes_runs_equal(builder):
 
 def test_eval_windows_and_crops_cover_the_clip(builder, full_frames):
   videos = full_frames["validation"]
-  ds = kinput.eval_dataset(builder, batch_size=4, num_frames=16, image_size=SIZE, num_clips=3, num_crops=3)
+  ds = pipeline.eval_dataset(builder, batch_size=4, num_frames=16, image_size=SIZE, num_clips=3, num_crops=3)
   batches = list(ds.as_numpy_iterator())
   seen = {}
   for batch in batches:
@@ -201,7 +201,7 @@ def test_eval_windows_and_crops_cover_the_clip(builder, full_frames):
 
 def test_eval_whole_clip(builder, full_frames):
   videos = full_frames["validation"]
-  ds = kinput.eval_dataset(builder, batch_size=1, image_size=SIZE)
+  ds = pipeline.eval_dataset(builder, batch_size=1, image_size=SIZE)
   keys = []
   for batch in ds.as_numpy_iterator():
     assert batch["video"].shape == (1, NUM_SOURCE, SIZE, SIZE, 3) and batch["view"][0] == 0
@@ -210,19 +210,19 @@ def test_eval_whole_clip(builder, full_frames):
     keys.append(key)
   assert sorted(keys) == sorted(videos)
   with pytest.raises(ValueError, match="batch_size must be 1"):
-    kinput.eval_dataset(builder, batch_size=2)
+    pipeline.eval_dataset(builder, batch_size=2)
 
 
 def test_eval_crop_fraction_windows():
   size = tf.constant([HEIGHT, WIDTH])
-  windows = kinput.spaced_crop_windows(size, kinput.crop_side(size, SIZE, 1.0), 3).numpy()
+  windows = pipeline.spaced_crop_windows(size, pipeline.crop_side(size, SIZE, 1.0), 3).numpy()
   assert windows.tolist() == [[0, 0, HEIGHT, HEIGHT], [0, 16, HEIGHT, HEIGHT], [0, 32, HEIGHT, HEIGHT]]
-  portrait = kinput.spaced_crop_windows(tf.constant([WIDTH, HEIGHT]), tf.constant(SIZE), 3).numpy()
+  portrait = pipeline.spaced_crop_windows(tf.constant([WIDTH, HEIGHT]), tf.constant(SIZE), 3).numpy()
   assert portrait[:, :2].tolist() == [[0, 16], [32, 16], [64, 16]]
 
 
 def test_eval_crop_fraction_resizes_the_short_side(builder, full_frames):
-  ds = kinput.eval_dataset(builder, batch_size=8, num_frames=4, image_size=SIZE, num_clips=1, crop_fraction=1.0)
+  ds = pipeline.eval_dataset(builder, batch_size=8, num_frames=4, image_size=SIZE, num_clips=1, crop_fraction=1.0)
   batch = next(ds.as_numpy_iterator())
   start = (NUM_SOURCE - 4) // 2
   for clip, key in zip(batch["video"], batch["key"]):
@@ -232,7 +232,7 @@ def test_eval_crop_fraction_resizes_the_short_side(builder, full_frames):
 
 
 def test_aggregate_averages_views_per_key():
-  means = kinput.aggregate([b"a", b"b", b"a"], [[1.0, 0.0], [0.0, 1.0], [3.0, 2.0]])
+  means = pipeline.aggregate([b"a", b"b", b"a"], [[1.0, 0.0], [0.0, 1.0], [3.0, 2.0]])
   assert set(means) == {"a", "b"}
   np.testing.assert_array_equal(means["a"], [2.0, 1.0])
 
@@ -244,9 +244,9 @@ _MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
     import tensorflow_datasets as tfds
-    from kinetics_tfds import input as kinput
+    from kinetics_tfds import pipeline
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    ds = kinput.distributed_train_dataset(
+    ds = pipeline.distributed_train_dataset(
         strategy, tfds.builder_from_directory(sys.argv[1]), batch_size=4, num_frames=4, image_size=32,
         repeat=False, seed=0)
     out = {}

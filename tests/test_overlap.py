@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 
 import kinetics_tfds
 from kinetics_tfds import overlap
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 
 # The real files in ../shared/data/kinetics/annotations, by the set each holds.
 _FILES = {
@@ -96,7 +96,7 @@ def excluded_build(shared_data, tmp_path_factory):
   on_disk = [r for r in rows if r["youtube_id"] in ids_400][:2] + [r for r in rows if r["youtube_id"] not in ids_400][:2]
   for r in on_disk:
     key = f"{r['youtube_id']}_{int(r['time_start']):06d}_{int(r['time_end']):06d}"
-    sample.write_clip(str(manual / "val" / f"{key}.mp4"), **SMALL_CLIP)
+    motion_clips.write_clip(str(manual / "val" / f"{key}.mp4"), **SMALL_CLIP)
   config = kinetics_tfds.KineticsConfig(name="no_k400_val", fps=10.0, short_side=48,
                                         exclude=("kinetics400:validation",))
   builder = tfds.builder("kinetics600", config=config, data_dir=str(root / "data"), num_workers=1)

@@ -19,9 +19,9 @@ import kinetics_tfds
 from kinetics_tfds import __main__ as main_job
 from kinetics_tfds import annotations
 from kinetics_tfds import report
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 
-_LABELS = sorted(sample.MOTIONS)
+_LABELS = sorted(motion_clips.MOTIONS)
 # Real clips (../shared/data/kinetics/videos) -> split; the corrupt one is skipped, one clip has no file.
 _REAL = {
     "mmaction2_demo.mp4": "train",
@@ -48,7 +48,7 @@ def _shared_manual_dir(root: pathlib.Path, videos: pathlib.Path) -> dict:
       dest.parent.mkdir(parents=True, exist_ok=True)
       shutil.copy(videos / name, dest)
   for split, split_rows in rows.items():
-    sample.write_annotations(str(root / "kinetics400"), split, split_rows)
+    motion_clips.write_annotations(str(root / "kinetics400"), split, split_rows)
   return rows
 
 

@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import parallel
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 from kinetics_tfds import subsets
 from kinetics_tfds.download import cvdf
 from kinetics_tfds.download import errors
@@ -50,7 +50,7 @@ def subset_builds(tmp_path_factory):
   root = tmp_path_factory.mktemp("subsets")
   names_file = root / "classes.txt"
   names_file.write_text("# my five\n" + "\n".join(_SUBSET) + "\n")
-  written = sample.make_manual_dir(str(root / "manual"), classes=_ALL, clips_per_class=_PER_SPLIT, **SMALL_CLIP)
+  written = motion_clips.make_manual_dir(str(root / "manual"), classes=_ALL, clips_per_class=_PER_SPLIT, **SMALL_CLIP)
   config = kinetics_tfds.KineticsConfig(fps=10.0, short_side=48, num_classes=len(_ALL), classes=str(names_file),
                                         max_per_class=2)
   builds = {}

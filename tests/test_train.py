@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 
 import kinetics_tfds
 from kinetics_tfds import annotations
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 from kinetics_tfds.training import config as config_lib
 from kinetics_tfds.training import datasets
 from kinetics_tfds.training import optimization
@@ -28,7 +28,7 @@ from kinetics_tfds.training import run as run_lib
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _SCRIPT = str(_REPO / "benchmarks" / "i3d.py")
 # Random horizontal flips (train_dataset's augmentation) swap left and right: up and down survive them.
-_UP_DOWN = {label: sample.MOTIONS[label] for label in ("swiping down", "swiping up")}
+_UP_DOWN = {label: motion_clips.MOTIONS[label] for label in ("swiping down", "swiping up")}
 _TINY = ["--num_frames=8", "--image_size=32", "--batch_size=4", "--num_classes=4", "--log_every=1"]
 
 
@@ -45,7 +45,7 @@ def _summary(stdout):
 def motion_builder(tmp_path_factory):
   """Up/down motion at 12.5 fps, short side 40: 16 training and 8 held-out clips per class."""
   root = tmp_path_factory.mktemp("motion")
-  sample.make_manual_dir(str(root / "manual"), clips_per_class={"train": 16, "validation": 8}, classes=_UP_DOWN)
+  motion_clips.make_manual_dir(str(root / "manual"), clips_per_class={"train": 16, "validation": 8}, classes=_UP_DOWN)
   config = kinetics_tfds.KineticsConfig(name="motion_up_down", fps=12.5, short_side=40, num_classes=2)
   builder = tfds.builder("kinetics400", config=config, data_dir=str(root / "data"), num_workers=1)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root / "manual")))
@@ -75,7 +75,7 @@ def kinetics400_two_clips(shared_data, tmp_path_factory):
       source = shared_data / "kinetics" / "videos" / videos[row.label]
       (root / "manual" / "val").mkdir(parents=True, exist_ok=True)
       (root / "manual" / "val" / f"{row.key}{source.suffix}").symlink_to(source)
-  sample.write_annotations(str(root / "manual" / "kinetics400"), "validation", rows)
+  motion_clips.write_annotations(str(root / "manual" / "kinetics400"), "validation", rows)
   builder = tfds.builder("kinetics400", data_dir=str(root / "data"), num_workers=1)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root / "manual")))
   assert builder.info.splits["validation"].num_examples == 2

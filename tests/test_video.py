@@ -8,7 +8,7 @@ import numpy as np
 from conftest import SMALL_CLIP
 import pytest
 
-from kinetics_tfds import sample
+from kinetics_tfds import motion_clips
 from kinetics_tfds import video
 
 
@@ -68,7 +68,7 @@ def test_odd_fps_resamples_by_nearest_timestamp(tmp_path):
 
 
 def test_segment_of_a_full_length_video(tmp_path):
-  path = sample.write_clip(str(tmp_path / "long.mp4"), seconds=4.0, fps=10.0, width=64, height=48)
+  path = motion_clips.write_clip(str(tmp_path / "long.mp4"), seconds=4.0, fps=10.0, width=64, height=48)
   frames = _decode(path, segment=(1, 3), short_side=None)
   assert len(frames.jpegs) == 50
   first = video.decode_frames(frames.jpegs[:1])[0].astype(int)
@@ -79,13 +79,13 @@ def test_segment_of_a_full_length_video(tmp_path):
 
 
 def test_segment_past_the_end_is_refused(tmp_path):
-  path = sample.write_clip(str(tmp_path / "short.mp4"), **SMALL_CLIP)
+  path = motion_clips.write_clip(str(tmp_path / "short.mp4"), **SMALL_CLIP)
   with pytest.raises(video.VideoError, match="segment outside the video"):
     _decode(path, segment=(5, 15))
 
 
 def test_odd_size_keeps_aspect(tmp_path):
-  path = sample.write_clip(str(tmp_path / "odd.mp4"), seconds=0.4, fps=10.0, width=97, height=61)
+  path = motion_clips.write_clip(str(tmp_path / "odd.mp4"), seconds=0.4, fps=10.0, width=97, height=61)
   frames = _decode(path, short_side=32)
   assert (frames.height, frames.width) == (32, round(97 * 32 / 61))
 
@@ -108,7 +108,7 @@ def test_bad_files_raise_video_error(tmp_path, make, reason):
 
 
 def _truncate(path):
-  sample.write_clip(path, **SMALL_CLIP)
+  motion_clips.write_clip(path, **SMALL_CLIP)
   size = os.path.getsize(path)
   with open(path, "r+b") as f:
     f.truncate(size // 2)

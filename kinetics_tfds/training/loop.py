@@ -103,7 +103,7 @@ def evaluate(model, batches, class_names, *, predictions_out: str | None = None)
   scores (`input.aggregate`), and reports top-1/top-5 per video and views/s (the first batch, which compiles, is not
   timed). With `predictions_out`, writes one JSON line per video: key, label and the top-5 names and scores.
   """
-  from kinetics_tfds import input as input_lib  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
+  from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
 
   keys, labels, scores = [], {}, []
   views_timed, seconds = 0, 0.0
@@ -118,7 +118,7 @@ def evaluate(model, batches, class_names, *, predictions_out: str | None = None)
     labels.update(zip((k.decode() for k in batch["key"]), batch["label"].tolist()))
   if not keys:
     raise ValueError("the evaluation split yielded no clips")
-  per_video = input_lib.aggregate(keys, np.concatenate(scores))
+  per_video = pipeline.aggregate(keys, np.concatenate(scores))
   ranked = {key: np.argsort(-score)[:5] for key, score in per_video.items()}
   if predictions_out:
     os.makedirs(os.path.dirname(os.path.abspath(predictions_out)), exist_ok=True)

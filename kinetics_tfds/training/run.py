@@ -88,20 +88,20 @@ def _total_steps(config, builder):
 
 
 def _train_data(config, builder, placement):
-  from kinetics_tfds import input as input_lib  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
+  from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
 
   kwargs = dict(split=config.split, batch_size=config.batch_size, num_frames=config.num_frames,
                 frame_stride=config.frame_stride, image_size=config.image_size, random_flip=config.random_flip,
                 seed=config.seed, deterministic=config.deterministic)
   if placement.strategy is not None:  # TensorFlow: one pipeline per worker, a share of the batch per replica.
-    return input_lib.distributed_train_dataset(placement.strategy, builder, **kwargs)
-  return input_lib.train_dataset(builder, **kwargs)
+    return pipeline.distributed_train_dataset(placement.strategy, builder, **kwargs)
+  return pipeline.train_dataset(builder, **kwargs)
 
 
 def _eval_data(config, builder, num_clips, num_crops):
-  from kinetics_tfds import input as input_lib  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
+  from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
 
-  ds = input_lib.eval_dataset(
+  ds = pipeline.eval_dataset(
       builder, config.eval_split, batch_size=1 if num_clips is None else config.eval_batch_size,
       num_frames=config.num_frames, frame_stride=config.frame_stride, image_size=config.image_size,
       num_clips=num_clips, num_crops=num_crops)

@@ -47,8 +47,8 @@ import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import clips
 from kinetics_tfds import examples
-from kinetics_tfds import parallel
 from kinetics_tfds import motion_clips
+from kinetics_tfds import parallel
 from kinetics_tfds import video
 
 _WORK_DIR = flags.DEFINE_string("work_dir", "", "Where clips are written and kept between runs; default a temp folder.")
@@ -62,16 +62,16 @@ _FPS = flags.DEFINE_float("fps", 25.0, "Output frame rate, as in the i3d_25fps_2
 _SHORT_SIDE = flags.DEFINE_integer("short_side", 256, "Output short side.")
 _QUALITY = flags.DEFINE_integer("jpeg_quality", 90, "Our JPEG quality.")
 _QSCALE = flags.DEFINE_integer(
-    "ffmpeg_qscale",
-    2,
-    "ffmpeg's -q:v for the same-quality TFDS run: 2 (its best with the default qmin) gives the "
-    "bytes per frame nearest to libjpeg quality 90 (measured: 93%); 3 is 72%.",
+  "ffmpeg_qscale",
+  2,
+  "ffmpeg's -q:v for the same-quality TFDS run: 2 (its best with the default qmin) gives the "
+  "bytes per frame nearest to libjpeg quality 90 (measured: 93%); 3 is 72%.",
 )
 _WORKERS = flags.DEFINE_integer("workers", 0, "Workers for the whole-machine runs; 0: every core.")
 _SCALING_CLIPS = flags.DEFINE_integer("scaling_clips", 12, "Clips per pass in the scaling runs.")
 _MEMORY_CLIPS = flags.DEFINE_list("memory_clips", ["8", "48"], "Two clip counts for the peak-memory runs.")
 _MAIN_CPU_CLIPS = flags.DEFINE_list(
-    "main_cpu_clips", ["4", "24"], "Two clip counts of pool builds; their difference gives the writer's CPU per clip."
+  "main_cpu_clips", ["4", "24"], "Two clip counts of pool builds; their difference gives the writer's CPU per clip."
 )
 _PROJECTION_CORES = 64
 _K700_CLIPS = 644_000  # Every split's annotated clips (540,247 + 34,610 + 69,103); ~10% are missing.
@@ -94,9 +94,24 @@ def make_clips(folder: str, width: int, height: int, count: int) -> tuple[list[s
       continue
     frames = motion_clips.write_clip(os.path.join(folder, "frames.avi"), **kwargs)  # Motion JPEG, near lossless.
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-i", frames, "-c:v", "libx264", "-pix_fmt", "yuv420p",
-         "-preset", "medium", "-crf", "23", path],
-        check=True,
+      [
+        "ffmpeg",
+        "-v",
+        "error",
+        "-y",
+        "-i",
+        frames,
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-preset",
+        "medium",
+        "-crf",
+        "23",
+        path,
+      ],
+      check=True,
     )
     os.remove(frames)
   return paths, codec
@@ -145,9 +160,9 @@ def tfds_video(width: int, height: int, encoding_format: str, quality_args: tupl
   """TFDS's Video feature doing the same fps and scale with ffmpeg; returns a path -> bytes function."""
   out_h, out_w = video.output_size(height, width, _SHORT_SIDE.value)
   feature = tfds.features.Video(
-      shape=(None, None, None, 3),
-      encoding_format=encoding_format,
-      ffmpeg_extra_args=("-vf", f"fps={_FPS.value:g},scale={out_w}:{out_h}") + quality_args,
+    shape=(None, None, None, 3),
+    encoding_format=encoding_format,
+    ffmpeg_extra_args=("-vf", f"fps={_FPS.value:g},scale={out_w}:{out_h}") + quality_args,
   )
   return lambda path: sum(map(len, feature.encode_example(path)))
 
@@ -214,7 +229,7 @@ def _tree_cpu_seconds() -> float:
 def _tree(pid: int) -> list[int]:
   try:
     children = [
-        int(c) for t in os.listdir(f"/proc/{pid}/task") for c in open(f"/proc/{pid}/task/{t}/children").read().split()
+      int(c) for t in os.listdir(f"/proc/{pid}/task") for c in open(f"/proc/{pid}/task/{t}/children").read().split()
     ]
   except OSError:  # Gone while we looked.
     return []
@@ -227,7 +242,7 @@ def _memory_mb() -> tuple[float, float]:
   for pid in _tree(os.getpid()):
     with contextlib.suppress(OSError):
       rss += int(open(f"/proc/{pid}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-      pss += next(int(l.split()[1]) for l in open(f"/proc/{pid}/smaps_rollup") if l.startswith("Pss:")) / 1024
+      pss += next(int(line.split()[1]) for line in open(f"/proc/{pid}/smaps_rollup") if line.startswith("Pss:")) / 1024
   return rss, pss
 
 
@@ -266,7 +281,7 @@ def build_cpu_seconds(folder: str, paths: list[str], count: int, num_workers: in
       os.symlink(paths[i % len(paths)], os.path.join(manual, "train", f"{row.key}.mp4"))
     motion_clips.write_annotations(os.path.join(manual, "kinetics400"), "train", rows)
   config = kinetics_tfds.KineticsConfig(
-      name="bench", fps=_FPS.value, short_side=_SHORT_SIDE.value, jpeg_quality=_QUALITY.value, num_classes=1
+    name="bench", fps=_FPS.value, short_side=_SHORT_SIDE.value, jpeg_quality=_QUALITY.value, num_classes=1
   )
   with tempfile.TemporaryDirectory(dir=folder) as data_dir:
     dataset = tfds.builder("kinetics400", config=config, data_dir=data_dir, num_workers=num_workers)
@@ -292,9 +307,9 @@ def measure_size(folder: str, size: str, workers: int) -> dict:
   if has_ffmpeg:
     jpeg_same_q = ("-q:v", str(_QSCALE.value))
     runs.update(
-        tfds_png=tfds_video(width, height, "png"),
-        tfds_jpeg_default=tfds_video(width, height, "jpeg"),
-        tfds_jpeg_same_q=tfds_video(width, height, "jpeg", jpeg_same_q),
+      tfds_png=tfds_video(width, height, "png"),
+      tfds_jpeg_default=tfds_video(width, height, "jpeg"),
+      tfds_jpeg_same_q=tfds_video(width, height, "jpeg", jpeg_same_q),
     )
   else:
     logging.warning("%s: TFDS comparison %s.", size, _NO_FFMPEG)
@@ -308,24 +323,25 @@ def measure_size(folder: str, size: str, workers: int) -> dict:
   all_workers, all_workers_cpu = pool_rate(folder, scaling_paths, workers)
   rate = {name: 1.0 / s for name, (s, _) in per_core.items()}
   result = {
-      "codec": codec,
-      "source_kbps": round(statistics.mean(os.path.getsize(p) for p in paths) * 8 / _SECONDS.value / 1000),
-      "clips_per_s_per_core": round(rate["ours"], 3),
-      "cpu_ms_per_clip": {name: round(s * 1000) for name, (s, _) in per_core.items()},
-      "floor_clips_per_s_per_core": round(rate["floor"], 3),
-      "ratio_to_floor": round(rate["ours"] / rate["floor"], 3),
-      "one_worker_clips_per_s": round(one_worker, 3),
-      "all_workers_clips_per_s": round(all_workers, 3),
-      "scaling_efficiency": round(all_workers / (workers * one_worker), 3),
-      "cpu_scaling_efficiency": round(one_worker_cpu / all_workers_cpu, 3),
-      "bytes_per_clip": per_core["ours"][1],
-      "bytes_per_clip_floor": per_core["floor"][1],
-      "tfds_comparison": "done" if has_ffmpeg else _NO_FFMPEG,
+    "codec": codec,
+    "source_kbps": round(statistics.mean(os.path.getsize(p) for p in paths) * 8 / _SECONDS.value / 1000),
+    "clips_per_s_per_core": round(rate["ours"], 3),
+    "cpu_ms_per_clip": {name: round(s * 1000) for name, (s, _) in per_core.items()},
+    "floor_clips_per_s_per_core": round(rate["floor"], 3),
+    "ratio_to_floor": round(rate["ours"] / rate["floor"], 3),
+    "one_worker_clips_per_s": round(one_worker, 3),
+    "all_workers_clips_per_s": round(all_workers, 3),
+    "scaling_efficiency": round(all_workers / (workers * one_worker), 3),
+    "cpu_scaling_efficiency": round(one_worker_cpu / all_workers_cpu, 3),
+    "bytes_per_clip": per_core["ours"][1],
+    "bytes_per_clip_floor": per_core["floor"][1],
+    "tfds_comparison": "done" if has_ffmpeg else _NO_FFMPEG,
   }
   if has_ffmpeg:
     logging.info("%s: TFDS's serial path on the whole machine.", size)
     tfds_serial_s, _ = seconds_per_clip(runs["tfds_jpeg_same_q"], paths, clock=time.perf_counter)
-    result.update({
+    result.update(
+      {
         "tfds_video_png_clips_per_s_per_core": round(rate["tfds_png"], 3),
         "tfds_video_jpeg_default_clips_per_s_per_core": round(rate["tfds_jpeg_default"], 3),
         "tfds_video_jpeg_clips_per_s_per_core": round(rate["tfds_jpeg_same_q"], 3),
@@ -337,7 +353,8 @@ def measure_size(folder: str, size: str, workers: int) -> dict:
         "bytes_per_clip_tfds_png": per_core["tfds_png"][1],
         "bytes_per_clip_tfds_jpeg_default": per_core["tfds_jpeg_default"][1],
         "bytes_per_clip_tfds_jpeg_same_q": per_core["tfds_jpeg_same_q"][1],
-    })
+      }
+    )
   return result
 
 
@@ -355,28 +372,28 @@ def main(argv):
   max_clips_per_s = 1000 / main_cpu_ms
   clips_per_s_64_cores = min(_PROJECTION_CORES * result["clips_per_s_per_core"], max_clips_per_s)
   result.update(
-      main_cpu_ms_per_clip=round(main_cpu_ms, 2),
-      max_clips_per_s_one_machine=round(max_clips_per_s, 1),
-      projected_hours_k700_64_cores=round(_K700_CLIPS / clips_per_s_64_cores / 3600, 2),
-      projection_basis=(
-          f"{_K700_CLIPS} clips at min({_PROJECTION_CORES} x clips_per_s_per_core, max_clips_per_s_one_machine), "
-          f"{_HEADLINE.value} sources"
-      ),
-      headline_size=_HEADLINE.value,
-      peak_rss_mb=max(rss for rss, _ in memory.values()),
-      peak_rss_mb_by_clips={n: rss for n, (rss, _) in memory.items()},
-      peak_pss_mb_by_clips={n: pss for n, (_, pss) in memory.items()},
-      workers=workers,
-      cores=len(os.sched_getaffinity(0)),
-      load_avg_1min=[round(load_before, 2), round(os.getloadavg()[0], 2)],
-      per_core_basis="CPU time (self + children) pinned to one core; scaling on the wall clock",
-      clip_seconds=_SECONDS.value,
-      source_fps=_SOURCE_FPS.value,
-      output=f"{_FPS.value:g} fps, short side {_SHORT_SIDE.value}, JPEG q{_QUALITY.value}",
-      ffmpeg_same_q_args=f"-q:v {_QSCALE.value}",
-      clips_per_size=_CLIPS.value,
-      repeats=_REPEATS.value,
-      by_size=by_size,
+    main_cpu_ms_per_clip=round(main_cpu_ms, 2),
+    max_clips_per_s_one_machine=round(max_clips_per_s, 1),
+    projected_hours_k700_64_cores=round(_K700_CLIPS / clips_per_s_64_cores / 3600, 2),
+    projection_basis=(
+      f"{_K700_CLIPS} clips at min({_PROJECTION_CORES} x clips_per_s_per_core, max_clips_per_s_one_machine), "
+      f"{_HEADLINE.value} sources"
+    ),
+    headline_size=_HEADLINE.value,
+    peak_rss_mb=max(rss for rss, _ in memory.values()),
+    peak_rss_mb_by_clips={n: rss for n, (rss, _) in memory.items()},
+    peak_pss_mb_by_clips={n: pss for n, (_, pss) in memory.items()},
+    workers=workers,
+    cores=len(os.sched_getaffinity(0)),
+    load_avg_1min=[round(load_before, 2), round(os.getloadavg()[0], 2)],
+    per_core_basis="CPU time (self + children) pinned to one core; scaling on the wall clock",
+    clip_seconds=_SECONDS.value,
+    source_fps=_SOURCE_FPS.value,
+    output=f"{_FPS.value:g} fps, short side {_SHORT_SIDE.value}, JPEG q{_QUALITY.value}",
+    ffmpeg_same_q_args=f"-q:v {_QSCALE.value}",
+    clips_per_size=_CLIPS.value,
+    repeats=_REPEATS.value,
+    by_size=by_size,
   )
   print(json.dumps(result))
 

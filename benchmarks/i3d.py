@@ -2,6 +2,7 @@
 
 See kinetics_tfds/train.py for what it does and `--help` for its flags.
 """
+
 from kinetics_tfds import train
 
 if __name__ == "__main__":

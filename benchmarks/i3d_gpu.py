@@ -14,6 +14,7 @@ FLOPs over --peak_tflops), the pieces' milliseconds, backend, device and version
 On a machine without a GPU it runs with whatever shapes it is given (tests use tiny ones) and says that the ratios
 need a GPU.
 """
+
 import importlib.metadata
 import importlib.util
 import json
@@ -25,11 +26,11 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-
 import keras
 
 from kinetics_tfds.models import i3d
-from kinetics_tfds.models.i3d import SpaceToDepthConv3D, set_rewrites
+from kinetics_tfds.models.i3d import SpaceToDepthConv3D
+from kinetics_tfds.models.i3d import set_rewrites
 from kinetics_tfds.training import loop
 from kinetics_tfds.training import optimization
 from kinetics_tfds.training import synthetic
@@ -37,9 +38,12 @@ from kinetics_tfds.training import synthetic
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {"fast": (True, True), "plain": (False, False), "stem": (True, False), "pools": (False, True)}
 
-flags.DEFINE_string("peer_path", os.path.join(os.path.dirname(_REPO), "shared", "tools", "peer_i3d_gpu.py"),
-                    "The peers' module (Flax and PyTorch I3Ds); its folder may hold the i3d-jax sdist's "
-                    "i3d_jax/i3d.py as flax_i3d.py for the Flax peer.")
+flags.DEFINE_string(
+  "peer_path",
+  os.path.join(os.path.dirname(_REPO), "shared", "tools", "peer_i3d_gpu.py"),
+  "The peers' module (Flax and PyTorch I3Ds); its folder may hold the i3d-jax sdist's "
+  "i3d_jax/i3d.py as flax_i3d.py for the Flax peer.",
+)
 flags.DEFINE_list("peers", ["flax", "torch"], "Peers to time: flax, torch, torch_compile (empty: none).")
 flags.DEFINE_list("batch_sizes", ["16", "32"], "Training batch sizes.")
 flags.DEFINE_list("variants", list(VARIANTS), f"Our models timed at the first batch size: {', '.join(VARIANTS)}.")
@@ -48,9 +52,12 @@ flags.DEFINE_integer("size", 224, "Crop side in pixels.")
 flags.DEFINE_integer("eval_frames", 250, "Frames per clip for inference (I3D tests on whole clips).")
 flags.DEFINE_integer("eval_batch", 8, "Inference batch (whole clips).")
 flags.DEFINE_integer("steps", 20, "Timed steps per measurement, after warm-up.")
-flags.DEFINE_bool("pieces", True,
-                  "With JAX, also time each rewritten layer alone, plain and fast (forward + backward, jitted) at the "
-                  "shapes it sees in the network at the first batch size: where a step's time goes.")
+flags.DEFINE_bool(
+  "pieces",
+  True,
+  "With JAX, also time each rewritten layer alone, plain and fast (forward + backward, jitted) at the "
+  "shapes it sees in the network at the first batch size: where a step's time goes.",
+)
 flags.DEFINE_enum("precision", "mixed_bfloat16", optimization.PRECISIONS, "Our compute dtype (the peers use bf16).")
 flags.DEFINE_float("peak_tflops", 989.0, "The accelerator's dense bf16 peak, for MFU (H100/H200 SXM: 989).")
 
@@ -69,8 +76,22 @@ def load_peer_module(path: str):
 
 def time_peer(path: str, which: str, batch: int, frames: int, size: int, steps: int) -> dict:
   """One peer measurement, in a subprocess running the peer module's command line; its JSON line as a dict."""
-  command = [sys.executable, path, "--which", which, "--batch", str(batch), "--frames", str(frames), "--size",
-             str(size), "--steps", str(steps), "--peak_tflops", str(FLAGS.peak_tflops)]
+  command = [
+    sys.executable,
+    path,
+    "--which",
+    which,
+    "--batch",
+    str(batch),
+    "--frames",
+    str(frames),
+    "--size",
+    str(size),
+    "--steps",
+    str(steps),
+    "--peak_tflops",
+    str(FLAGS.peak_tflops),
+  ]
   result = subprocess.run(command, capture_output=True, text=True, check=False)
   lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
   if not lines:
@@ -83,8 +104,9 @@ def time_ours_training(variant: str, batch: int) -> float:
   model = i3d.InceptionI3D(400)
   stem, pools = VARIANTS[variant]
   set_rewrites(model, stem=stem, pools=pools)
-  model.compile(optimization.optimizer("sgd", 0.1, momentum=0.9), loss=optimization.SparseCrossentropy(400),
-                jit_compile=True)
+  model.compile(
+    optimization.optimizer("sgd", 0.1, momentum=0.9), loss=optimization.SparseCrossentropy(400), jit_compile=True
+  )
   data = synthetic.SyntheticClips(batch, FLAGS.frames, FLAGS.size, 400, steps=FLAGS.steps + 3)
   progress = loop.Progress(batch, FLAGS.steps + 3, printer=logging.info)
   model.fit(data, epochs=1, callbacks=[progress], verbose=0)
@@ -98,9 +120,16 @@ def time_ours_inference() -> float:
 
 
 # The layers the rewrites change: the stem, the stage pools and one branch-3 pool of each Mixed stage.
-PIECES = ("Conv3d_1a_7x7__conv_3d", "MaxPool3d_2a_3x3", "MaxPool3d_3a_3x3", "Mixed_3b__Branch_3__MaxPool3d_0a_3x3",
-          "MaxPool3d_4a_3x3", "Mixed_4b__Branch_3__MaxPool3d_0a_3x3", "MaxPool3d_5a_2x2",
-          "Mixed_5b__Branch_3__MaxPool3d_0a_3x3")
+PIECES = (
+  "Conv3d_1a_7x7__conv_3d",
+  "MaxPool3d_2a_3x3",
+  "MaxPool3d_3a_3x3",
+  "Mixed_3b__Branch_3__MaxPool3d_0a_3x3",
+  "MaxPool3d_4a_3x3",
+  "Mixed_4b__Branch_3__MaxPool3d_0a_3x3",
+  "MaxPool3d_5a_2x2",
+  "Mixed_5b__Branch_3__MaxPool3d_0a_3x3",
+)
 
 
 def time_pieces(batch: int) -> dict:
@@ -174,10 +203,14 @@ def main(argv):
     sys.exit(f"{sys.argv[0]}: --variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
   batches = [int(b) for b in FLAGS.batch_sizes]
   peers = [p for p in FLAGS.peers if p]
-  peer_train = {b: {p: time_peer(FLAGS.peer_path, p, b, FLAGS.frames, FLAGS.size, FLAGS.steps) for p in peers}
-                for b in batches}
-  flax_eval = (time_peer(FLAGS.peer_path, "flax_eval", FLAGS.eval_batch, FLAGS.eval_frames, FLAGS.size, FLAGS.steps)
-               if "flax" in peers else {})
+  peer_train = {
+    b: {p: time_peer(FLAGS.peer_path, p, b, FLAGS.frames, FLAGS.size, FLAGS.steps) for p in peers} for b in batches
+  }
+  flax_eval = (
+    time_peer(FLAGS.peer_path, "flax_eval", FLAGS.eval_batch, FLAGS.eval_frames, FLAGS.size, FLAGS.steps)
+    if "flax" in peers
+    else {}
+  )
 
   optimization.set_precision(FLAGS.precision)
   flops_per_clip = peer.train_flops_per_clip(FLAGS.frames, FLAGS.size)
@@ -187,11 +220,11 @@ def main(argv):
     peer_speeds = {p: m.get("clips_per_s") for p, m in peer_train[batch].items()}
     best_peer = max((s for s in peer_speeds.values() if s), default=None)
     train[str(batch)] = {
-        "ours": round(ours, 2),
-        **{p: s for p, s in peer_speeds.items()},
-        "speedup_vs_best_peer": _ratio(ours, best_peer),
-        "mfu": float(f"{ours * flops_per_clip / (FLAGS.peak_tflops * 1e12):.3g}"),
-        "peer_errors": {p: m["error"] for p, m in peer_train[batch].items() if "error" in m} or None,
+      "ours": round(ours, 2),
+      **{p: s for p, s in peer_speeds.items()},
+      "speedup_vs_best_peer": _ratio(ours, best_peer),
+      "mfu": float(f"{ours * flops_per_clip / (FLAGS.peak_tflops * 1e12):.3g}"),
+      "peer_errors": {p: m["error"] for p, m in peer_train[batch].items() if "error" in m} or None,
     }
     logging.info("batch %d: %s", batch, train[str(batch)])
   variants = {"fast": train[str(batches[0])]["ours"]}
@@ -202,17 +235,24 @@ def main(argv):
   pieces = time_pieces(batches[0]) if FLAGS.pieces and keras.backend.backend() == "jax" else None
   device, on_gpu = accelerator()
   summary = {
-      "backend": keras.backend.backend(),
-      "device": device,
-      "precision": FLAGS.precision,
-      "shape": {"frames": FLAGS.frames, "size": FLAGS.size, "eval_frames": FLAGS.eval_frames,
-                "eval_batch": FLAGS.eval_batch},
-      "train_clips_per_s": train,
-      f"variants_batch{batches[0]}_clips_per_s": variants,
-      "eval_clips_per_s": {"ours": round(ours_eval, 2), "flax": flax_eval.get("clips_per_s"),
-                           "speedup_vs_flax": _ratio(ours_eval, flax_eval.get("clips_per_s"))},
-      f"pieces_batch{batches[0]}_fwd_bwd": pieces,
-      "versions": {p: _version(p) for p in ("keras", "jax", "flax", "torch", "tensorflow")},
+    "backend": keras.backend.backend(),
+    "device": device,
+    "precision": FLAGS.precision,
+    "shape": {
+      "frames": FLAGS.frames,
+      "size": FLAGS.size,
+      "eval_frames": FLAGS.eval_frames,
+      "eval_batch": FLAGS.eval_batch,
+    },
+    "train_clips_per_s": train,
+    f"variants_batch{batches[0]}_clips_per_s": variants,
+    "eval_clips_per_s": {
+      "ours": round(ours_eval, 2),
+      "flax": flax_eval.get("clips_per_s"),
+      "speedup_vs_flax": _ratio(ours_eval, flax_eval.get("clips_per_s")),
+    },
+    f"pieces_batch{batches[0]}_fwd_bwd": pieces,
+    "versions": {p: _version(p) for p in ("keras", "jax", "flax", "torch", "tensorflow")},
   }
   if not on_gpu:
     summary["note"] = "no GPU: these shapes and ratios only show that the script runs; the ratios need a GPU"

@@ -29,6 +29,7 @@ _BFC = "TF_CPU_ALLOCATOR_USE_BFC"
 os.environ.setdefault(_BFC, "true")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+# ruff: noqa: E402
 from absl import app
 from absl import flags
 from absl import logging
@@ -36,8 +37,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from kinetics_tfds import KineticsConfig
-from kinetics_tfds import pipeline
 from kinetics_tfds import motion_clips
+from kinetics_tfds import pipeline
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 16, "Clips in the dataset built (a multiple of its 4 classes).")
@@ -51,7 +53,7 @@ _FULL_DECODE_STEPS = flags.DEFINE_integer("full_decode_steps", 3, "Batches per t
 _WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", 4, "Batches run before timing (fills buffers, tunes).")
 _PASSES = flags.DEFINE_integer("passes", 3, "Timed passes per measurement.")
 _ROUNDS = flags.DEFINE_integer(
-    "rounds", 2, "Measurements of each, taken in turn (so a busy machine slows all alike); the median pass is reported."
+  "rounds", 2, "Measurements of each, taken in turn (so a busy machine slows all alike); the median pass is reported."
 )
 _WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/kinetics_tfds_input_benchmark", "Where the built dataset is cached.")
 
@@ -64,13 +66,13 @@ def build_dataset(work_dir: str, num_clips: int, seconds: float) -> tfds.core.Da
   if num_clips % classes:
     raise app.UsageError(f"--num_clips must be a multiple of {classes}")
   config = KineticsConfig(
-      name=f"i3d_{num_clips}clips_{seconds:g}s", fps=25.0, short_side=256, jpeg_quality=90, num_classes=classes
+    name=f"i3d_{num_clips}clips_{seconds:g}s", fps=25.0, short_side=256, jpeg_quality=90, num_classes=classes
   )
   builder = tfds.builder("kinetics400", config=config, data_dir=os.path.join(work_dir, "data"))
   if not builder.is_prepared():
     manual = os.path.join(work_dir, config.name, "manual")
     motion_clips.make_manual_dir(
-        manual, clips_per_class={"train": num_clips // classes}, seconds=seconds, fps=25, width=340, height=256
+      manual, clips_per_class={"train": num_clips // classes}, seconds=seconds, fps=25, width=340, height=256
     )
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
   return builder
@@ -83,8 +85,11 @@ def limit_dataset(builder, num_clips: int) -> tf.data.Dataset:
   is timed; each frame's first pixel is summed so that no decode can be skipped.
   """
   views = pipeline.train_views(
-      builder, num_frames=_NUM_FRAMES.value, frame_stride=_FRAME_STRIDE.value, image_size=_IMAGE_SIZE.value,
-      seed=_SEED,
+    builder,
+    num_frames=_NUM_FRAMES.value,
+    frame_stride=_FRAME_STRIDE.value,
+    image_size=_IMAGE_SIZE.value,
+    seed=_SEED,
   )
   held = next(iter(views.map(lambda v: (v["video"], v["window"])).batch(num_clips)))
 
@@ -109,8 +114,9 @@ def full_decode_dataset(builder) -> tf.data.Dataset:
   def sample_decoded(index, example):
     video = example["video"]
     seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(_SEED, tf.int64), index]), 3)
-    indices = pipeline.window_indices(tf.shape(video)[0], pipeline.random_start(tf.shape(video)[0], span, seeds[0]),
-                                    num_frames, stride)[0]
+    indices = pipeline.window_indices(
+      tf.shape(video)[0], pipeline.random_start(tf.shape(video)[0], span, seeds[0]), num_frames, stride
+    )[0]
     size = tf.shape(video)[1:3]
     y, x, side, _ = tf.unstack(pipeline.random_crop_window(size, pipeline.crop_side(size, image_size), seeds[1]))
     clip = tf.gather(video, indices)[:, y : y + side, x : x + side]
@@ -156,11 +162,11 @@ def main(argv):
   batch = _BATCH_SIZE.value
   sampling = dict(num_frames=_NUM_FRAMES.value, frame_stride=_FRAME_STRIDE.value, image_size=_IMAGE_SIZE.value)
   runs = {  # name: (dataset of batches, batches per timed pass)
-      "pipeline": (pipeline.train_dataset(builder, batch_size=batch, seed=_SEED, **sampling), _STEPS.value),
-      "limit": (limit_dataset(builder, _STEPS.value * batch), _STEPS.value),
-      "full_decode": (full_decode_dataset(builder), _FULL_DECODE_STEPS.value),
-      # Where the rest goes: reading, parsing and sampling alone, nothing decoded.
-      "read_and_sample": (pipeline.train_views(builder, seed=_SEED, **sampling).batch(batch).prefetch(2), _STEPS.value),
+    "pipeline": (pipeline.train_dataset(builder, batch_size=batch, seed=_SEED, **sampling), _STEPS.value),
+    "limit": (limit_dataset(builder, _STEPS.value * batch), _STEPS.value),
+    "full_decode": (full_decode_dataset(builder), _FULL_DECODE_STEPS.value),
+    # Where the rest goes: reading, parsing and sampling alone, nothing decoded.
+    "read_and_sample": (pipeline.train_views(builder, seed=_SEED, **sampling).batch(batch).prefetch(2), _STEPS.value),
   }
   passes = {name: [] for name in runs}
   for round_ in range(_ROUNDS.value):
@@ -169,24 +175,28 @@ def main(argv):
       logging.info("Round %d, %s: (clips/s, CPU ms/clip) %s", round_, name, passes[name][-_PASSES.value :])
   rate = {name: statistics.median(r for r, _ in p) for name, p in passes.items()}
   cpu_ms = {name: round(statistics.median(c for _, c in p), 1) for name, p in passes.items()}
-  print(json.dumps({
-      "clips_per_s": round(rate["pipeline"], 2),
-      "limit_clips_per_s": round(rate["limit"], 2),
-      "ratio_to_limit": round(rate["pipeline"] / rate["limit"], 3),
-      "full_decode_clips_per_s": round(rate["full_decode"], 2),
-      "speedup_vs_full_decode": round(rate["pipeline"] / rate["full_decode"], 2),
-      "read_and_sample_clips_per_s": round(rate["read_and_sample"], 2),
-      "cpu_ms_per_clip": cpu_ms,
-      "cpu_ratio_to_limit": round(cpu_ms["limit"] / cpu_ms["pipeline"], 3),
-      "num_frames": _NUM_FRAMES.value,
-      "frame_stride": _FRAME_STRIDE.value,
-      "image_size": _IMAGE_SIZE.value,
-      "batch_size": batch,
-      "source_frames_per_clip": int(round(_SECONDS.value * 25)),
-      "passes": _PASSES.value * _ROUNDS.value,
-      "tf_cpu_allocator_use_bfc": os.environ.get(_BFC),
-      "cores": len(os.sched_getaffinity(0)),
-  }))
+  print(
+    json.dumps(
+      {
+        "clips_per_s": round(rate["pipeline"], 2),
+        "limit_clips_per_s": round(rate["limit"], 2),
+        "ratio_to_limit": round(rate["pipeline"] / rate["limit"], 3),
+        "full_decode_clips_per_s": round(rate["full_decode"], 2),
+        "speedup_vs_full_decode": round(rate["pipeline"] / rate["full_decode"], 2),
+        "read_and_sample_clips_per_s": round(rate["read_and_sample"], 2),
+        "cpu_ms_per_clip": cpu_ms,
+        "cpu_ratio_to_limit": round(cpu_ms["limit"] / cpu_ms["pipeline"], 3),
+        "num_frames": _NUM_FRAMES.value,
+        "frame_stride": _FRAME_STRIDE.value,
+        "image_size": _IMAGE_SIZE.value,
+        "batch_size": batch,
+        "source_frames_per_clip": int(round(_SECONDS.value * 25)),
+        "passes": _PASSES.value * _ROUNDS.value,
+        "tf_cpu_allocator_use_bfc": os.environ.get(_BFC),
+        "cores": len(os.sched_getaffinity(0)),
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

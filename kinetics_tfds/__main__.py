@@ -22,21 +22,21 @@ from kinetics_tfds.training import config as config_lib
 from kinetics_tfds.training import run
 
 _WORK_DIR = flags.DEFINE_string(
-    "work_dir",
-    os.path.join(tempfile.gettempdir(), "kinetics_tfds_sample"),
-    "Where the manual folder (manual/) and the prepared dataset (data/) go.",
+  "work_dir",
+  os.path.join(tempfile.gettempdir(), "kinetics_tfds_sample"),
+  "Where the manual folder (manual/) and the prepared dataset (data/) go.",
 )
 _TRAIN_CLIPS = flags.DEFINE_integer("train_clips_per_class", 12, "Training clips per class.")
 _VALIDATION_CLIPS = flags.DEFINE_integer("validation_clips_per_class", 4, "Validation clips per class.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 150, "I3D training steps of 8 clips; 0: only build.")
 
 SAMPLE_CONFIG = kinetics_tfds.KineticsConfig(
-    name="sample_motion",
-    fps=25.0,
-    short_side=80,
-    jpeg_quality=90,
-    num_classes=len(motion_clips.MOTIONS),
-    description="The built-in sample: 4 classes of synthetic motion, 2 s clips, short side 80.",
+  name="sample_motion",
+  fps=25.0,
+  short_side=80,
+  jpeg_quality=90,
+  num_classes=len(motion_clips.MOTIONS),
+  description="The built-in sample: 4 classes of synthetic motion, 2 s clips, short side 80.",
 )
 
 
@@ -44,9 +44,7 @@ def build_sample(work_dir: str, train_clips: int, validation_clips: int) -> tfds
   """Writes the sample manual folder once and builds it with the kinetics400 builder."""
   manual_dir = os.path.join(work_dir, "manual")
   if not os.path.isdir(manual_dir):
-    motion_clips.make_manual_dir(
-        manual_dir, clips_per_class={"train": train_clips, "validation": validation_clips}
-    )
+    motion_clips.make_manual_dir(manual_dir, clips_per_class={"train": train_clips, "validation": validation_clips})
   # One process: the sample's 64 small clips take seconds, less than starting a pool of workers.
   builder = tfds.builder("kinetics400", config=SAMPLE_CONFIG, data_dir=os.path.join(work_dir, "data"), num_workers=1)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
@@ -57,13 +55,13 @@ def describe(builder: tfds.core.DatasetBuilder) -> dict:
   """Where the dataset is and what it holds, as a JSON-able dict."""
   first = next(iter(tfds.as_numpy(builder.as_dataset(split="train").take(1))))
   return {
-      "dataset": f"{builder.name}/{builder.builder_config.name}",
-      "data_dir": os.fspath(builder.data_dir),
-      "splits": {name: split.num_examples for name, split in builder.info.splits.items()},
-      "classes": builder.info.features["label"].names,
-      "video_shape_of_first_example": list(first["video"].shape),
-      "load_with": f"tfds.load('{builder.name}/{builder.builder_config.name}', "
-      f"data_dir='{os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir)))}')",
+    "dataset": f"{builder.name}/{builder.builder_config.name}",
+    "data_dir": os.fspath(builder.data_dir),
+    "splits": {name: split.num_examples for name, split in builder.info.splits.items()},
+    "classes": builder.info.features["label"].names,
+    "video_shape_of_first_example": list(first["video"].shape),
+    "load_with": f"tfds.load('{builder.name}/{builder.builder_config.name}', "
+    f"data_dir='{os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir)))}')",
   }
 
 
@@ -74,10 +72,24 @@ def train_and_evaluate(builder: tfds.core.DatasetBuilder, work_dir: str, train_s
   """
   model_dir = tempfile.mkdtemp(prefix="i3d_", dir=work_dir)
   config = config_lib.Config(
-      model_dir=model_dir, batch_size=8, num_frames=8, frame_stride=1, image_size=32, random_flip=False,
-      train_steps=train_steps,
-      checkpoint_steps=train_steps, log_every=10, optimizer="adam", learning_rate=1e-3, lr_schedule="constant",
-      weight_decay=0.0, dropout_rate=0.0, batchnorm_momentum=0.9, eval_views="2x1", seed=0)
+    model_dir=model_dir,
+    batch_size=8,
+    num_frames=8,
+    frame_stride=1,
+    image_size=32,
+    random_flip=False,
+    train_steps=train_steps,
+    checkpoint_steps=train_steps,
+    log_every=10,
+    optimizer="adam",
+    learning_rate=1e-3,
+    lr_schedule="constant",
+    weight_decay=0.0,
+    dropout_rate=0.0,
+    batchnorm_momentum=0.9,
+    eval_views="2x1",
+    seed=0,
+  )
   summary = run.run(config, builder=builder, printer=logging.info)
   keys = ("top1", "top5", "videos", "steps", "train_clips_per_second", "eval_clips_per_second")
   return {"model_dir": model_dir, **{key: summary[key] for key in keys}}

@@ -2,14 +2,15 @@
 
 Forms read: DeepMind's archive as downloaded (`kinetics400.tar.gz`) or extracted
 (`kinetics400/{train,validate,test}.{csv,json}`), the CVDF mirror's `annotations/{train,val,test}.csv`
-(github cvdfoundation/kinetics-dataset), and every CSV dialect (6-column quoted 2017 K400 with `is_cc`, 5-column, 4-column unlabeled test,
-split `val` or `validate`). CSVs are preferred over JSON: the JSON is keyed by video id and cannot
-hold two clips of one video.
+(github cvdfoundation/kinetics-dataset), and every CSV dialect (6-column quoted 2017 K400 with
+`is_cc`, 5-column, 4-column unlabeled test, split `val` or `validate`). CSVs are preferred over
+JSON: the JSON is keyed by video id and cannot hold two clips of one video.
 """
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable, Iterable, Iterator
 import contextlib
 import csv
 import dataclasses
@@ -18,7 +19,6 @@ import json
 import os
 import re
 import tarfile
-from typing import Callable, Iterable, Iterator
 import zlib
 
 from kinetics_tfds import user_error
@@ -30,13 +30,15 @@ DEEPMIND_FILE_STEMS = {"train": "train", "validation": "validate", "test": "test
 CVDF_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
 _SPLIT_NAMES = {name: split for split in SPLITS for name in (split, DEEPMIND_FILE_STEMS[split], CVDF_FOLDERS[split])}
 # Basenames (without extension) that hold each split, in every dialect we know.
-_SPLIT_FILE_STEMS = {split: tuple(dict.fromkeys((DEEPMIND_FILE_STEMS[split], CVDF_FOLDERS[split], split)))
-                     for split in SPLITS}
+_SPLIT_FILE_STEMS = {
+  split: tuple(dict.fromkeys((DEEPMIND_FILE_STEMS[split], CVDF_FOLDERS[split], split))) for split in SPLITS
+}
 
 
 def split_named(name: str) -> str | None:
   """The TFDS split a name in any dialect stands for (`val`, `validate` -> validation), or None."""
   return _SPLIT_NAMES.get(name)
+
 
 # Kinetics segments last 10 s; a row beyond these bounds is a malformed row, not a clip to decode.
 MAX_SEGMENT_S = 60
@@ -116,9 +118,9 @@ def _archive_source(path: str) -> _Source:
   """Reads split files straight out of a DeepMind archive: no extraction, read-only manual dirs work."""
   with _open_archive(path) as tar:
     members = {
-        os.path.basename(m.name): m.name
-        for m in tar.getmembers()
-        if m.isfile() and not os.path.basename(m.name).startswith("._")
+      os.path.basename(m.name): m.name
+      for m in tar.getmembers()
+      if m.isfile() and not os.path.basename(m.name).startswith("._")
     }
 
   def reader(name: str) -> Callable[[], bytes]:
@@ -146,8 +148,9 @@ def _open_archive(path: str) -> Iterator[tarfile.TarFile]:
       yield tar
   except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
     raise AnnotationError(
-        f"{path}: not a readable annotation archive ({type(e).__name__}: {e}); delete it so the builder "
-        "downloads it again, or put the extracted folder there") from None
+      f"{path}: not a readable annotation archive ({type(e).__name__}: {e}); delete it so the builder "
+      "downloads it again, or put the extracted folder there"
+    ) from None
 
 
 def find_sources(manual_dir: str, archive_names: Iterable[str]) -> list[_Source]:
@@ -180,8 +183,9 @@ def _text(origin: str, data: bytes) -> str:
     text = data.decode("utf-8-sig")
   except UnicodeDecodeError as e:
     raise AnnotationError(
-        f"{origin}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); save it as UTF-8, "
-        "or use DeepMind's original file") from None
+      f"{origin}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); save it as UTF-8, "
+      "or use DeepMind's original file"
+    ) from None
   if not text.strip():
     raise AnnotationError(f"{origin}: the file is empty; download the annotations again")
   return text
@@ -198,10 +202,12 @@ def _rows_from_bytes(origin: str, data: bytes) -> tuple[bool, Iterator[tuple[int
       entries = json.loads(text)
     except json.JSONDecodeError as e:
       raise AnnotationError(
-          f"{origin}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); download it again") from None
+        f"{origin}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); download it again"
+      ) from None
     if not isinstance(entries, dict):
       raise AnnotationError(
-          f"{origin}: expected a JSON object keyed by youtube_id (DeepMind's form), found a {type(entries).__name__}")
+        f"{origin}: expected a JSON object keyed by youtube_id (DeepMind's form), found a {type(entries).__name__}"
+      )
     rows = [_json_row(youtube_id, entry) for youtube_id, entry in sorted(entries.items())]
     return any("label" in row for row in rows), iter(enumerate(rows, start=1))
   reader = csv.reader(io.StringIO(text))
@@ -210,8 +216,9 @@ def _rows_from_bytes(origin: str, data: bytes) -> tuple[bool, Iterator[tuple[int
   missing = [column for column in _REQUIRED_COLUMNS if column not in header]
   if missing:
     raise AnnotationError(
-        f"{origin}: line {reader.line_num} has columns {header}, lacking {missing}; expected a Kinetics CSV "
-        "header such as label,youtube_id,time_start,time_end,split")
+      f"{origin}: line {reader.line_num} has columns {header}, lacking {missing}; expected a Kinetics CSV "
+      "header such as label,youtube_id,time_start,time_end,split"
+    )
 
   def rows() -> Iterator[tuple[int, dict]]:
     for fields in reader:
@@ -273,12 +280,12 @@ def _parse_row(row: dict, split: str, labeled: bool) -> Clip:
       raise ValueError(f"invalid label {row.get('label')!r}")
   is_cc = row.get("is_cc")
   return Clip(
-      youtube_id=youtube_id.strip(),
-      time_start=time_start,
-      time_end=time_end,
-      label=label,
-      split=split,
-      is_cc=int(is_cc) if isinstance(is_cc, str) and is_cc.strip().isdigit() else -1,
+    youtube_id=youtube_id.strip(),
+    time_start=time_start,
+    time_end=time_end,
+    label=label,
+    split=split,
+    is_cc=int(is_cc) if isinstance(is_cc, str) and is_cc.strip().isdigit() else -1,
   )
 
 
@@ -301,9 +308,7 @@ def parse_split(origin: str, data: bytes, split: str) -> tuple[list[Clip], list[
   return clips, rejected
 
 
-def read_annotations(
-    sources: list[_Source], num_classes: int | None, splits: Iterable[str] = SPLITS
-) -> Annotations:
+def read_annotations(sources: list[_Source], num_classes: int | None, splits: Iterable[str] = SPLITS) -> Annotations:
   """Reads and merges sources into clips per split, with the class list taken from the labels.
 
   Classes are the train labels when there is a train file (else all labels), sorted by code
@@ -328,8 +333,8 @@ def read_annotations(
   classes = sorted({c.label for s in label_splits for c in raw[s] if c.label is not None})
   if num_classes is not None and len(classes) != num_classes:
     raise AnnotationError(
-        f"expected {num_classes} classes, the annotation files ({', '.join(origins)}) name "
-        f"{len(classes)} ({len(rejected)} rows rejected as malformed): wrong version, or an incomplete file?"
+      f"expected {num_classes} classes, the annotation files ({', '.join(origins)}) name "
+      f"{len(classes)} ({len(rejected)} rows rejected as malformed): wrong version, or an incomplete file?"
     )
   known = set(classes)
   clips: dict[str, list[Clip]] = {}

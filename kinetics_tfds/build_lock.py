@@ -7,11 +7,11 @@ kernel drops it when its holder dies, even by SIGKILL, so a claim is never stale
 waits for the first (saying so), then finds the dataset prepared and reuses it.
 """
 
+from collections.abc import Iterator
 import contextlib
 import fcntl
 import os
 import socket
-from typing import Iterator
 
 from absl import logging
 
@@ -30,8 +30,11 @@ def exclusive(version_dir: str) -> Iterator[None]:
       fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       claim.seek(0)
-      logging.warning("Another build of %s is running (%s); waiting for it to finish.", version_dir,
-                      claim.read().strip() or "holder unknown")
+      logging.warning(
+        "Another build of %s is running (%s); waiting for it to finish.",
+        version_dir,
+        claim.read().strip() or "holder unknown",
+      )
       fcntl.flock(claim, fcntl.LOCK_EX)
     claim.seek(0)
     claim.truncate()

@@ -83,21 +83,21 @@ def _selection_suffix(config: KineticsConfig) -> str:
 
 
 I3D_CONFIG = KineticsConfig(
-    name="i3d_25fps_256",
-    description=(
-        "The I3D protocol: 25 fps resampled by timestamp (nearest source frame), short side "
-        "256 (bilinear, aspect kept), JPEG quality 90 per frame."
-    ),
+  name="i3d_25fps_256",
+  description=(
+    "The I3D protocol: 25 fps resampled by timestamp (nearest source frame), short side "
+    "256 (bilinear, aspect kept), JPEG quality 90 per frame."
+  ),
 )
 SMALL_CONFIG = KineticsConfig(
-    name="small_10fps_128",
-    fps=10.0,
-    short_side=128,
-    jpeg_quality=85,
-    description=(
-        "For fast experiments: 10 fps, short side 128, JPEG quality 85; about 8x smaller and "
-        "faster to read than i3d_25fps_256."
-    ),
+  name="small_10fps_128",
+  fps=10.0,
+  short_side=128,
+  jpeg_quality=85,
+  description=(
+    "For fast experiments: 10 fps, short side 128, JPEG quality 85; about 8x smaller and "
+    "faster to read than i3d_25fps_256."
+  ),
 )
 
 
@@ -144,22 +144,24 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "video": tfds.features.Video(
-                shape=(None, None, None, 3),
-                encoding_format="jpeg",
-                doc="RGB frames, JPEG-encoded one by one at the config's fps and size.",
-            ),
-            "label": tfds.features.ClassLabel(num_classes=self.num_classes),
-            "key": tfds.features.Text(doc="{youtube_id}_{time_start:06d}_{time_end:06d}"),
-            "youtube_id": tfds.features.Text(),
-            "time_start": tfds.features.Scalar(dtype=np.int32, doc="Segment start, seconds."),
-            "time_end": tfds.features.Scalar(dtype=np.int32, doc="Segment end, seconds."),
-            "source_fps": tfds.features.Scalar(dtype=np.float32, doc="Frame rate of the file."),
-            "is_cc": tfds.features.Scalar(dtype=np.int32, doc="Creative Commons: 1/0, -1 unknown."),
-        }),
-        supervised_keys=("video", "label"),
-        homepage="https://github.com/google-deepmind/kinetics-i3d",
+      features=tfds.features.FeaturesDict(
+        {
+          "video": tfds.features.Video(
+            shape=(None, None, None, 3),
+            encoding_format="jpeg",
+            doc="RGB frames, JPEG-encoded one by one at the config's fps and size.",
+          ),
+          "label": tfds.features.ClassLabel(num_classes=self.num_classes),
+          "key": tfds.features.Text(doc="{youtube_id}_{time_start:06d}_{time_end:06d}"),
+          "youtube_id": tfds.features.Text(),
+          "time_start": tfds.features.Scalar(dtype=np.int32, doc="Segment start, seconds."),
+          "time_end": tfds.features.Scalar(dtype=np.int32, doc="Segment end, seconds."),
+          "source_fps": tfds.features.Scalar(dtype=np.float32, doc="Frame rate of the file."),
+          "is_cc": tfds.features.Scalar(dtype=np.int32, doc="Creative Commons: 1/0, -1 unknown."),
+        }
+      ),
+      supervised_keys=("video", "label"),
+      homepage="https://github.com/google-deepmind/kinetics-i3d",
     )
 
   def download_and_prepare(self, **kwargs):
@@ -185,9 +187,7 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return self._downloaded_sources(dl_manager, self.ANNOTATION_ARCHIVES)
 
   def _downloaded_sources(self, dl_manager, names):
-    extracted = dl_manager.download_and_extract(
-        {name: self._annotations_url.format(name=name) for name in names}
-    )
+    extracted = dl_manager.download_and_extract({name: self._annotations_url.format(name=name) for name in names})
     return [s for name in names for s in annotations.find_sources(os.fspath(extracted[name]), [name])]
 
   def _version_clips(self, dl_manager, manual_dir: str, version: str, split: str) -> list[annotations.Clip]:
@@ -203,8 +203,9 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """The config's exclusions and subset applied to the annotated clips."""
     config = self.builder_config
     excluded = subsets.exclusions(config.exclude, functools.partial(self._version_clips, dl_manager, manual_dir))
-    return subsets.select(found.clips, found.classes, keep_classes=config.classes, max_per_class=config.max_per_class,
-                          excluded=excluded)
+    return subsets.select(
+      found.clips, found.classes, keep_classes=config.classes, max_per_class=config.max_per_class, excluded=excluded
+    )
 
   def _split_generators(self, dl_manager):
     manual_dir = self._remote_manual_dir or os.fspath(dl_manager.manual_dir)
@@ -234,7 +235,7 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         generators[split] = self._generate_examples(split, tasks)
     if not generators:
       raise FileNotFoundError(
-          f"None of the annotated clips is below {manual_dir}.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        f"None of the annotated clips is below {manual_dir}.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
       )
     return generators
 
@@ -287,19 +288,19 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       shutil.rmtree(folder)
       num_bytes = sum(size for _, size in written)
       split_infos.append(
-          tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths, num_bytes=num_bytes, filename_template=template)
+        tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths, num_bytes=num_bytes, filename_template=template)
       )
     return split_infos
 
   def _write_with_tfds(self, split, written, folder, template, download_config) -> list[int]:
     writer = writer_lib.Writer(
-        serializer=_Serialized(self.info.features.get_serialized_info()),
-        filename_template=template,
-        hash_salt=split,
-        disable_shuffling=self.info.disable_shuffling,
-        shard_config=download_config.get_shard_config(),
-        example_writer=self._example_writer(),
-        ignore_duplicates=download_config.ignore_duplicates,
+      serializer=_Serialized(self.info.features.get_serialized_info()),
+      filename_template=template,
+      hash_salt=split,
+      disable_shuffling=self.info.disable_shuffling,
+      shard_config=download_config.get_shard_config(),
+      example_writer=self._example_writer(),
+      ignore_duplicates=download_config.ignore_duplicates,
     )
     for key, _ in written:
       writer.write(key, shards.read_record(os.path.join(folder, key)))
@@ -347,16 +348,16 @@ def _beam_examples(task_list: str, skipped_prefix: str):
   @beam.ptransform_fn
   def generate(root):
     results = (
-        root
-        | "ReadTasks" >> beam.io.ReadFromText(task_list)
-        | "Spread" >> beam.Reshuffle()  # One file is read by one worker; clips go to all.
-        | "Build" >> beam.Map(_build_from_json)
+      root
+      | "ReadTasks" >> beam.io.ReadFromText(task_list)
+      | "Spread" >> beam.Reshuffle()  # One file is read by one worker; clips go to all.
+      | "Build" >> beam.Map(_build_from_json)
     )
     _ = (
-        results
-        | "Skipped" >> beam.Filter(lambda r: not _has_example(r))
-        | "SkipLines" >> beam.Map(_skip_line)
-        | "WriteSkips" >> beam.io.WriteToText(skipped_prefix)
+      results
+      | "Skipped" >> beam.Filter(lambda r: not _has_example(r))
+      | "SkipLines" >> beam.Map(_skip_line)
+      | "WriteSkips" >> beam.io.WriteToText(skipped_prefix)
     )
     return results | "Built" >> beam.Filter(_has_example) | "Keyed" >> beam.Map(_keyed_example)
 

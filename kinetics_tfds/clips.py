@@ -60,19 +60,19 @@ def _preference(path: str, label: str | None, root: str) -> tuple:
   ext = os.path.splitext(path)[1].lower()
   in_label_folder = label is not None and bool(label_folder_names(label) & set(folders))
   return (
-      "replacement" not in folders,
-      not in_label_folder,
-      VIDEO_EXTENSIONS.index(ext),
-      len(path),
-      path,
+    "replacement" not in folders,
+    not in_label_folder,
+    VIDEO_EXTENSIONS.index(ext),
+    len(path),
+    path,
   )
 
 
 def locate(
-    clip: annotations.Clip,
-    by_key: dict[str, list[str]],
-    by_id: dict[str, list[str]],
-    manual_dir: str,
+  clip: annotations.Clip,
+  by_key: dict[str, list[str]],
+  by_id: dict[str, list[str]],
+  manual_dir: str,
 ) -> Located | None:
   """The file to build `clip` from, or None when no copy is below the manual folder."""
   root = storage.root(manual_dir)

@@ -26,14 +26,14 @@ _BYTES_LIST, _FLOAT_LIST, _INT64_LIST = 1, 2, 3
 # How each feature of the builder's FeaturesDict is stored in a tf.train.Example (its
 # get_serialized_info(): strings as bytes, int32/int64 as int64, float32 as float).
 FIELDS = {
-    "video": _BYTES_LIST,
-    "label": _INT64_LIST,
-    "key": _BYTES_LIST,
-    "youtube_id": _BYTES_LIST,
-    "time_start": _INT64_LIST,
-    "time_end": _INT64_LIST,
-    "source_fps": _FLOAT_LIST,
-    "is_cc": _INT64_LIST,
+  "video": _BYTES_LIST,
+  "label": _INT64_LIST,
+  "key": _BYTES_LIST,
+  "youtube_id": _BYTES_LIST,
+  "time_start": _INT64_LIST,
+  "time_end": _INT64_LIST,
+  "source_fps": _FLOAT_LIST,
+  "is_cc": _INT64_LIST,
 }
 
 
@@ -86,12 +86,12 @@ def build(task: Task, scratch: str | None = None) -> Result:
   try:
     with storage.local_copy(task.located.path, scratch) as path:
       frames = video.decode(
-          path,
-          fps=task.fps,
-          short_side=task.short_side,
-          jpeg_quality=task.jpeg_quality,
-          segment=task.located.segment,
-          max_seconds=clip.time_end - clip.time_start + SLACK_S,
+        path,
+        fps=task.fps,
+        short_side=task.short_side,
+        jpeg_quality=task.jpeg_quality,
+        segment=task.located.segment,
+        max_seconds=clip.time_end - clip.time_start + SLACK_S,
       )
   except video.VideoError as e:
     return Result(clip.split, clip.key, reason=str(e))
@@ -101,17 +101,21 @@ def build(task: Task, scratch: str | None = None) -> Result:
     return Result(clip.split, clip.key, reason=f"decoder error: {type(e).__name__}: {e}")
   seconds = len(frames.jpegs) / (task.fps or frames.source_fps)
   if seconds < clip.time_end - clip.time_start - SLACK_S:
-    logging.warning("%s: %.1f s of video for its %d s segment (the file is short); built as it is.",
-                    clip.key, seconds, clip.time_end - clip.time_start)
+    logging.warning(
+      "%s: %.1f s of video for its %d s segment (the file is short); built as it is.",
+      clip.key,
+      seconds,
+      clip.time_end - clip.time_start,
+    )
   example = {
-      "video": frames.jpegs,
-      "label": task.label,
-      "key": clip.key,
-      "youtube_id": clip.youtube_id,
-      "time_start": clip.time_start,
-      "time_end": clip.time_end,
-      "source_fps": frames.source_fps,
-      "is_cc": clip.is_cc,
+    "video": frames.jpegs,
+    "label": task.label,
+    "key": clip.key,
+    "youtube_id": clip.youtube_id,
+    "time_start": clip.time_start,
+    "time_end": clip.time_end,
+    "source_fps": frames.source_fps,
+    "is_cc": clip.is_cc,
   }
   return Result(clip.split, clip.key, example=example)
 

@@ -17,10 +17,10 @@ from kinetics_tfds import annotations
 
 # Real-looking class names; each moves the scene in one direction (dx, dy), pixels per frame.
 MOTIONS = {
-    "swiping down": (0, 1),
-    "swiping left": (-1, 0),
-    "swiping right": (1, 0),
-    "swiping up": (0, -1),
+  "swiping down": (0, 1),
+  "swiping left": (-1, 0),
+  "swiping right": (1, 0),
+  "swiping up": (0, -1),
 }
 
 # OpenCV's pip wheels write MPEG-4 part 2 but not H.264.
@@ -28,15 +28,15 @@ CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".webm": "VP80", ".mov
 
 
 def write_clip(
-    path: str,
-    *,
-    motion: tuple[int, int] = (1, 0),
-    seconds: float = 2.0,
-    fps: float = 25.0,
-    width: int = 160,
-    height: int = 120,
-    speed: float = 3.0,
-    seed: int = 0,
+  path: str,
+  *,
+  motion: tuple[int, int] = (1, 0),
+  seconds: float = 2.0,
+  fps: float = 25.0,
+  width: int = 160,
+  height: int = 120,
+  speed: float = 3.0,
+  seed: int = 0,
 ) -> str:
   """Writes a clip of textured blobs all drifting along `motion`, `speed` pixels per frame."""
   rng = np.random.default_rng(seed)
@@ -64,13 +64,13 @@ def write_clip(
 
 
 def make_manual_dir(
-    manual_dir: str,
-    *,
-    archive_name: str = "kinetics400",
-    clips_per_class: dict[str, int] | None = None,
-    classes: dict[str, tuple[int, int]] | None = None,
-    seed: int = 0,
-    **clip_kwargs,
+  manual_dir: str,
+  *,
+  archive_name: str = "kinetics400",
+  clips_per_class: dict[str, int] | None = None,
+  classes: dict[str, tuple[int, int]] | None = None,
+  seed: int = 0,
+  **clip_kwargs,
 ) -> dict[str, list[annotations.Clip]]:
   """A manual folder as DeepMind + CVDF users have it: `<archive_name>/{train,validate}.csv` and
   clips in `train/` and `val/`. Returns the clips written, per split.
@@ -88,10 +88,10 @@ def make_manual_dir(
         youtube_id = f"synth{counter:06d}"[:11]
         clip = annotations.Clip(youtube_id, counter, counter + 10, label, split)
         write_clip(
-            os.path.join(manual_dir, folder, f"{clip.key}.mp4"),
-            motion=motion,
-            seed=seed * 100_003 + counter,
-            **clip_kwargs,
+          os.path.join(manual_dir, folder, f"{clip.key}.mp4"),
+          motion=motion,
+          seed=seed * 100_003 + counter,
+          **clip_kwargs,
         )
         rows.append(clip)
     written[split] = rows

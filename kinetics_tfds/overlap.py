@@ -17,12 +17,12 @@ table and the key lists as JSON, plus one text file of clip keys per direction, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 import dataclasses
 import itertools
 import json
 import os
 import pathlib
-from typing import Iterable, Sequence
 
 from absl import app
 from absl import flags
@@ -33,7 +33,6 @@ from kinetics_tfds import builder
 from kinetics_tfds import subsets
 from kinetics_tfds.download import errors
 from kinetics_tfds.download import http
-
 
 JSON_FILE = "overlap.json"
 
@@ -84,7 +83,8 @@ def compare(sets: Sequence[ClipSet]) -> list[dict]:
   rows = []
   for a, b in itertools.combinations(sets, 2):
     videos = a.youtube_ids & b.youtube_ids
-    rows.append({
+    rows.append(
+      {
         "a": a.name,
         "b": b.name,
         "a_clips": len(a.keys),
@@ -94,7 +94,8 @@ def compare(sets: Sequence[ClipSet]) -> list[dict]:
         "a_keys_on_shared_videos": a.keys_on(videos),
         "b_keys_on_shared_videos": b.keys_on(videos),
         "segment_keys": sorted(a.keys & b.keys),
-    })
+      }
+    )
   return rows
 
 
@@ -103,8 +104,9 @@ def table(rows: Sequence[dict]) -> str:
   header = ("a", "b", "a_clips", "b_clips", "shared_videos", "shared_segments")
   cells = [header] + [tuple(str(row[h]) for h in header) for row in rows]
   widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
-  return "\n".join("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths)))
-                   for line in cells)
+  return "\n".join(
+    "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in cells
+  )
 
 
 def key_file_name(a: str, b: str) -> str:
@@ -129,14 +131,19 @@ def define_flags() -> None:
   """The command's flags: defined only when it runs, so the module imports as a library."""
   flags.DEFINE_list("versions", [], "Versions to compare, every split of each, e.g. kinetics400,kinetics600.")
   flags.DEFINE_string(
-      "annotations_dir", None,
-      "For --versions: where DeepMind's archives are, extracted (<name>/) or not (<name>.tar.gz); "
-      "missing ones are downloaded there.")
+    "annotations_dir",
+    None,
+    "For --versions: where DeepMind's archives are, extracted (<name>/) or not (<name>.tar.gz); "
+    "missing ones are downloaded there.",
+  )
   flags.DEFINE_string(
-      "annotations_url", os.environ.get(builder.ANNOTATIONS_URL_ENV) or builder.DEEPMIND_URL,
-      "Where a missing archive is downloaded from, {name} standing for its name.")
+    "annotations_url",
+    os.environ.get(builder.ANNOTATIONS_URL_ENV) or builder.DEEPMIND_URL,
+    "Where a missing archive is downloaded from, {name} standing for its name.",
+  )
   flags.DEFINE_multi_string(
-      "annotations", [], "A set given as one annotation file: version:split=PATH (CSV or JSON, any dialect).")
+    "annotations", [], "A set given as one annotation file: version:split=PATH (CSV or JSON, any dialect)."
+  )
   flags.DEFINE_string("out", None, "Folder for overlap.json and keys/*.txt.")
 
 

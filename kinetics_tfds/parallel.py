@@ -18,6 +18,7 @@ those holders.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from concurrent.futures.process import BrokenProcessPool
 import contextlib
@@ -29,7 +30,7 @@ import sys
 import threading
 import time
 import types
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 from absl import logging
 import cv2
@@ -83,7 +84,8 @@ def _main_module_hidden(fn: Callable):
   """Starts workers without the build's `__main__`, which a spawned process re-imports.
 
   For `tfds build` that is TFDS's command-line module, which imports TensorFlow (measured: ~900 MB
-  per worker, against ~65 MB without); the per-clip function needs none of it. Hidden only while processes start, and only
+  per worker, against ~65 MB without); the per-clip function needs none of it. Hidden only while
+  processes start, and only
   when the function does not live in `__main__` itself.
   """
   main = sys.modules["__main__"]
@@ -101,16 +103,16 @@ def _pool(num_workers: int, fn: Callable) -> futures.ProcessPoolExecutor:
   context = multiprocessing.get_context("forkserver")
   context.set_forkserver_preload([fn.__module__])
   return futures.ProcessPoolExecutor(
-      num_workers, mp_context=context, initializer=_init_worker, initargs=(_lifeline_reader(),)
+    num_workers, mp_context=context, initializer=_init_worker, initargs=(_lifeline_reader(),)
   )
 
 
 def bounded_map(
-    fn: Callable[[_T], _R],
-    items: Iterable[_T],
-    num_workers: int,
-    max_in_flight: int | None = None,
-    on_crash: Callable[[_T], _R] | None = None,
+  fn: Callable[[_T], _R],
+  items: Iterable[_T],
+  num_workers: int,
+  max_in_flight: int | None = None,
+  on_crash: Callable[[_T], _R] | None = None,
 ) -> Iterator[_R]:
   """Yields fn(item) in input order; runs in this process when num_workers is 1.
 

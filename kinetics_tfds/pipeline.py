@@ -40,7 +40,6 @@ class _FrameStrings(tfds.decode.SkipDecoding):
     return serialized_example
 
 
-
 # Time: which frames.
 
 
@@ -135,9 +134,9 @@ def decode_clips(jpegs: tf.Tensor, windows: tf.Tensor, image_size: int, flips=No
 
   def decode(resize):
     return lambda: tf.map_fn(
-        lambda args: decode_frame(args[0], args[1], image_size, resize, *args[2:]),
-        tuple(per_frame),
-        fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8),
+      lambda args: decode_frame(args[0], args[1], image_size, resize, *args[2:]),
+      tuple(per_frame),
+      fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8),
     )
 
   frames = tf.cond(tf.reduce_all(windows[:, 2] == image_size), decode(False), decode(True))
@@ -180,12 +179,12 @@ def _pipeline_seed(seed: int, input_context) -> int:
 
 
 def records(
-    builder,
-    split: str,
-    *,
-    shuffle_seed: int | None = None,
-    input_context: tf.distribute.InputContext | None = None,
-    data_dir: str | None = None,
+  builder,
+  split: str,
+  *,
+  shuffle_seed: int | None = None,
+  input_context: tf.distribute.InputContext | None = None,
+  data_dir: str | None = None,
 ) -> tf.data.Dataset:
   """A split's examples as stored, the video as its frames' JPEG strings: nothing decoded.
 
@@ -195,8 +194,9 @@ def records(
   """
   builder = _as_builder(builder, data_dir)
   read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, input_context=input_context, try_autocache=False)
-  return builder.as_dataset(split, shuffle_files=shuffle_seed is not None, decoders={"video": _FrameStrings()},
-                            read_config=read_config)
+  return builder.as_dataset(
+    split, shuffle_files=shuffle_seed is not None, decoders={"video": _FrameStrings()}, read_config=read_config
+  )
 
 
 def window_span(num_frames: int, frame_stride: int) -> int:
@@ -205,20 +205,22 @@ def window_span(num_frames: int, frame_stride: int) -> int:
 
 
 def train_views(
-    builder,
-    split: str = "train",
-    *,
-    num_frames: int = 64,
-    frame_stride: int = 1,
-    image_size: int = 224,
-    scale_jitter: tuple[float, float] | None = None,
-    random_flip: bool = True,
-    seed: int = 0,
-    input_context: tf.distribute.InputContext | None = None,
-    repeat: bool = True,
-    data_dir: str | None = None,
+  builder,
+  split: str = "train",
+  *,
+  num_frames: int = 64,
+  frame_stride: int = 1,
+  image_size: int = 224,
+  scale_jitter: tuple[float, float] | None = None,
+  random_flip: bool = True,
+  seed: int = 0,
+  input_context: tf.distribute.InputContext | None = None,
+  repeat: bool = True,
+  data_dir: str | None = None,
 ) -> tf.data.Dataset:
-  """Per clip, in file order, what training decodes: {'video': [num_frames] JPEG strings, 'window': [4], 'flip', 'label'}.
+  """Per clip, in file order, what training decodes.
+
+  {'video': [num_frames] JPEG strings, 'window': [4], 'flip', 'label'}.
 
   The sampling half of `train_dataset` (see there), on its own so a benchmark can time decoding
   exactly these frames. Each clip's random numbers come from `seed` and its position in the stream.
@@ -237,10 +239,10 @@ def train_views(
     if scale_jitter is not None:
       fraction = tf.random.stateless_uniform([], seeds[1], minval=scale_jitter[0], maxval=scale_jitter[1])
     return {
-        "video": tf.gather(jpegs, window_indices(tf.shape(jpegs)[0], start, num_frames, frame_stride)[0]),
-        "window": random_crop_window(size, crop_side(size, image_size, fraction), seeds[2]),
-        "flip": tf.logical_and(random_flip, tf.random.stateless_uniform([], seeds[3]) < 0.5),
-        "label": tf.cast(example["label"], tf.int32),
+      "video": tf.gather(jpegs, window_indices(tf.shape(jpegs)[0], start, num_frames, frame_stride)[0]),
+      "window": random_crop_window(size, crop_side(size, image_size, fraction), seeds[2]),
+      "flip": tf.logical_and(random_flip, tf.random.stateless_uniform([], seeds[3]) < 0.5),
+      "label": tf.cast(example["label"], tf.int32),
     }
 
   ds = records(builder, split, shuffle_seed=seed, input_context=input_context)
@@ -250,22 +252,22 @@ def train_views(
 
 
 def train_dataset(
-    builder,
-    split: str = "train",
-    *,
-    batch_size: int,
-    num_frames: int = 64,
-    frame_stride: int = 1,
-    image_size: int = 224,
-    scale_jitter: tuple[float, float] | None = None,
-    random_flip: bool = True,
-    dtype: str = "uint8",
-    seed: int | None = None,
-    deterministic: bool = False,
-    input_context: tf.distribute.InputContext | None = None,
-    shuffle_buffer: int = 256,
-    repeat: bool = True,
-    data_dir: str | None = None,
+  builder,
+  split: str = "train",
+  *,
+  batch_size: int,
+  num_frames: int = 64,
+  frame_stride: int = 1,
+  image_size: int = 224,
+  scale_jitter: tuple[float, float] | None = None,
+  random_flip: bool = True,
+  dtype: str = "uint8",
+  seed: int | None = None,
+  deterministic: bool = False,
+  input_context: tf.distribute.InputContext | None = None,
+  shuffle_buffer: int = 256,
+  repeat: bool = True,
+  data_dir: str | None = None,
 ) -> tf.data.Dataset:
   """(clips [batch_size, num_frames, image_size, image_size, 3], labels [batch_size] int32) for training.
 
@@ -284,9 +286,17 @@ def train_dataset(
   _check(dtype, batch_size)
   seed = random.SystemRandom().randrange(2**31) if seed is None else seed
   views = train_views(
-      builder, split, num_frames=num_frames, frame_stride=frame_stride, image_size=image_size,
-      scale_jitter=scale_jitter, random_flip=random_flip, seed=seed, input_context=input_context, repeat=repeat,
-      data_dir=data_dir,
+    builder,
+    split,
+    num_frames=num_frames,
+    frame_stride=frame_stride,
+    image_size=image_size,
+    scale_jitter=scale_jitter,
+    random_flip=random_flip,
+    seed=seed,
+    input_context=input_context,
+    repeat=repeat,
+    data_dir=data_dir,
   )
 
   def decode(batch):
@@ -298,19 +308,19 @@ def train_dataset(
 
 
 def eval_dataset(
-    builder,
-    split: str = "validation",
-    *,
-    batch_size: int,
-    num_frames: int = 64,
-    frame_stride: int = 1,
-    image_size: int = 224,
-    num_clips: int | None = None,
-    num_crops: int = 1,
-    dtype: str = "uint8",
-    input_context: tf.distribute.InputContext | None = None,
-    crop_fraction: float | None = None,
-    data_dir: str | None = None,
+  builder,
+  split: str = "validation",
+  *,
+  batch_size: int,
+  num_frames: int = 64,
+  frame_stride: int = 1,
+  image_size: int = 224,
+  num_clips: int | None = None,
+  num_crops: int = 1,
+  dtype: str = "uint8",
+  input_context: tf.distribute.InputContext | None = None,
+  crop_fraction: float | None = None,
+  data_dir: str | None = None,
 ) -> tf.data.Dataset:
   """{'video' [B, T, image_size, image_size, 3], 'label' [B] int32, 'key' [B] string, 'view' [B] int32}, in file order.
 
@@ -340,13 +350,15 @@ def eval_dataset(
     size = frame_size(jpegs[0])
     windows = spaced_crop_windows(size, crop_side(size, image_size, crop_fraction), num_crops)
     num_views = tf.shape(indices)[0] * num_crops
-    return tf.data.Dataset.from_tensor_slices({
+    return tf.data.Dataset.from_tensor_slices(
+      {
         "video": tf.repeat(tf.gather(jpegs, indices), num_crops, axis=0),
         "window": tf.tile(windows, [tf.shape(indices)[0], 1]),
         "label": tf.fill([num_views], tf.cast(example["label"], tf.int32)),
         "key": tf.fill([num_views], example["key"]),
         "view": tf.range(num_views, dtype=tf.int32),
-    })
+      }
+    )
 
   def decode(batch):
     clips = decode_clips(batch["video"], batch["window"], image_size)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import collections
+from collections.abc import Sequence
 import dataclasses
 import heapq
 import html
@@ -24,7 +25,6 @@ import json
 import os
 import pathlib
 import re
-from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -39,7 +39,6 @@ import tqdm
 from kinetics_tfds import builder as builder_lib
 from kinetics_tfds import pipeline
 from kinetics_tfds import subsets
-
 
 HTML_FILE, JSON_FILE, SHEET_FILE = "report.html", "report.json", "contact_sheet.png"
 TILE_HEIGHT = 96  # Contact sheet frames are resized to this height, aspect kept (cv2.INTER_AREA).
@@ -63,12 +62,12 @@ def open_dataset(dataset: str, data_dir: str) -> tfds.core.DatasetBuilder:
     config = tfds.builder_cls(name).DEFAULT_CONFIG_NAME
   folder = pathlib.Path(data_dir).expanduser() / name / config
   versions = sorted(
-      (p for p in folder.glob("*") if (p / "dataset_info.json").exists()),
-      key=lambda p: tuple(int(x) for x in re.findall(r"\d+", p.name)),
+    (p for p in folder.glob("*") if (p / "dataset_info.json").exists()),
+    key=lambda p: tuple(int(x) for x in re.findall(r"\d+", p.name)),
   )
   if not versions:
     raise FileNotFoundError(
-        f"{folder}: no prepared dataset; build it first (tfds build {name} --imports kinetics_tfds --config {config})"
+      f"{folder}: no prepared dataset; build it first (tfds build {name} --imports kinetics_tfds --config {config})"
     )
   return tfds.builder_from_directory(os.fspath(versions[-1]))
 
@@ -129,38 +128,42 @@ def collect(builder: tfds.core.DatasetBuilder, sheet_classes: int, sheet_clips: 
     disk = sum(p.stat().st_size for p in _split_files(builder, split))
     built = len(frames)
     splits[split] = {
-        "annotated": built + sum(reasons.values()),
-        "built": built,
-        "skipped": sum(reasons.values()),
-        "skipped_by_reason": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "bytes_on_disk": disk,
-        "bytes_on_disk_per_clip": round(disk / built) if built else 0,
-        "frames_total": int(sum(frames)),
-        "frames_min": int(min(frames, default=0)),
-        "frames_max": int(max(frames, default=0)),
-        "frames_histogram": _histogram(frames),
-        "source_fps": dict(sorted(collections.Counter(round(f, 3) for f in fps).items())),
-        "jpeg_bytes_per_clip_histogram": _histogram(clip_bytes),
+      "annotated": built + sum(reasons.values()),
+      "built": built,
+      "skipped": sum(reasons.values()),
+      "skipped_by_reason": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+      "bytes_on_disk": disk,
+      "bytes_on_disk_per_clip": round(disk / built) if built else 0,
+      "frames_total": int(sum(frames)),
+      "frames_min": int(min(frames, default=0)),
+      "frames_max": int(max(frames, default=0)),
+      "frames_histogram": _histogram(frames),
+      "source_fps": dict(sorted(collections.Counter(round(f, 3) for f in fps).items())),
+      "jpeg_bytes_per_clip_histogram": _histogram(clip_bytes),
     }
     per_class[split] = classes
   for split in {r.split for r in skipped} - set(splits):  # A split with no clip built at all.
     reasons = collections.Counter(reason_kind(r.reason) for r in skipped if r.split == split)
-    splits[split] = {"annotated": sum(reasons.values()), "built": 0, "skipped": sum(reasons.values()),
-                     "skipped_by_reason": dict(reasons)}
+    splits[split] = {
+      "annotated": sum(reasons.values()),
+      "built": 0,
+      "skipped": sum(reasons.values()),
+      "skipped_by_reason": dict(reasons),
+    }
   counts = {name: {split: per_class[split][name] for split in per_class} for name in names}
   thin_split = labeled_split or ""
   thinnest = sorted(names, key=lambda n: (counts[n].get(thin_split, 0), n))[:_THINNEST]
   tiles = [tile for label in sorted(sheet) for _, _, tile in sorted(sheet[label], reverse=True)]
   return {
-      "dataset": f"{builder.name}/{builder.builder_config.name if builder.builder_config else ''}",
-      "version": str(builder.version),
-      "data_dir": os.fspath(builder.data_dir),
-      "num_classes": len(names),
-      "splits": splits,
-      "clips_per_class": counts,
-      "class_counts_split": thin_split,
-      "thinnest_classes": [{"class": n, "clips": counts[n].get(thin_split, 0)} for n in thinnest],
-      "_tiles": tiles,
+    "dataset": f"{builder.name}/{builder.builder_config.name if builder.builder_config else ''}",
+    "version": str(builder.version),
+    "data_dir": os.fspath(builder.data_dir),
+    "num_classes": len(names),
+    "splits": splits,
+    "clips_per_class": counts,
+    "class_counts_split": thin_split,
+    "thinnest_classes": [{"class": n, "clips": counts[n].get(thin_split, 0)} for n in thinnest],
+    "_tiles": tiles,
   }
 
 
@@ -200,13 +203,23 @@ def contact_sheet(tiles: Sequence[_Tile]) -> tuple[np.ndarray, list[dict]]:
   placed = []
   for row, (tile, frames) in enumerate(zip(tiles, strips)):
     y = row * (_BAND + TILE_HEIGHT)
-    cv2.putText(sheet, f"{tile.label}  {tile.key}", (2, y + _BAND - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
-                cv2.LINE_AA)
+    cv2.putText(
+      sheet, f"{tile.label}  {tile.key}", (2, y + _BAND - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA
+    )
     x = 0
     for index, frame in zip(tile.frame_indices, frames):
-      sheet[y + _BAND:y + _BAND + TILE_HEIGHT, x:x + frame.shape[1]] = frame
-      placed.append({"key": tile.key, "label": tile.label, "frame": index, "x": x, "y": y + _BAND,
-                     "width": frame.shape[1], "height": TILE_HEIGHT})
+      sheet[y + _BAND : y + _BAND + TILE_HEIGHT, x : x + frame.shape[1]] = frame
+      placed.append(
+        {
+          "key": tile.key,
+          "label": tile.label,
+          "frame": index,
+          "x": x,
+          "y": y + _BAND,
+          "width": frame.shape[1],
+          "height": TILE_HEIGHT,
+        }
+      )
       x += frame.shape[1]
   return sheet, placed
 
@@ -256,8 +269,8 @@ def figures(data: dict, out: pathlib.Path) -> dict[str, str]:
     save(fig, "classes.png", f"Clips per class ({split})")
 
   for key, name, xlabel, title in (
-      ("frames_histogram", "frames.png", "frames per clip", "Clip length"),
-      ("jpeg_bytes_per_clip_histogram", "clip_bytes.png", "JPEG bytes per clip", "Bytes per clip"),
+    ("frames_histogram", "frames.png", "frames per clip", "Clip length"),
+    ("jpeg_bytes_per_clip_histogram", "clip_bytes.png", "JPEG bytes per clip", "Bytes per clip"),
   ):
     fig, ax = new(3)
     for split_name, values in splits.items():
@@ -273,8 +286,9 @@ def figures(data: dict, out: pathlib.Path) -> dict[str, str]:
   rates = sorted({r for values in splits.values() for r in values["source_fps"]})
   bar = 0.8 / max(1, len(splits))
   for i, (split_name, values) in enumerate(splits.items()):
-    ax.bar(np.arange(len(rates)) + bar * i, [values["source_fps"].get(r, 0) for r in rates], width=bar,
-           label=split_name)
+    ax.bar(
+      np.arange(len(rates)) + bar * i, [values["source_fps"].get(r, 0) for r in rates], width=bar, label=split_name
+    )
   ax.set_xticks(np.arange(len(rates)) + bar * (len(splits) - 1) / 2, [f"{r:g}" for r in rates])
   ax.set_xlabel("source frame rate (fps)")
   ax.set_ylabel("clips")
@@ -303,31 +317,36 @@ def page(data: dict, made: dict[str, str], out: pathlib.Path) -> str:
   reasons = []
   for split, values in data["splits"].items():
     for kind, count in values["skipped_by_reason"].items():
-      reasons.append(f"<tr><th>{html.escape(split)}</th><td>{html.escape(kind)}</td>"
-                     f"{_cell(count, f'splits.{split}.skipped_by_reason.{kind}')}</tr>")
-  thin = "".join(f"<tr><td>{html.escape(t['class'])}</td>{_cell(t['clips'], f'thinnest_classes.{i}.clips')}</tr>"
-                 for i, t in enumerate(data["thinnest_classes"]))
+      reasons.append(
+        f"<tr><th>{html.escape(split)}</th><td>{html.escape(kind)}</td>"
+        f"{_cell(count, f'splits.{split}.skipped_by_reason.{kind}')}</tr>"
+      )
+  thin = "".join(
+    f"<tr><td>{html.escape(t['class'])}</td>{_cell(t['clips'], f'thinnest_classes.{i}.clips')}</tr>"
+    for i, t in enumerate(data["thinnest_classes"])
+  )
   header = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in columns)
   images = "".join(f"<h2>{html.escape(title)}</h2>{_image(out, name, title)}" for title, name in made.items())
   return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(data['dataset'])}: dataset report</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(data["dataset"])}: dataset report</title>
 <style>body{{font-family:sans-serif;margin:1.5em;max-width:70em}} table{{border-collapse:collapse;margin:.5em 0}}
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}} img{{max-width:100%}}</style></head>
-<body><h1>{html.escape(data['dataset'])} {html.escape(data['version'])}</h1>
-<p>{html.escape(data['data_dir'])}: <span data-key="num_classes">{data['num_classes']}</span> classes.
+<body><h1>{html.escape(data["dataset"])} {html.escape(data["version"])}</h1>
+<p>{html.escape(data["data_dir"])}: <span data-key="num_classes">{data["num_classes"]}</span> classes.
 Skipped clips are listed, with their reasons, in skipped_clips.csv there.</p>
-<table id="splits"><tr><th>split</th>{header}</tr>{''.join(rows)}</table>
+<table id="splits"><tr><th>split</th>{header}</tr>{"".join(rows)}</table>
 <h2>Skipped clips by reason</h2><table id="reasons"><tr><th>split</th><th>reason</th><th>clips</th></tr>
-{''.join(reasons)}</table>
-<h2>Thinnest classes ({html.escape(data['class_counts_split'])})</h2>
+{"".join(reasons)}</table>
+<h2>Thinnest classes ({html.escape(data["class_counts_split"])})</h2>
 <table id="thinnest"><tr><th>class</th><th>clips</th></tr>{thin}</table>
 {images}
 </body></html>
 """
 
 
-def write(builder: tfds.core.DatasetBuilder, out: str, sheet_classes: int = 8, sheet_clips: int = 2,
-          sheet_frames: int = 6) -> dict:
+def write(
+  builder: tfds.core.DatasetBuilder, out: str, sheet_classes: int = 8, sheet_clips: int = 2, sheet_frames: int = 6
+) -> dict:
   """Writes report.html, report.json and the PNGs into `out`; returns what report.json holds."""
   folder = pathlib.Path(out).expanduser()
   folder.mkdir(parents=True, exist_ok=True)
@@ -335,8 +354,9 @@ def write(builder: tfds.core.DatasetBuilder, out: str, sheet_classes: int = 8, s
   sheet, data["contact_sheet"] = contact_sheet(data.pop("_tiles"))
   cv2.imwrite(os.fspath(folder / SHEET_FILE), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
   charts = list(figures(data, folder).items())
-  made = dict(charts[:1] + [("Contact sheet: frames evenly spaced through clips of some classes", SHEET_FILE)]
-              + charts[1:])  # The sheet right after the counts: the first thing to look at.
+  made = dict(
+    charts[:1] + [("Contact sheet: frames evenly spaced through clips of some classes", SHEET_FILE)] + charts[1:]
+  )  # The sheet right after the counts: the first thing to look at.
   data["figures"] = made
   (folder / JSON_FILE).write_text(json.dumps(data, indent=1))
   (folder / HTML_FILE).write_text(page(data, made, folder))

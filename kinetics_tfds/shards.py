@@ -73,11 +73,11 @@ def plan(split: str, written: list[tuple[str, int]], records_dir: str, template,
   num_shards = shard_config.get_number_shards(total_size, len(keys))
   boundaries = [0] + list(shard_utils.get_shard_boundaries(len(keys), num_shards))
   return [
-      Shard(
-          os.fspath(template.sharded_filepath(shard_index=i, num_shards=num_shards)),
-          [os.path.join(records_dir, key) for key in keys[start:end]],
-      )
-      for i, (start, end) in enumerate(zip(boundaries, boundaries[1:]))
+    Shard(
+      os.fspath(template.sharded_filepath(shard_index=i, num_shards=num_shards)),
+      [os.path.join(records_dir, key) for key in keys[start:end]],
+    )
+    for i, (start, end) in enumerate(zip(boundaries, boundaries[1:]))
   ]
 
 

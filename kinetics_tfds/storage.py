@@ -9,11 +9,11 @@ reads their settings from the environment, e.g. `FSSPEC_S3_ENDPOINT_URL` for an 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import contextlib
 import os
 import posixpath
 import tempfile
-from typing import Iterator
 
 SCRATCH_ENV = "KINETICS_TFDS_SCRATCH"
 COPY_PREFIX = "kinetics_tfds_clip_"

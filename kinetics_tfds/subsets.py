@@ -10,11 +10,11 @@ come in, and growing N only adds clips. Every clip left out is returned with its
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable, Iterable, Sequence
 import dataclasses
 import hashlib
 import os
 import re
-from typing import Callable, Iterable, Sequence
 
 from kinetics_tfds import annotations
 from kinetics_tfds import user_error
@@ -73,9 +73,7 @@ def parse_version_split(text: str) -> tuple[str, str] | None:
   return match["version"], annotations.split_named(match["split"])
 
 
-def exclusions(
-    entries: Iterable[str], load: Callable[[str, str], list[annotations.Clip]]
-) -> list[Exclusion]:
+def exclusions(entries: Iterable[str], load: Callable[[str, str], list[annotations.Clip]]) -> list[Exclusion]:
   """Resolves `KineticsConfig.exclude` entries: clip keys, files of keys, or `version:split` pairs.
 
   A pair leaves out every clip of the pair's YouTube videos (`load(version, split)` gives its
@@ -96,8 +94,8 @@ def exclusions(
       found.append(Exclusion(os.path.basename(entry), keys=frozenset(keys)))
     else:
       raise SelectionError(
-          f"exclude: {entry!r} is neither a clip key (youtube_id_SSSSSS_EEEEEE), a version:split such as "
-          "kinetics400:validation, nor a file of keys"
+        f"exclude: {entry!r} is neither a clip key (youtube_id_SSSSSS_EEEEEE), a version:split such as "
+        "kinetics400:validation, nor a file of keys"
       )
   if loose:
     found.append(Exclusion("the exclude list", keys=frozenset(loose)))
@@ -110,12 +108,12 @@ def rank(key: str) -> bytes:
 
 
 def select(
-    clips: dict[str, list[annotations.Clip]],
-    classes: Sequence[str],
-    *,
-    keep_classes: Sequence[str] | None = None,
-    max_per_class: int | None = None,
-    excluded: Sequence[Exclusion] = (),
+  clips: dict[str, list[annotations.Clip]],
+  classes: Sequence[str],
+  *,
+  keep_classes: Sequence[str] | None = None,
+  max_per_class: int | None = None,
+  excluded: Sequence[Exclusion] = (),
 ) -> Selection:
   """Applies exclusions, then the class subset, then at most `max_per_class` clips per class and split.
 
@@ -163,7 +161,8 @@ def version_sources(folder: str, archive_names: Sequence[str]) -> list:
   for name in archive_names:
     prefixes = (os.path.join(folder, name) + os.sep, os.path.join(folder, f"{name}.tar.gz:"))
     sources += [
-        source for source in annotations.find_sources(folder, [name])
-        if all(origin.startswith(prefixes) for origin, _ in source.values())
+      source
+      for source in annotations.find_sources(folder, [name])
+      if all(origin.startswith(prefixes) for origin, _ in source.values())
     ]
   return sources

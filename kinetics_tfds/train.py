@@ -9,6 +9,7 @@ Installed as `kinetics-train`; `python benchmarks/i3d.py` runs it from a checkou
 written to model_dir/summary.json). --synthetic feeds random clips kept on the device and with the JAX backend needs
 no TensorFlow. Each flag is a field of `training.config.Config`, with its help there.
 """
+
 import dataclasses
 import json
 import sys
@@ -50,7 +51,8 @@ def config_from_flags() -> config_lib.Config:
     values["lr_step_fractions"] = tuple(float(f) for f in values["lr_step_fractions"])
   except ValueError:
     raise config_lib.ConfigError(
-        f"--lr_step_fractions must be numbers, got {','.join(values['lr_step_fractions'])}") from None
+      f"--lr_step_fractions must be numbers, got {','.join(values['lr_step_fractions'])}"
+    ) from None
   return config_lib.Config(**values)
 
 

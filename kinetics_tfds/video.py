@@ -75,13 +75,13 @@ def _timestamps(capture: cv2.VideoCapture, source_fps: float):
 
 
 def decode(
-    path: str,
-    *,
-    fps: float | None,
-    short_side: int | None,
-    jpeg_quality: int,
-    segment: tuple[float, float] | None = None,
-    max_seconds: float = math.inf,
+  path: str,
+  *,
+  fps: float | None,
+  short_side: int | None,
+  jpeg_quality: int,
+  segment: tuple[float, float] | None = None,
+  max_seconds: float = math.inf,
 ) -> Frames:
   """Decodes `path` into JPEG frames at `fps` (None: every source frame), short side `short_side`.
 

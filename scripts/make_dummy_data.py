@@ -29,9 +29,9 @@ def _write_version(folder: str, num_classes: int, labeled_test: bool, layout: st
   """Annotation rows for every class, and clips for a few of them; returns the rows per split."""
   classes = [f"dummy class {i:03d}" for i in range(num_classes)]
   rows = {
-      "train": [_clip(i, c, "train") for i, c in enumerate(classes)],
-      "validation": [_clip(1000 + i, classes[i], "validation") for i in range(2)],
-      "test": [_clip(2000 + i, classes[i] if labeled_test else None, "test") for i in range(2)],
+    "train": [_clip(i, c, "train") for i, c in enumerate(classes)],
+    "validation": [_clip(1000 + i, classes[i], "validation") for i in range(2)],
+    "test": [_clip(2000 + i, classes[i] if labeled_test else None, "test") for i in range(2)],
   }
   with_clips = {"train": rows["train"][:3], "validation": rows["validation"], "test": rows["test"]}
   for split, split_rows in with_clips.items():
@@ -40,18 +40,16 @@ def _write_version(folder: str, num_classes: int, labeled_test: bool, layout: st
         sub = os.path.join(split, clip.label.replace(" ", "_"))
       else:
         sub = annotations.CVDF_FOLDERS[split]
-      motion_clips.write_clip(
-          os.path.join(folder, sub, f"{clip.key}.mp4"), motion=_MOTIONS[n % 4], seed=n, **_CLIP
-      )
+      motion_clips.write_clip(os.path.join(folder, sub, f"{clip.key}.mp4"), motion=_MOTIONS[n % 4], seed=n, **_CLIP)
   return rows
 
 
 def main() -> None:
   for name, num_classes, labeled_test, annotations_layout, clips_layout in (
-      ("kinetics400", 400, True, "folder", "flat"),
-      ("kinetics600", 600, True, "archive", "flat"),
-      ("kinetics700", 700, False, "cvdf", "label_folders"),
-      ("kinetics700_2020", 700, False, "folder", "flat"),
+    ("kinetics400", 400, True, "folder", "flat"),
+    ("kinetics600", 600, True, "archive", "flat"),
+    ("kinetics700", 700, False, "cvdf", "label_folders"),
+    ("kinetics700_2020", 700, False, "folder", "flat"),
   ):
     folder = os.path.join(_ROOT, name, "dummy_data")
     shutil.rmtree(folder, ignore_errors=True)

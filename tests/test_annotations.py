@@ -10,14 +10,14 @@ from kinetics_tfds import motion_clips
 
 
 @pytest.mark.parametrize(
-    "name, split, rows, num_classes",
-    [
-        ("kinetics400_val_2017.csv", "validation", 19_906, 400),
-        ("kinetics400_test_2017_unlabeled.csv", "test", 38_685, 0),
-        ("kinetics600_val.csv", "validation", 30_000, 600),
-        ("kinetics600_test_augmented_unlabeled.csv", "test", 72_924, 0),
-        ("kinetics600_test_original_unlabeled.csv", "test", 60_000, 0),
-    ],
+  "name, split, rows, num_classes",
+  [
+    ("kinetics400_val_2017.csv", "validation", 19_906, 400),
+    ("kinetics400_test_2017_unlabeled.csv", "test", 38_685, 0),
+    ("kinetics600_val.csv", "validation", 30_000, 600),
+    ("kinetics600_test_augmented_unlabeled.csv", "test", 72_924, 0),
+    ("kinetics600_test_original_unlabeled.csv", "test", 60_000, 0),
+  ],
 )
 def test_real_files_parse_to_their_row_counts(shared_data, name, split, rows, num_classes):
   path = shared_data / "kinetics" / "annotations" / name
@@ -103,16 +103,16 @@ def test_delta_top_up_is_merged_and_duplicates_counted(tmp_path):
 def test_bad_rows_are_rejected_with_reasons(tmp_path):
   (tmp_path / "annotations").mkdir()
   (tmp_path / "annotations" / "train.csv").write_text(
-      "label,youtube_id,time_start,time_end,split\n"
-      "good,abcdefghijk,1,11,train\n"
-      "good,../../etc/pw,1,11,train\n"
-      "../escape,abcdefghijl,1,11,train\n"
-      "good,abcdefghijm,x,11,train\n"
-      "good,abcdefghijn,20,11,train\n"
-      "good,abcdefghijo,1\n"
+    "label,youtube_id,time_start,time_end,split\n"
+    "good,abcdefghijk,1,11,train\n"
+    "good,../../etc/pw,1,11,train\n"
+    "../escape,abcdefghijl,1,11,train\n"
+    "good,abcdefghijm,x,11,train\n"
+    "good,abcdefghijn,20,11,train\n"
+    "good,abcdefghijo,1\n"
   )
   (tmp_path / "annotations" / "val.csv").write_text(
-      "label,youtube_id,time_start,time_end,split\nnot a train class,abcdefghijp,1,11,val\n"
+    "label,youtube_id,time_start,time_end,split\nnot a train class,abcdefghijp,1,11,val\n"
   )
   found = annotations.read_annotations(annotations.find_sources(str(tmp_path), ["k"]), 1)
   assert [c.key for c in found.clips["train"]] == ["abcdefghijk_000001_000011"]

@@ -72,9 +72,22 @@ def test_no_process_of_a_killed_build_remains(manual, tmp_path, sig):
   tag = uuid.uuid4().hex
   env = {**os.environ, _MARKER: tag, "KINETICS_TFDS_WORKERS": "2"}
   run = subprocess.Popen(
-      [_TFDS, "build", "kinetics400", "--imports", "kinetics_tfds", "--config", _CONFIG,
-       "--manual_dir", manual, "--data_dir", str(tmp_path)],
-      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    [
+      _TFDS,
+      "build",
+      "kinetics400",
+      "--imports",
+      "kinetics_tfds",
+      "--config",
+      _CONFIG,
+      "--manual_dir",
+      manual,
+      "--data_dir",
+      str(tmp_path),
+    ],
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
   )
   try:
     deadline = time.monotonic() + 120

@@ -14,16 +14,16 @@ import sys
 import time
 
 import numpy as np
-from conftest import SMALL_CLIP
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import SMALL_CLIP
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import builder
 from kinetics_tfds import examples as examples_lib
-from kinetics_tfds import parallel
 from kinetics_tfds import motion_clips
+from kinetics_tfds import parallel
 from kinetics_tfds import storage
 
 CONFIG = {"name": "tiny", "fps": 25.0, "short_side": 32, "num_classes": 4}
@@ -34,9 +34,7 @@ BEAM_OPTIONS = "runner=DirectRunner,direct_running_mode=multi_processing,direct_
 def manual(tmp_path_factory):
   """4 classes x (3 train + 1 validation) clips, plus a train row with no file and one with a bad file."""
   folder = tmp_path_factory.mktemp("manual")
-  written = motion_clips.make_manual_dir(
-      str(folder), clips_per_class={"train": 3, "validation": 1}, **SMALL_CLIP
-  )
+  written = motion_clips.make_manual_dir(str(folder), clips_per_class={"train": 3, "validation": 1}, **SMALL_CLIP)
   missing = annotations.Clip("missing0001", 0, 10, "swiping up", "train")
   corrupt = annotations.Clip("corrupt0001", 0, 10, "swiping up", "train")
   (folder / "train" / f"{corrupt.key}.mp4").write_bytes(b"not a video" * 100)
@@ -47,7 +45,7 @@ def manual(tmp_path_factory):
 def build(manual: str, data_dir: str, num_workers: int) -> str:
   """Builds the tiny config in this process; returns its version folder."""
   dataset = tfds.builder(
-      "kinetics400", config=kinetics_tfds.KineticsConfig(**CONFIG), data_dir=data_dir, num_workers=num_workers
+    "kinetics400", config=kinetics_tfds.KineticsConfig(**CONFIG), data_dir=data_dir, num_workers=num_workers
   )
   dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
   return os.fspath(dataset.data_dir)
@@ -74,8 +72,8 @@ def serial(manual, tmp_path_factory):
   examples, skipped = read(folder)
   assert len(examples) == 16
   assert [(r.key, r.reason.split(":")[0]) for r in builder.read_skipped(folder)] == [
-      ("corrupt0001_000000_000010", "unreadable"),
-      ("missing0001_000000_000010", "missing file"),
+    ("corrupt0001_000000_000010", "unreadable"),
+    ("missing0001_000000_000010", "missing file"),
   ]
   return examples, skipped
 
@@ -87,12 +85,18 @@ def test_worker_pool_matches_serial(manual, serial, tmp_path):
 def test_array_record_through_tfds_writer(manual, serial, tmp_path):
   """Formats other than TFRecord go through TFDS's writer; random access reads them without TensorFlow."""
   dataset = tfds.builder(
-      "kinetics400", config=kinetics_tfds.KineticsConfig(**CONFIG), data_dir=str(tmp_path), num_workers=2,
-      file_format="array_record",
+    "kinetics400",
+    config=kinetics_tfds.KineticsConfig(**CONFIG),
+    data_dir=str(tmp_path),
+    num_workers=2,
+    file_format="array_record",
   )
   dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
-  keys = {(split, dataset.as_data_source(split)[i]["key"])
-          for split in ("train", "validation") for i in range(len(dataset.as_data_source(split)))}
+  keys = {
+    (split, dataset.as_data_source(split)[i]["key"])
+    for split in ("train", "validation")
+    for i in range(len(dataset.as_data_source(split)))
+  }
   assert keys == set(serial[0])
   assert not [n for n in os.listdir(dataset.data_dir) if n.startswith(".")]  # Record files removed.
 
@@ -101,11 +105,23 @@ def tfds_build(manual: str, data_dir, *flags: str, env: dict | None = None) -> N
   """`tfds build` of the tiny config, as a user runs it."""
   tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
   result = subprocess.run(
-      [tfds_cli, "build", "kinetics400", "--imports", "kinetics_tfds", "--manual_dir", manual,
-       "--data_dir", str(data_dir), "--config", json.dumps(CONFIG), *flags],
-      capture_output=True,
-      text=True,
-      env=env,
+    [
+      tfds_cli,
+      "build",
+      "kinetics400",
+      "--imports",
+      "kinetics_tfds",
+      "--manual_dir",
+      manual,
+      "--data_dir",
+      str(data_dir),
+      "--config",
+      json.dumps(CONFIG),
+      *flags,
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
   )
   assert result.returncode == 0, result.stderr[-5000:]
 
@@ -129,15 +145,16 @@ def s3(manual):
   server.start()
   endpoint = f"http://127.0.0.1:{port}"
   env = {
-      **os.environ,
-      "AWS_ACCESS_KEY_ID": "testing",
-      "AWS_SECRET_ACCESS_KEY": "testing",
-      "AWS_DEFAULT_REGION": "us-east-1",
-      "FSSPEC_S3_ENDPOINT_URL": endpoint,
-      parallel.WORKERS_ENV: "2",
+    **os.environ,
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "FSSPEC_S3_ENDPOINT_URL": endpoint,
+    parallel.WORKERS_ENV: "2",
   }
-  client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                        region_name="us-east-1")
+  client = boto3.client(
+    "s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+  )
   client.create_bucket(Bucket="kinetics")
   for folder, _, files in os.walk(manual):
     for name in files:
@@ -166,7 +183,9 @@ def test_beam_pipeline_size_does_not_grow_with_clips(tmp_path):
   dataset._use_beam = True  # pylint: disable=protected-access
   os.makedirs(dataset.data_dir)
   rows = "".join(f"swiping up,id{i:09d},{i % 300},{i % 300 + 10},train\n" for i in range(100_000))
-  clips, rejected = annotations.parse_split("train.csv", ("label,youtube_id,time_start,time_end,split\n" + rows).encode(), "train")
+  clips, rejected = annotations.parse_split(
+    "train.csv", ("label,youtube_id,time_start,time_end,split\n" + rows).encode(), "train"
+  )
   assert len(clips) == 100_000 and not rejected
 
   def pipeline_bytes(count: int) -> int:
@@ -200,13 +219,13 @@ def _alive(pid: int) -> bool:
 
 def test_killed_build_reruns_to_the_same_dataset(manual, serial, tmp_path):
   script = (
-      "import sys; sys.path.insert(0, sys.argv[1]); import test_build_scale as t;"
-      "t.build(sys.argv[2], sys.argv[3], num_workers=2)"
+    "import sys; sys.path.insert(0, sys.argv[1]); import test_build_scale as t;"
+    "t.build(sys.argv[2], sys.argv[3], num_workers=2)"
   )
   run = subprocess.Popen(
-      [sys.executable, "-c", script, os.path.dirname(__file__), manual, str(tmp_path)],
-      stdout=subprocess.DEVNULL,
-      stderr=subprocess.DEVNULL,
+    [sys.executable, "-c", script, os.path.dirname(__file__), manual, str(tmp_path)],
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
   )
   config_dir = os.path.dirname(version_dir(tmp_path))
   try:

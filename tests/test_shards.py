@@ -27,18 +27,18 @@ def features():
 @pytest.mark.parametrize("label, is_cc, fps", [(3, 1, 29.97), (-1, -1, 25.0)])
 def test_serialize_equals_tfds_serializer(features, label, is_cc, fps):
   example = {
-      "video": [os.urandom(n) for n in (1, 300, 70_000)],
-      "label": label,
-      "key": "-a_b-c_d-e_000123_000133",
-      "youtube_id": "-a_b-c_d-e",
-      "time_start": 123,
-      "time_end": 133,
-      "source_fps": fps,
-      "is_cc": is_cc,
+    "video": [os.urandom(n) for n in (1, 300, 70_000)],
+    "label": label,
+    "key": "-a_b-c_d-e_000123_000133",
+    "youtube_id": "-a_b-c_d-e",
+    "time_start": 123,
+    "time_end": 133,
+    "source_fps": fps,
+    "is_cc": is_cc,
   }
   assert list(examples.FIELDS) == list(features.get_serialized_info())
   theirs = example_serializer.ExampleSerializer(features.get_serialized_info()).serialize_example(
-      features.encode_example(example)
+    features.encode_example(example)
   )
   # Equal as messages: protobuf leaves the order of map entries to the implementation.
   assert tf_example_pb2.Example.FromString(examples.serialize(example)) == tf_example_pb2.Example.FromString(theirs)
@@ -58,17 +58,17 @@ def test_shards_are_byte_equal_to_tfds_writer(tmp_path):
 
   def template(folder):
     return naming.ShardedFileTemplate(
-        data_dir=tmp_path / folder, dataset_name="kinetics400", split="train", filetype_suffix="tfrecord"
+      data_dir=tmp_path / folder, dataset_name="kinetics400", split="train", filetype_suffix="tfrecord"
     )
 
   (tmp_path / "tfds").mkdir()
   writer = writer_lib.Writer(
-      serializer=builder._Serialized({}),  # pylint: disable=protected-access
-      filename_template=template("tfds"),
-      hash_salt="train",
-      disable_shuffling=False,
-      example_writer=writer_lib.ExampleWriter(file_format=tfds.core.FileFormat.TFRECORD),
-      shard_config=shard_config,
+    serializer=builder._Serialized({}),  # pylint: disable=protected-access
+    filename_template=template("tfds"),
+    hash_salt="train",
+    disable_shuffling=False,
+    example_writer=writer_lib.ExampleWriter(file_format=tfds.core.FileFormat.TFRECORD),
+    shard_config=shard_config,
   )
   for key, record in records.items():
     writer.write(key, record)
@@ -80,8 +80,9 @@ def test_shards_are_byte_equal_to_tfds_writer(tmp_path):
   for key, record in records.items():
     shards.write_record(str(records_dir / key), record)
     assert shards.read_record(str(records_dir / key)) == record
-  planned = shards.plan("train", [(k, len(r)) for k, r in records.items()], str(records_dir), template("ours"),
-                        shard_config)
+  planned = shards.plan(
+    "train", [(k, len(r)) for k, r in records.items()], str(records_dir), template("ours"), shard_config
+  )
   assert [shards.assemble(s) for s in planned] == tfds_lengths
   assert not os.listdir(records_dir)
   names = sorted(os.listdir(tmp_path / "tfds"))

@@ -11,14 +11,14 @@ import subprocess
 import sys
 import threading
 
-from conftest import SMALL_CLIP
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import SMALL_CLIP
 import kinetics_tfds
 from kinetics_tfds import annotations
-from kinetics_tfds import parallel
 from kinetics_tfds import motion_clips
+from kinetics_tfds import parallel
 from kinetics_tfds import subsets
 from kinetics_tfds.download import cvdf
 from kinetics_tfds.download import errors
@@ -26,8 +26,13 @@ from kinetics_tfds.download import report as report_lib
 
 # Seven classes in the folder (names as Kinetics spells them), five in the subset.
 _ALL = {
-    "abseiling": (1, 0), "air drumming": (-1, 0), "hurling (sport)": (0, 1), "massaging person's head": (0, -1),
-    "passing American football (in game)": (1, 1), "yoga": (-1, -1), "zumba": (1, -1),
+  "abseiling": (1, 0),
+  "air drumming": (-1, 0),
+  "hurling (sport)": (0, 1),
+  "massaging person's head": (0, -1),
+  "passing American football (in game)": (1, 1),
+  "yoga": (-1, -1),
+  "zumba": (1, -1),
 }
 _SUBSET = ["zumba", "hurling (sport)", "abseiling", "massaging person's head", "passing American football (in game)"]
 _PER_SPLIT = {"train": 4, "validation": 3}
@@ -51,8 +56,9 @@ def subset_builds(tmp_path_factory):
   names_file = root / "classes.txt"
   names_file.write_text("# my five\n" + "\n".join(_SUBSET) + "\n")
   written = motion_clips.make_manual_dir(str(root / "manual"), classes=_ALL, clips_per_class=_PER_SPLIT, **SMALL_CLIP)
-  config = kinetics_tfds.KineticsConfig(fps=10.0, short_side=48, num_classes=len(_ALL), classes=str(names_file),
-                                        max_per_class=2)
+  config = kinetics_tfds.KineticsConfig(
+    fps=10.0, short_side=48, num_classes=len(_ALL), classes=str(names_file), max_per_class=2
+  )
   builds = {}
   for workers in (1, 2):
     with pytest.MonkeyPatch.context() as patch:
@@ -102,10 +108,23 @@ def test_downloader_dry_run_lists_exactly_the_subset(subset_builds, tmp_path):
   env = {**os.environ, "PYTHONPATH": str(pathlib.Path(kinetics_tfds.__file__).parents[1])}
   for split, csv_name in (("train", "train.csv"), ("validation", "validate.csv")):
     result = subprocess.run(
-        [sys.executable, "-m", "kinetics_tfds.download", "--source=youtube", f"--manual_dir={tmp_path / split}",
-         f"--annotations={root / 'manual' / 'kinetics400' / csv_name}", f"--classes={names_file}",
-         "--max_per_class=2", "--dry_run", "--youtube_url_template=http://127.0.0.1:9/{youtube_id}"],
-        capture_output=True, text=True, env=env, timeout=300)
+      [
+        sys.executable,
+        "-m",
+        "kinetics_tfds.download",
+        "--source=youtube",
+        f"--manual_dir={tmp_path / split}",
+        f"--annotations={root / 'manual' / 'kinetics400' / csv_name}",
+        f"--classes={names_file}",
+        "--max_per_class=2",
+        "--dry_run",
+        "--youtube_url_template=http://127.0.0.1:9/{youtube_id}",
+      ],
+      capture_output=True,
+      text=True,
+      env=env,
+      timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     listed = set()
     for line in result.stdout.strip().splitlines()[:-1]:  # The last line is the JSON of counts.
@@ -114,9 +133,21 @@ def test_downloader_dry_run_lists_exactly_the_subset(subset_builds, tmp_path):
     built = {ex["key"].decode() for ex in tfds.as_numpy(builds[1].as_dataset(split=split))}
     assert listed == built
   bad = subprocess.run(
-      [sys.executable, "-m", "kinetics_tfds.download", "--source=youtube", f"--manual_dir={tmp_path}",
-       f"--annotations={root / 'manual' / 'kinetics400' / 'train.csv'}", "--classes=abseiling,not a class",
-       "--dry_run"], capture_output=True, text=True, env=env, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "kinetics_tfds.download",
+      "--source=youtube",
+      f"--manual_dir={tmp_path}",
+      f"--annotations={root / 'manual' / 'kinetics400' / 'train.csv'}",
+      "--classes=abseiling,not a class",
+      "--dry_run",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
   assert bad.returncode == 1 and "not a class" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -173,14 +204,15 @@ def test_exclusions_by_key_file_and_version_split(tmp_path):
   keys_file.write_text(rows[0].key + "\n")
   other = [annotations.Clip(rows[1].youtube_id, 500, 510, "a", "validation")]  # Same video, other segment.
   loaded = []
-  found = subsets.exclusions([str(keys_file), "kinetics400:val", rows[2].key],
-                             lambda version, split: loaded.append((version, split)) or other)
+  found = subsets.exclusions(
+    [str(keys_file), "kinetics400:val", rows[2].key], lambda version, split: loaded.append((version, split)) or other
+  )
   assert loaded == [("kinetics400", "validation")]
   kept = subsets.select({"train": rows}, ["a", "b"], excluded=found)
   assert {r.key: r.reason for r in kept.skipped} == {
-      rows[0].key: f"excluded: listed in {keys_file.name}",
-      rows[1].key: "excluded: same YouTube video as kinetics400:validation",
-      rows[2].key: "excluded: listed in the exclude list",
+    rows[0].key: f"excluded: listed in {keys_file.name}",
+    rows[1].key: "excluded: same YouTube video as kinetics400:validation",
+    rows[2].key: "excluded: listed in the exclude list",
   }
   with pytest.raises(subsets.SelectionError, match="neither a clip key"):
     subsets.exclusions(["kinetics400:nosuchsplit"], lambda *_: [])

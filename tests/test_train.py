@@ -4,13 +4,13 @@ replicas, a TF-free JAX path, and clear errors.
 I3D is heavy for 2 CPU cores: each process that trains pays one XLA compile (about a minute), so every training
 check runs once, on 8 frames of 32 pixels.
 """
+
 import json
 import os
 import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -33,8 +33,14 @@ _TINY = ["--num_frames=8", "--image_size=32", "--batch_size=4", "--num_classes=4
 
 
 def _script(*args, env=None, **kwargs):
-  return subprocess.run([sys.executable, _SCRIPT, *args], capture_output=True, text=True, timeout=600,
-                        env={**os.environ, **(env or {})}, **kwargs)
+  return subprocess.run(
+    [sys.executable, _SCRIPT, *args],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env={**os.environ, **(env or {})},
+    **kwargs,
+  )
 
 
 def _summary(stdout):
@@ -54,9 +60,23 @@ def motion_builder(tmp_path_factory):
 
 def test_learns_motion_direction(motion_builder, tmp_path):
   config = config_lib.Config(
-      model_dir=str(tmp_path), batch_size=8, num_frames=8, image_size=32, train_steps=40, checkpoint_steps=40,
-      log_every=10, optimizer="adam", learning_rate=1e-3, lr_schedule="constant", weight_decay=0.0,
-      dropout_rate=0.0, batchnorm_momentum=0.9, eval_views="2x1", seed=0, deterministic=True)
+    model_dir=str(tmp_path),
+    batch_size=8,
+    num_frames=8,
+    image_size=32,
+    train_steps=40,
+    checkpoint_steps=40,
+    log_every=10,
+    optimizer="adam",
+    learning_rate=1e-3,
+    lr_schedule="constant",
+    weight_decay=0.0,
+    dropout_rate=0.0,
+    batchnorm_momentum=0.9,
+    eval_views="2x1",
+    seed=0,
+    deterministic=True,
+  )
   summary = run_lib.run(config, builder=motion_builder)
   assert summary["videos"] == 16
   assert summary["top1"] >= 0.9, summary
@@ -84,9 +104,15 @@ def kinetics400_two_clips(shared_data, tmp_path_factory):
 
 def test_eval_kinetics400_weights_on_real_clips(kinetics400_two_clips, tmp_path):
   predictions = tmp_path / "predictions.jsonl"
-  result = _script("--mode=eval", "--weights=kinetics400", "--eval_views=whole", "--nojit_compile",
-                   f"--data_dir={kinetics400_two_clips}", f"--model_dir={tmp_path}",
-                   f"--predictions_out={predictions}")
+  result = _script(
+    "--mode=eval",
+    "--weights=kinetics400",
+    "--eval_views=whole",
+    "--nojit_compile",
+    f"--data_dir={kinetics400_two_clips}",
+    f"--model_dir={tmp_path}",
+    f"--predictions_out={predictions}",
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert _summary(result.stdout)["top1"] == 1.0
   rows = {row["label"]: row for row in map(json.loads, predictions.read_text().splitlines())}
@@ -97,8 +123,9 @@ def test_eval_kinetics400_weights_on_real_clips(kinetics400_two_clips, tmp_path)
 
 def test_resumes_after_sigkill(tmp_path):
   args = ["--synthetic", "--mode=train", "--checkpoint_steps=2", f"--model_dir={tmp_path}", *_TINY]
-  with subprocess.Popen([sys.executable, _SCRIPT, *args, "--train_steps=1000"], stdout=subprocess.PIPE,
-                        stderr=subprocess.DEVNULL, text=True) as first:
+  with subprocess.Popen(
+    [sys.executable, _SCRIPT, *args, "--train_steps=1000"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+  ) as first:
     metadata = tmp_path / "backup" / "training_metadata.json"
     for line in first.stdout:
       if line.startswith("step") and metadata.exists() and json.loads(metadata.read_text())["epoch"] >= 1:
@@ -128,7 +155,8 @@ from kinetics_tfds.training import optimization
 half = np.random.RandomState(0).randint(0, 256, (4, 8, 32, 32, 3)).astype("uint8")
 clips, labels = np.concatenate([half, half]), np.array([0, 1, 0, 1] * 2)
 losses = {}
-for name, strategy in [("one", tf.distribute.get_strategy()), ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]:
+strategies = [("one", tf.distribute.get_strategy()), ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]
+for name, strategy in strategies:
   keras.utils.set_random_seed(0)
   with strategy.scope():
     model = i3d.InceptionI3D(2, dropout_rate=0.0)
@@ -169,9 +197,20 @@ runpy.run_path("{script}", run_name="__main__")
 
 
 def test_synthetic_jax_needs_no_tensorflow(tmp_path):
-  argv = ", ".join(repr(a) for a in ["i3d.py", "--synthetic", "--mode=train_and_eval", "--train_steps=2",
-                                     "--checkpoint_steps=2", "--eval_steps=1", "--precision=mixed_bfloat16",
-                                     f"--model_dir={tmp_path}", *_TINY])
+  argv = ", ".join(
+    repr(a)
+    for a in [
+      "i3d.py",
+      "--synthetic",
+      "--mode=train_and_eval",
+      "--train_steps=2",
+      "--checkpoint_steps=2",
+      "--eval_steps=1",
+      "--precision=mixed_bfloat16",
+      f"--model_dir={tmp_path}",
+      *_TINY,
+    ]
+  )
   code = _WITHOUT_TENSORFLOW.format(package=_REPO / "kinetics_tfds", script=_SCRIPT, argv=argv)
   # Unoptimised XLA: a fresh JAX model compiles each of its ~70 initialisers.
   env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_backend_optimization_level=0"}
@@ -203,8 +242,9 @@ def test_missing_dataset_says_how_to_build(tmp_path):
 
 def test_schedules():
   steps = optimization.learning_rate("steps", 0.1, 100, step_fractions=(0.5, 0.8))
-  np.testing.assert_allclose([float(steps(s)) for s in (0, 50, 51, 80, 81, 99)],
-                             [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+  np.testing.assert_allclose(
+    [float(steps(s)) for s in (0, 50, 51, 80, 81, 99)], [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6
+  )
   cosine = optimization.learning_rate("cosine", 0.1, 100, warmup_fraction=0.1)
   np.testing.assert_allclose([float(cosine(s)) for s in (0, 5, 10, 55, 100)], [0, 0.05, 0.1, 0.05, 0], atol=1e-6)
 

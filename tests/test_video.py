@@ -5,9 +5,9 @@ import os
 
 import cv2
 import numpy as np
-from conftest import SMALL_CLIP
 import pytest
 
+from conftest import SMALL_CLIP
 from kinetics_tfds import motion_clips
 from kinetics_tfds import video
 
@@ -28,17 +28,17 @@ def _duration(path):
 
 
 @pytest.mark.parametrize(
-    "name, shape",
-    [
-        ("mmaction2_tests_test.mp4", (256, 340)),
-        ("mmaction2_tests_test.avi", (256, 341)),
-        ("mmaction2_tests_rawvideo_part_0.mp4", (256, 340)),
-        ("mmaction2_demo.mp4", (256, 340)),
-        ("mmaction2_demo_v0_d93c16a.mp4", (256, 340)),
-        ("decord_flipping_a_pancake.mkv", (256, 454)),
-        ("decord_unordered.mov", (256, 256)),
-        ("decord_video_90.mov", (454, 256)),  # Coded 568x320, shown rotated: portrait.
-    ],
+  "name, shape",
+  [
+    ("mmaction2_tests_test.mp4", (256, 340)),
+    ("mmaction2_tests_test.avi", (256, 341)),
+    ("mmaction2_tests_rawvideo_part_0.mp4", (256, 340)),
+    ("mmaction2_demo.mp4", (256, 340)),
+    ("mmaction2_demo_v0_d93c16a.mp4", (256, 340)),
+    ("decord_flipping_a_pancake.mkv", (256, 454)),
+    ("decord_unordered.mov", (256, 256)),
+    ("decord_video_90.mov", (454, 256)),  # Coded 568x320, shown rotated: portrait.
+  ],
 )
 def test_real_clips_build_at_25fps_short_side_256(shared_data, name, shape):
   path = shared_data / "kinetics" / "videos" / name
@@ -91,14 +91,14 @@ def test_odd_size_keeps_aspect(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "make, reason",
-    [
-        (lambda p: None, "missing file"),
-        (lambda p: open(p, "wb").close(), "zero-byte file"),
-        (lambda p: open(p, "w").write("not a video, just text\n" * 50), "unreadable"),
-        (lambda p: _truncate(p), "unreadable"),
-    ],
-    ids=["missing", "zero-byte", "text", "truncated"],
+  "make, reason",
+  [
+    (lambda p: None, "missing file"),
+    (lambda p: open(p, "wb").close(), "zero-byte file"),
+    (lambda p: open(p, "w").write("not a video, just text\n" * 50), "unreadable"),
+    (lambda p: _truncate(p), "unreadable"),
+  ],
+  ids=["missing", "zero-byte", "text", "truncated"],
 )
 def test_bad_files_raise_video_error(tmp_path, make, reason):
   path = str(tmp_path / "bad.mp4")

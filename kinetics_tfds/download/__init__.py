@@ -3,6 +3,7 @@
 Run as `python -m kinetics_tfds.download --help`. Every run is resumable and writes
 `download_report.csv` into the manual folder, so a rerun only fetches what is missing.
 """
+
 import os
 import pathlib
 import re

@@ -1,14 +1,16 @@
 """Safe extraction of the mirror's tarballs, which are not all well formed.
 
 Shards may be gzipped or plain tar (k400 `part_120.tar.gz` once was), nest clips under deep folders,
-or carry macOS `._*` AppleDouble files (a K600 class tarball did; github cvdfoundation/kinetics-dataset). A member that would land outside the target (absolute path, `..`, a link
-pointing out, a device file) is refused and returned so it can be reported; nothing of it is
-written. tarfile's 'data' filter then checks every written member a second time.
+or carry macOS `._*` AppleDouble files (a K600 class tarball did; github cvdfoundation/kinetics-dataset).
+A member that would land outside the target (absolute path, `..`, a link pointing out, a device
+file) is refused and returned so it can be reported; nothing of it is written. tarfile's 'data'
+filter then checks every written member a second time.
 
 Expansion is bounded: clips barely compress, so an archive whose members add up to more than
 MAX_EXPANSION times its own size (and over MIN_LIMIT_BYTES) is a decompression bomb, not a shard;
 what it had written is removed and ExpansionLimit raised.
 """
+
 import os
 import pathlib
 import tarfile
@@ -55,8 +57,9 @@ def extract(archive: pathlib.Path, target: pathlib.Path) -> list[tuple[str, str]
       if not reason and total > limit:
         for path in written:
           os.remove(path)
-        raise ExpansionLimit(f"{archive.name} expands beyond {limit} bytes ({MAX_EXPANSION}x its size): "
-                             "a decompression bomb, not a shard")
+        raise ExpansionLimit(
+          f"{archive.name} expands beyond {limit} bytes ({MAX_EXPANSION}x its size): a decompression bomb, not a shard"
+        )
       if not reason:
         try:
           tar.extract(member, root, filter="data")

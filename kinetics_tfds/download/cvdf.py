@@ -14,6 +14,7 @@ Archives, `.part` files, cached lists and one `.done` marker per extracted shard
 `manual_dir/.download_state/`; a rerun fetches only what has no marker. The replacement tarball
 is fetched with K400's train split, the split whose corrupt videos it replaces.
 """
+
 import dataclasses
 import os
 import pathlib
@@ -22,16 +23,16 @@ import tarfile
 import urllib.parse
 import zlib
 
+from kinetics_tfds import annotations
 from kinetics_tfds import clips
 from kinetics_tfds import subsets
-from kinetics_tfds import annotations
 from kinetics_tfds.download import UnsafeName
-from kinetics_tfds.download import state_path
 from kinetics_tfds.download import archives
 from kinetics_tfds.download import errors
 from kinetics_tfds.download import http
 from kinetics_tfds.download import pool
 from kinetics_tfds.download import report as report_lib
+from kinetics_tfds.download import state_path
 
 OFFICIAL_BASE_URL = "https://s3.amazonaws.com/kinetics"
 VERSIONS = ("400", "600", "700_2020")
@@ -54,7 +55,7 @@ class Item:
 
 def _item(base_url: str, url: str, folder: str) -> Item:
   prefix = base_url.rstrip("/") + "/"
-  relative = url[len(prefix):] if url.startswith(prefix) else urllib.parse.urlsplit(url).path.lstrip("/")
+  relative = url[len(prefix) :] if url.startswith(prefix) else urllib.parse.urlsplit(url).path.lstrip("/")
   return Item(urllib.parse.unquote(relative), url, folder)
 
 
@@ -64,8 +65,9 @@ def _rebase(line: str, list_url: str, base_url: str) -> str:
   return _OFFICIAL_PREFIX.sub(base_url.rstrip("/") + "/", url)
 
 
-def _shard_urls(manual_dir: pathlib.Path, list_url: str, base_url: str, policy: errors.RetryPolicy,
-                dry_run: bool) -> list[str]:
+def _shard_urls(
+  manual_dir: pathlib.Path, list_url: str, base_url: str, policy: errors.RetryPolicy, dry_run: bool
+) -> list[str]:
   """The shard URLs a list names; the list is cached in the state folder unless dry_run."""
   cached = state_path(manual_dir, _item(base_url, list_url, "").key)
   if cached.exists():
@@ -81,7 +83,7 @@ def _shard_urls(manual_dir: pathlib.Path, list_url: str, base_url: str, policy: 
 def class_of(url: str) -> str:
   """The class a per-class archive holds (K600: `{split}/{label}.tar.gz`)."""
   name = http.file_name(url)
-  return name[:-len(".tar.gz")] if name.endswith(".tar.gz") else os.path.splitext(name)[0]
+  return name[: -len(".tar.gz")] if name.endswith(".tar.gz") else os.path.splitext(name)[0]
 
 
 def _of_classes(urls: list[str], classes: tuple[str, ...], list_url: str) -> list[str]:
@@ -91,15 +93,22 @@ def _of_classes(urls: list[str], classes: tuple[str, ...], list_url: str) -> lis
   missing = sorted(set(classes) - set(found))
   if missing:
     raise subsets.SelectionError(
-        f"{list_url} has no archive for {len(missing)} of the classes (e.g. {missing[0]!r}): this mirror's "
-        "shards are per class only for K600; fetch a subset with --source=youtube --classes"
+      f"{list_url} has no archive for {len(missing)} of the classes (e.g. {missing[0]!r}): this mirror's "
+      "shards are per class only for K600; fetch a subset with --source=youtube --classes"
     )
   return sorted(found.values())
 
 
-def plan(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: str,
-         policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report,
-         classes: tuple[str, ...] | None = None) -> list[Item]:
+def plan(
+  manual_dir: pathlib.Path,
+  version: str,
+  splits: list[str],
+  base_url: str,
+  policy: errors.RetryPolicy,
+  dry_run: bool,
+  report: report_lib.Report,
+  classes: tuple[str, ...] | None = None,
+) -> list[Item]:
   """Everything the mirror holds for these splits, or only the archives of `classes`.
 
   A list that cannot be read is reported.
@@ -119,8 +128,11 @@ def plan(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: st
     items.extend(_item(base_url, url, split) for url in urls)
   if version == "400" and "train" in splits and classes is None:
     items.append(_item(base_url, f"{base_url}/400/replacement_for_corrupted_k400.tgz", "replacement"))
-  return [item for item in {item.key: item for item in items}.values()  # A repeated line is fetched once.
-          if _has_safe_name(item, manual_dir, report)]
+  return [
+    item
+    for item in {item.key: item for item in items}.values()  # A repeated line is fetched once.
+    if _has_safe_name(item, manual_dir, report)
+  ]
 
 
 def _has_safe_name(item: Item, manual_dir: pathlib.Path, report: report_lib.Report) -> bool:
@@ -144,8 +156,7 @@ def _done_marker(item: Item, manual_dir: pathlib.Path) -> pathlib.Path:
   return archive.with_name(archive.name + ".done")
 
 
-def _fetch(item: Item, manual_dir: pathlib.Path, policy: errors.RetryPolicy,
-           report: report_lib.Report) -> None:
+def _fetch(item: Item, manual_dir: pathlib.Path, policy: errors.RetryPolicy, report: report_lib.Report) -> None:
   """Downloads one item and, for an archive, extracts it, marks it done and deletes it."""
   if _is_done(item, manual_dir):
     report.add(item.key, "skipped", "done")
@@ -180,10 +191,21 @@ def _plan_one(item: Item, policy: errors.RetryPolicy, report: report_lib.Report)
   report.add(item.key, "planned", size=size)
 
 
-def run(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: str, num_workers: int,
-        policy: errors.RetryPolicy, dry_run: bool, report: report_lib.Report,
-        classes: tuple[str, ...] | None = None) -> None:
-  """Fills manual_dir from the mirror (only `classes`, if given); with dry_run prints each missing file's URL and size."""
+def run(
+  manual_dir: pathlib.Path,
+  version: str,
+  splits: list[str],
+  base_url: str,
+  num_workers: int,
+  policy: errors.RetryPolicy,
+  dry_run: bool,
+  report: report_lib.Report,
+  classes: tuple[str, ...] | None = None,
+) -> None:
+  """Fills manual_dir from the mirror (only `classes`, if given).
+
+  With dry_run it prints each missing file's URL and size instead.
+  """
   items = plan(manual_dir, version, splits, base_url, policy, dry_run, report, classes)
   if dry_run:
     todo = [item for item in items if not _is_done(item, manual_dir)]
@@ -193,5 +215,4 @@ def run(manual_dir: pathlib.Path, version: str, splits: list[str], base_url: str
       if row["status"] == "planned":
         print(f"{item.url}\t{row['bytes']}")
   else:
-    pool.run([lambda item=item: _fetch(item, manual_dir, policy, report) for item in items],
-             num_workers, "file")
+    pool.run([lambda item=item: _fetch(item, manual_dir, policy, report) for item in items], num_workers, "file")

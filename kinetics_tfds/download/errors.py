@@ -1,8 +1,10 @@
 """Failure reasons for the report, and retrying the ones that may pass on a second try."""
+
+from collections.abc import Callable
 import dataclasses
 import re
 import time
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from absl import logging
 
@@ -11,20 +13,53 @@ _T = TypeVar("_T")
 # Checked in order: the first pattern found in the lower-cased error message names the reason.
 # yt-dlp reports YouTube's refusals only as text, so the text is all there is to go on.
 _REASONS = (
-    # YouTube's bot check is its rate limit under another name: retried like a 429.
-    ("http-429", ("confirm you're not a bot", "confirm you’re not a bot")),
-    ("expansion-limit", ("decompression bomb",)),
-    ("private", ("private video", "video is private")),
-    ("copyright", ("copyright",)),
-    ("country-blocked", ("in your country", "geo restrict", "geo-restrict")),
-    ("age-gated", ("confirm your age", "age-restricted", "inappropriate for some users")),
-    ("removed", ("video unavailable", "has been removed", "account associated with this video has been terminated",
-                 "no longer available", "does not exist")),
-    ("corrupt", ("corrupt", "moov atom not found", "invalid data found", "not a gzip file", "truncated",
-                 "could not be opened successfully", "unexpected end of data",
-                 "compressed file ended", "decompress", "cannot decode")),
-    ("network", ("timed out", "timeout", "connection", "urlopen error", "incompleteread", "incomplete download",
-                 "remote end closed", "name resolution", "network is unreachable", "broken pipe")),
+  # YouTube's bot check is its rate limit under another name: retried like a 429.
+  ("http-429", ("confirm you're not a bot", "confirm you’re not a bot")),
+  ("expansion-limit", ("decompression bomb",)),
+  ("private", ("private video", "video is private")),
+  ("copyright", ("copyright",)),
+  ("country-blocked", ("in your country", "geo restrict", "geo-restrict")),
+  ("age-gated", ("confirm your age", "age-restricted", "inappropriate for some users")),
+  (
+    "removed",
+    (
+      "video unavailable",
+      "has been removed",
+      "account associated with this video has been terminated",
+      "no longer available",
+      "does not exist",
+    ),
+  ),
+  (
+    "corrupt",
+    (
+      "corrupt",
+      "moov atom not found",
+      "invalid data found",
+      "not a gzip file",
+      "truncated",
+      "could not be opened successfully",
+      "unexpected end of data",
+      "compressed file ended",
+      "decompress",
+      "cannot decode",
+    ),
+  ),
+  (
+    "network",
+    (
+      "timed out",
+      "timeout",
+      "connection",
+      "urlopen error",
+      "incompleteread",
+      "incomplete download",
+      "remote end closed",
+      "name resolution",
+      "network is unreachable",
+      "broken pipe",
+    ),
+  ),
 )
 _HTTP_STATUS = re.compile(r"http error (\d{3})")
 _TRANSIENT = ("network", "http-429", "http-5")

@@ -4,6 +4,7 @@ A download goes to `{dest}.part` and is renamed only once its size matches what 
 announced, so an existing `dest` is always complete and a `.part` file is resumed with a Range
 request. Transient failures (5xx, 429, dropped connections) are retried by the caller's policy.
 """
+
 import os
 import pathlib
 import re

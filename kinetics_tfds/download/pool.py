@@ -1,6 +1,7 @@
 """Runs download tasks on threads under one progress bar."""
+
+from collections.abc import Callable, Sequence
 import concurrent.futures
-from typing import Callable, Sequence
 
 import tqdm
 

@@ -4,6 +4,7 @@ Rows are merged with the file an earlier run left (by key), so the report descri
 manual folder after a CVDF run, a YouTube top-up and any reruns. Things found already done are
 counted but keep their earlier row.
 """
+
 import collections
 import csv
 import json
@@ -43,8 +44,7 @@ class Report:
       if size:
         self.counts[f"{status}_bytes"] += size
       if status != "skipped":
-        self._rows[key] = {"key": key, "status": status, "reason": reason,
-                           "bytes": "" if size is None else str(size)}
+        self._rows[key] = {"key": key, "status": status, "reason": reason, "bytes": "" if size is None else str(size)}
     if status in ("failed", "refused"):
       logging.warning("%s %s: %s", status, key, reason)
 

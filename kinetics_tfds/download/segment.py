@@ -4,6 +4,7 @@ OpenCV alone must do (ffmpeg may be absent): it reads any container its bundled 
 decodes and writes MPEG-4 Part 2 (`mp4v`) video without audio. With an ffmpeg binary the cut
 keeps the audio and uses ffmpeg's default MP4 encoders.
 """
+
 import pathlib
 import subprocess
 
@@ -20,9 +21,24 @@ def cut(source: pathlib.Path, dest: pathlib.Path, start: int, end: int, ffmpeg: 
   """Writes [start, end) seconds of source to dest (an .mp4)."""
   if ffmpeg:
     done = subprocess.run(
-        [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-ss", str(start), "-i", str(source),
-         "-t", str(end - start), str(dest)],
-        capture_output=True, text=True, check=False)
+      [
+        ffmpeg,
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-ss",
+        str(start),
+        "-i",
+        str(source),
+        "-t",
+        str(end - start),
+        str(dest),
+      ],
+      capture_output=True,
+      text=True,
+      check=False,
+    )
     if done.returncode:
       raise BadClip(f"ffmpeg could not cut {source.name}: {done.stderr.strip()[-300:]}")
     return

@@ -9,6 +9,7 @@ place only after it decodes and lasts its segment, so a clip file that exists is
 Rerunning skips every clip already below the manual folder (any name kinetics_tfds.clips finds),
 and, unless asked to retry them, clips whose last attempt failed for good (removed, private, ...).
 """
+
 import pathlib
 import re
 import shutil
@@ -49,8 +50,9 @@ def _split(path: pathlib.Path) -> str:
 def read_clips(path: pathlib.Path, report: report_lib.Report) -> list[annotations.Clip]:
   """The file's clips, once per key; malformed rows are reported as failed."""
   if not path.is_file():
-    raise annotations.AnnotationError(f"--annotations={path}: no such file; give a Kinetics CSV such as "
-                                      "kinetics400/validate.csv")
+    raise annotations.AnnotationError(
+      f"--annotations={path}: no such file; give a Kinetics CSV such as kinetics400/validate.csv"
+    )
   parsed, rejected = annotations.parse_split(str(path), path.read_bytes(), _split(path))
   for row in rejected:
     report.add(row.key, "failed", "malformed-row")
@@ -61,15 +63,15 @@ def read_clips(path: pathlib.Path, report: report_lib.Report) -> list[annotation
 def _yt_dlp(url: str, work: pathlib.Path, section: tuple[int, int] | None) -> tuple[pathlib.Path, dict]:
   """Downloads url (only `section`, if given) into work; returns the file and yt-dlp's info."""
   options = {
-      "outtmpl": str(work / "source.%(ext)s"),
-      "format": "b[ext=mp4]/b",  # One file with picture and sound: needs no ffmpeg to merge.
-      "noplaylist": True,
-      "quiet": True,
-      "noprogress": True,
-      "logger": _Logger(),
-      "retries": 0,  # Retrying, with backoff, is the caller's RetryPolicy.
-      "extractor_retries": 0,
-      "socket_timeout": http.TIMEOUT_S,
+    "outtmpl": str(work / "source.%(ext)s"),
+    "format": "b[ext=mp4]/b",  # One file with picture and sound: needs no ffmpeg to merge.
+    "noplaylist": True,
+    "quiet": True,
+    "noprogress": True,
+    "logger": _Logger(),
+    "retries": 0,  # Retrying, with backoff, is the caller's RetryPolicy.
+    "extractor_retries": 0,
+    "socket_timeout": http.TIMEOUT_S,
   }
   if section:
     options["download_ranges"] = yt_dlp.utils.download_range_func(None, [section])
@@ -98,8 +100,14 @@ def _download_once(clip: annotations.Clip, url: str, work: pathlib.Path, ffmpeg:
   return path
 
 
-def _download(clip: annotations.Clip, manual_dir: pathlib.Path, url_template: str, ffmpeg: str | None,
-              policy: errors.RetryPolicy, report: report_lib.Report) -> None:
+def _download(
+  clip: annotations.Clip,
+  manual_dir: pathlib.Path,
+  url_template: str,
+  ffmpeg: str | None,
+  policy: errors.RetryPolicy,
+  report: report_lib.Report,
+) -> None:
   work = manual_dir / STATE_DIR / "youtube" / clip.key
   work.mkdir(parents=True, exist_ok=True)
   url = url_template.format(youtube_id=clip.youtube_id)
@@ -117,8 +125,9 @@ def _download(clip: annotations.Clip, manual_dir: pathlib.Path, url_template: st
   report.add(clip.key, "ok", size=dest.stat().st_size)
 
 
-def select(clips: list[annotations.Clip], classes: tuple[str, ...] | None,
-           max_per_class: int | None) -> list[annotations.Clip]:
+def select(
+  clips: list[annotations.Clip], classes: tuple[str, ...] | None, max_per_class: int | None
+) -> list[annotations.Clip]:
   """The clips of a subset, chosen as the builder's KineticsConfig(classes=, max_per_class=) chooses them."""
   if classes is None and max_per_class is None:
     return clips
@@ -127,9 +136,18 @@ def select(clips: list[annotations.Clip], classes: tuple[str, ...] | None,
   return kept.clips["all"]
 
 
-def run(manual_dir: pathlib.Path, annotation_file: pathlib.Path, url_template: str, num_workers: int,
-        policy: errors.RetryPolicy, retry_failed: bool, dry_run: bool, report: report_lib.Report,
-        classes: tuple[str, ...] | None = None, max_per_class: int | None = None) -> None:
+def run(
+  manual_dir: pathlib.Path,
+  annotation_file: pathlib.Path,
+  url_template: str,
+  num_workers: int,
+  policy: errors.RetryPolicy,
+  retry_failed: bool,
+  dry_run: bool,
+  report: report_lib.Report,
+  classes: tuple[str, ...] | None = None,
+  max_per_class: int | None = None,
+) -> None:
   """Fetches the file's clips (of the subset, if given) missing below manual_dir; with dry_run prints their URLs."""
   by_key, by_id = clips_lib.scan(str(manual_dir)) if manual_dir.exists() else ({}, {})
   todo = []
@@ -148,5 +166,8 @@ def run(manual_dir: pathlib.Path, annotation_file: pathlib.Path, url_template: s
     return
   ffmpeg = shutil.which("ffmpeg")
   logging.info("%d clips to fetch; cutting with %s", len(todo), ffmpeg or "OpenCV (no ffmpeg found)")
-  pool.run([lambda clip=clip: _download(clip, manual_dir, url_template, ffmpeg, policy, report)
-            for clip in todo], num_workers, "clip")
+  pool.run(
+    [lambda clip=clip: _download(clip, manual_dir, url_template, ffmpeg, policy, report) for clip in todo],
+    num_workers,
+    "clip",
+  )

@@ -6,5 +6,5 @@ from kinetics_tfds import builder
 class Builder(builder.KineticsBuilder):
   """Kinetics-400 (400 classes), built from the clips in the manual folder."""
 
-  ANNOTATION_ARCHIVES = ('kinetics400',)
+  ANNOTATION_ARCHIVES = ("kinetics400",)
   NUM_CLASSES = 400

@@ -6,5 +6,5 @@ from kinetics_tfds import builder
 class Builder(builder.KineticsBuilder):
   """Kinetics-600 (600 classes), built from the clips in the manual folder."""
 
-  ANNOTATION_ARCHIVES = ('kinetics600',)
+  ANNOTATION_ARCHIVES = ("kinetics600",)
   NUM_CLASSES = 600

@@ -6,5 +6,5 @@ from kinetics_tfds import builder
 class Builder(builder.KineticsBuilder):
   """Kinetics-700 (700 classes), built from the clips in the manual folder."""
 
-  ANNOTATION_ARCHIVES = ('kinetics700',)
+  ANNOTATION_ARCHIVES = ("kinetics700",)
   NUM_CLASSES = 700

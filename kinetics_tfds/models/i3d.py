@@ -12,53 +12,55 @@ By default two layers compute DeepMind's functions in a form accelerators run fa
 plain ones; both have the same variables and outputs): the stride-2 7x7x7 stem as a stride-1 convolution over
 2x2x2 blocks of the clip, and every max pool as 1-D maxima along W, H and T with a gradient of its own.
 """
+
 import functools
 
 import keras
-from keras import layers, ops
+from keras import layers
+from keras import ops
 
 from kinetics_tfds.models import weights as weights_lib
 
 ENDPOINTS = (
-    "Conv3d_1a_7x7",
-    "MaxPool3d_2a_3x3",
-    "Conv3d_2b_1x1",
-    "Conv3d_2c_3x3",
-    "MaxPool3d_3a_3x3",
-    "Mixed_3b",
-    "Mixed_3c",
-    "MaxPool3d_4a_3x3",
-    "Mixed_4b",
-    "Mixed_4c",
-    "Mixed_4d",
-    "Mixed_4e",
-    "Mixed_4f",
-    "MaxPool3d_5a_2x2",
-    "Mixed_5b",
-    "Mixed_5c",
-    "Logits",
-    "Predictions",
+  "Conv3d_1a_7x7",
+  "MaxPool3d_2a_3x3",
+  "Conv3d_2b_1x1",
+  "Conv3d_2c_3x3",
+  "MaxPool3d_3a_3x3",
+  "Mixed_3b",
+  "Mixed_3c",
+  "MaxPool3d_4a_3x3",
+  "Mixed_4b",
+  "Mixed_4c",
+  "Mixed_4d",
+  "Mixed_4e",
+  "Mixed_4f",
+  "MaxPool3d_5a_2x2",
+  "Mixed_5b",
+  "Mixed_5c",
+  "Logits",
+  "Predictions",
 )
 
 # Output channels of each Inception module: branch 0, branch 1 (1x1x1, 3x3x3), branch 2 (1x1x1, 3x3x3), branch 3.
 MIXED_WIDTHS = {
-    "Mixed_3b": (64, 96, 128, 16, 32, 32),
-    "Mixed_3c": (128, 128, 192, 32, 96, 64),
-    "Mixed_4b": (192, 96, 208, 16, 48, 64),
-    "Mixed_4c": (160, 112, 224, 24, 64, 64),
-    "Mixed_4d": (128, 128, 256, 24, 64, 64),
-    "Mixed_4e": (112, 144, 288, 32, 64, 64),
-    "Mixed_4f": (256, 160, 320, 32, 128, 128),
-    "Mixed_5b": (256, 160, 320, 32, 128, 128),
-    "Mixed_5c": (384, 192, 384, 48, 128, 128),
+  "Mixed_3b": (64, 96, 128, 16, 32, 32),
+  "Mixed_3c": (128, 128, 192, 32, 96, 64),
+  "Mixed_4b": (192, 96, 208, 16, 48, 64),
+  "Mixed_4c": (160, 112, 224, 24, 64, 64),
+  "Mixed_4d": (128, 128, 256, 24, 64, 64),
+  "Mixed_4e": (112, 144, 288, 32, 64, 64),
+  "Mixed_4f": (256, 160, 320, 32, 128, 128),
+  "Mixed_5b": (256, 160, 320, 32, 128, 128),
+  "Mixed_5c": (384, 192, 384, 48, 128, 128),
 }
 
 # (pool size, strides) of the max pools between stages.
 _MAX_POOLS = {
-    "MaxPool3d_2a_3x3": ((1, 3, 3), (1, 2, 2)),
-    "MaxPool3d_3a_3x3": ((1, 3, 3), (1, 2, 2)),
-    "MaxPool3d_4a_3x3": ((3, 3, 3), (2, 2, 2)),
-    "MaxPool3d_5a_2x2": ((2, 2, 2), (2, 2, 2)),
+  "MaxPool3d_2a_3x3": ((1, 3, 3), (1, 2, 2)),
+  "MaxPool3d_3a_3x3": ((1, 3, 3), (1, 2, 2)),
+  "MaxPool3d_4a_3x3": ((3, 3, 3), (2, 2, 2)),
+  "MaxPool3d_5a_2x2": ((2, 2, 2), (2, 2, 2)),
 }
 
 LOGITS_SCOPE = "Logits/Conv3d_0c_1x1"
@@ -197,14 +199,15 @@ def _overlap_add(parts, axis, stride):
   shifts = -(-len(parts) // stride)
   residues = []
   for residue in range(stride):
-    shifted = [ops.pad(parts[j], _axis_pads(axis, d, shifts - 1 - d))
-               for d, j in enumerate(range(residue, len(parts), stride))]
+    shifted = [
+      ops.pad(parts[j], _axis_pads(axis, d, shifts - 1 - d)) for d, j in enumerate(range(residue, len(parts), stride))
+    ]
     residues.append(functools.reduce(ops.add, shifted))
   if stride == 1:
     return residues[0]
   interleaved = ops.stack(residues, axis=axis + 1)
   shape = ops.shape(interleaved)
-  return ops.reshape(interleaved, (*shape[:axis], shape[axis] * stride, *shape[axis + 2:]))
+  return ops.reshape(interleaved, (*shape[:axis], shape[axis] * stride, *shape[axis + 2 :]))
 
 
 def _axis_pads(axis, before, after):
@@ -216,7 +219,9 @@ def _axis_slice(axis, start, stop, step=1):
 
 
 def set_rewrites(model: keras.Model, *, stem: bool, pools: bool) -> None:
-  """Turns an `InceptionI3D` model's space-to-depth stem and separable max pools on or off; before it is traced or compiled.
+  """Turns an `InceptionI3D` model's space-to-depth stem and separable max pools on or off.
+
+  Call it before the model is traced or compiled.
 
   Either way the model computes the same function with the same variables, so this only changes speed (and the
   rounding of the stem's sums); measured one by one in benchmarks/i3d_gpu.py.
@@ -236,8 +241,9 @@ def _unit(x, scope, filters, kernel_size, strides=1):
     x = SpaceToDepthConv3D(filters, kernel_size, strides, padding="same", use_bias=False, name=conv_name)(x)
   else:
     x = layers.Conv3D(filters, kernel_size, strides, padding="same", use_bias=False, name=conv_name)(x)
-  x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, scale=False,
-                                name=weights_lib.layer_name(scope, "batch_norm"))(x)
+  x = layers.BatchNormalization(
+    epsilon=1e-3, momentum=0.999, scale=False, name=weights_lib.layer_name(scope, "batch_norm")
+  )(x)
   return layers.ReLU(name=weights_lib.layer_name(scope))(x)
 
 
@@ -289,14 +295,14 @@ def _shortfall(window, length):
 
 
 def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Keras applications are.
-    num_classes: int = 400,
-    weights=None,
-    dropout_rate: float = 0.5,
-    final_endpoint: str = "Logits",
-    input_shape: tuple = (None, None, None, 3),
-    include_rescaling: bool = True,
-    fast: bool = True,
-    name: str = "inception_i3d",
+  num_classes: int = 400,
+  weights=None,
+  dropout_rate: float = 0.5,
+  final_endpoint: str = "Logits",
+  input_shape: tuple = (None, None, None, 3),
+  include_rescaling: bool = True,
+  fast: bool = True,
+  name: str = "inception_i3d",
 ) -> keras.Model:
   """Builds the RGB I3D: clips (batch, time, height, width, channels) -> `final_endpoint`.
 

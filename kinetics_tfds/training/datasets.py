@@ -1,7 +1,6 @@
 """A prepared Kinetics builder from `--dataset` and `--data_dir`, or a clear error saying how to build it."""
-import tensorflow_datasets as tfds
 
-import kinetics_tfds  # pylint: disable=unused-import  (registers the kinetics builders)
+import tensorflow_datasets as tfds
 
 NAMES = ("kinetics400", "kinetics600", "kinetics700", "kinetics700_2020")
 
@@ -14,7 +13,8 @@ def prepared_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBui
   builder = tfds.builder(dataset, data_dir=data_dir)
   if not builder.is_prepared():
     raise FileNotFoundError(
-        f"dataset {dataset} is not prepared in {builder.data_dir}: build it first, e.g. "
-        f"`tfds build --imports=kinetics_tfds {dataset} --data_dir={data_dir or '~/tensorflow_datasets'} "
-        "--manual_dir=<clips>`, or pass the --data_dir it was built in")
+      f"dataset {dataset} is not prepared in {builder.data_dir}: build it first, e.g. "
+      f"`tfds build --imports=kinetics_tfds {dataset} --data_dir={data_dir or '~/tensorflow_datasets'} "
+      "--manual_dir=<clips>`, or pass the --data_dir it was built in"
+    )
   return builder

@@ -4,17 +4,17 @@ A run is `epochs` of `steps_per_epoch` steps, where an "epoch" is only the check
 BackupAndRestore saves weights and optimizer state (its iteration counter, so the schedule goes on where it was) at
 each one's end, and a rerun with the same model_dir starts from the last.
 """
+
 import importlib
 import json
-import logging
 import math
 import os
 import time
 
+from absl import logging
 import keras
 import numpy as np
 
-logger = logging.getLogger(__name__)
 FINAL_WEIGHTS = "model.weights.h5"
 
 
@@ -45,8 +45,10 @@ class Progress(keras.callbacks.Callback):
       return
     logs = logs or {}
     clips_per_second = (step - self._logged[0]) * self.global_batch / (now - self._logged[1])
-    self.printer(f"step {step}: loss {logs.get('loss', float('nan')):.4f} top1 {logs.get('top1', float('nan')):.3f} "
-                 f"{clips_per_second:.1f} clips/s")
+    self.printer(
+      f"step {step}: loss {logs.get('loss', float('nan')):.4f} top1 {logs.get('top1', float('nan')):.3f} "
+      f"{clips_per_second:.1f} clips/s"
+    )
     self._logged = self._last
 
   @property
@@ -65,13 +67,22 @@ def tensorboard(log_dir: str, update_freq: int):
     try:
       importlib.import_module(module)
     except ImportError:
-      logger.warning("%s is not installed: no TensorBoard logs", module)
+      logging.warning("%s is not installed: no TensorBoard logs", module)
       return None
   return keras.callbacks.TensorBoard(log_dir, update_freq=update_freq, write_graph=False)
 
 
-def train(model, data, *, total_steps: int, checkpoint_steps: int, model_dir: str, global_batch: int,
-          log_every: int = 10, printer=print) -> dict:
+def train(
+  model,
+  data,
+  *,
+  total_steps: int,
+  checkpoint_steps: int,
+  model_dir: str,
+  global_batch: int,
+  log_every: int = 10,
+  printer=print,
+) -> dict:
   """Fits `model` for about `total_steps` (rounded up to whole checkpoint intervals) and saves its final weights.
 
   Returns steps, initial_step (where a resumed run started), train clips/s, step time and the last loss.
@@ -80,21 +91,22 @@ def train(model, data, *, total_steps: int, checkpoint_steps: int, model_dir: st
   steps_per_epoch = math.ceil(total_steps / epochs)
   progress = Progress(global_batch, min(log_every, steps_per_epoch), printer)
   callbacks = [
-      keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), delete_checkpoint=False),
-      progress,
-      tensorboard(os.path.join(model_dir, "logs"), log_every),
+    keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), delete_checkpoint=False),
+    progress,
+    tensorboard(os.path.join(model_dir, "logs"), log_every),
   ]
-  history = model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                      callbacks=[c for c in callbacks if c is not None], verbose=0)
+  history = model.fit(
+    data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=[c for c in callbacks if c is not None], verbose=0
+  )
   model.save_weights(os.path.join(model_dir, FINAL_WEIGHTS))
   losses = history.history.get("loss") or [None]
   steps = epochs * steps_per_epoch
   return {
-      "steps": steps,
-      "initial_step": steps if progress.initial_step is None else progress.initial_step,  # None: already done
-      "train_clips_per_second": progress.clips_per_second,
-      "step_time_s": progress.step_time_s,
-      "final_loss": losses[-1],
+    "steps": steps,
+    "initial_step": steps if progress.initial_step is None else progress.initial_step,  # None: already done
+    "train_clips_per_second": progress.clips_per_second,
+    "step_time_s": progress.step_time_s,
+    "final_loss": losses[-1],
   }
 
 
@@ -124,18 +136,23 @@ def evaluate(model, batches, class_names, *, predictions_out: str | None = None)
     os.makedirs(os.path.dirname(os.path.abspath(predictions_out)), exist_ok=True)
     with open(predictions_out, "w") as f:
       for key, top in ranked.items():
-        f.write(json.dumps({
-            "key": key,
-            "label": class_names[labels[key]],
-            "top5": [class_names[c] for c in top],
-            "scores": [round(float(per_video[key][c]), 6) for c in top],
-        }) + "\n")
+        f.write(
+          json.dumps(
+            {
+              "key": key,
+              "label": class_names[labels[key]],
+              "top5": [class_names[c] for c in top],
+              "scores": [round(float(per_video[key][c]), 6) for c in top],
+            }
+          )
+          + "\n"
+        )
   return {
-      "videos": len(per_video),
-      "views": len(keys),
-      "top1": float(np.mean([top[0] == labels[key] for key, top in ranked.items()])),
-      "top5": float(np.mean([labels[key] in top for key, top in ranked.items()])),
-      "eval_clips_per_second": views_timed / seconds if seconds else None,
+    "videos": len(per_video),
+    "views": len(keys),
+    "top1": float(np.mean([top[0] == labels[key] for key, top in ranked.items()])),
+    "top5": float(np.mean([labels[key] in top for key, top in ranked.items()])),
+    "eval_clips_per_second": views_timed / seconds if seconds else None,
   }
 
 

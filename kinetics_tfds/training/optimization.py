@@ -3,6 +3,7 @@
 DeepMind trained I3D with SGD (momentum 0.9), the learning rate divided by 10 twice, weight decay 1e-7 and dropout
 0.5; cosine decay with a linear warmup is the usual alternative today.
 """
+
 import keras
 from keras import ops
 
@@ -24,12 +25,13 @@ def learning_rate(schedule: str, base: float, total_steps: int, *, step_fraction
   if schedule == "steps":
     boundaries = [max(1, int(f * total_steps)) for f in step_fractions]
     return keras.optimizers.schedules.PiecewiseConstantDecay(
-        boundaries, [base / 10**i for i in range(len(boundaries) + 1)])
+      boundaries, [base / 10**i for i in range(len(boundaries) + 1)]
+    )
   if schedule == "cosine":
     warmup = int(warmup_fraction * total_steps)
     return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else base, max(1, total_steps - warmup), warmup_target=base if warmup else None,
-        warmup_steps=warmup)
+      0.0 if warmup else base, max(1, total_steps - warmup), warmup_target=base if warmup else None, warmup_steps=warmup
+    )
   if schedule == "constant":
     return base
   raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -60,7 +62,8 @@ class SparseCrossentropy(keras.losses.Loss):
   def call(self, y_true, y_pred):
     one_hot = ops.one_hot(ops.reshape(ops.cast(y_true, "int32"), (-1,)), self.num_classes, dtype=y_pred.dtype)
     return keras.losses.categorical_crossentropy(
-        one_hot, y_pred, from_logits=True, label_smoothing=self.label_smoothing)
+      one_hot, y_pred, from_logits=True, label_smoothing=self.label_smoothing
+    )
 
   def get_config(self):
     return {**super().get_config(), "num_classes": self.num_classes, "label_smoothing": self.label_smoothing}

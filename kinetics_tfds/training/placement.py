@@ -3,6 +3,7 @@
 On the TensorFlow backend this is a `tf.distribute.Strategy`; on the JAX backend a `keras.distribution.DataParallel`
 over all devices, set globally. TensorFlow is imported only on its own backend.
 """
+
 import contextlib
 import dataclasses
 import json
@@ -29,8 +30,9 @@ class Placement:
     """The per-replica batch, or a clear error where the global batch does not divide over the replicas."""
     if global_batch % self.num_replicas:
       raise PlacementError(
-          f"batch size {global_batch} does not divide over the {self.num_replicas} replicas of {self.description}; "
-          f"use a multiple of {self.num_replicas}")
+        f"batch size {global_batch} does not divide over the {self.num_replicas} replicas of {self.description}; "
+        f"use a multiple of {self.num_replicas}"
+      )
     return global_batch // self.num_replicas
 
 
@@ -77,8 +79,9 @@ def _jax(tpu):
   platform = devices[0].platform
   if tpu and platform != "tpu":
     raise PlacementError(
-        f"cannot reach TPU {tpu!r}: JAX sees {len(devices)} {platform} device(s) and no TPU (with JAX, run on the "
-        "TPU VM itself)")
+      f"cannot reach TPU {tpu!r}: JAX sees {len(devices)} {platform} device(s) and no TPU (with JAX, run on the "
+      "TPU VM itself)"
+    )
   if len(devices) > 1:
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
   return Placement(f"{len(devices)} {platform} device(s)", len(devices))

@@ -3,6 +3,7 @@
 `python -m kinetics_tfds.train` fills a `Config` from its flags and `python -m kinetics_tfds` from its sample; both
 print the summary this returns. Real data needs TensorFlow (tf.data); `synthetic=True` with the JAX backend does not.
 """
+
 import dataclasses
 import json
 import math
@@ -43,25 +44,40 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
       for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
           layer.momentum = config.batchnorm_momentum
-    lr = optimization.learning_rate(config.lr_schedule, config.learning_rate, total_steps,
-                                    step_fractions=config.lr_step_fractions, warmup_fraction=config.warmup_fraction)
+    lr = optimization.learning_rate(
+      config.lr_schedule,
+      config.learning_rate,
+      total_steps,
+      step_fractions=config.lr_step_fractions,
+      warmup_fraction=config.warmup_fraction,
+    )
     model.compile(
-        optimization.optimizer(config.optimizer, lr, momentum=config.momentum, weight_decay=config.weight_decay),
-        loss=optimization.SparseCrossentropy(len(class_names), config.label_smoothing),
-        metrics=optimization.metrics(),
-        jit_compile=config.jit_compile,
-        steps_per_execution=config.steps_per_execution,
+      optimization.optimizer(config.optimizer, lr, momentum=config.momentum, weight_decay=config.weight_decay),
+      loss=optimization.SparseCrossentropy(len(class_names), config.label_smoothing),
+      metrics=optimization.metrics(),
+      jit_compile=config.jit_compile,
+      steps_per_execution=config.steps_per_execution,
     )
   summary = {"placement": placement.description, "backend": keras.backend.backend()}
   clips = None
   if config.synthetic:
-    clips = synthetic.SyntheticClips(config.batch_size, config.num_frames, config.image_size, len(class_names),
-                                     steps=total_steps, seed=config.seed)
+    clips = synthetic.SyntheticClips(
+      config.batch_size, config.num_frames, config.image_size, len(class_names), steps=total_steps, seed=config.seed
+    )
   if config.mode != "eval":
     data = clips if clips is not None else _train_data(config, builder, placement)
-    summary.update(loop.train(model, data, total_steps=total_steps, checkpoint_steps=config.checkpoint_steps,
-                              model_dir=config.model_dir, global_batch=config.batch_size,
-                              log_every=config.log_every, printer=printer))
+    summary.update(
+      loop.train(
+        model,
+        data,
+        total_steps=total_steps,
+        checkpoint_steps=config.checkpoint_steps,
+        model_dir=config.model_dir,
+        global_batch=config.batch_size,
+        log_every=config.log_every,
+        printer=printer,
+      )
+    )
   elif weights is None:
     final = os.path.join(config.model_dir, loop.FINAL_WEIGHTS)
     if not os.path.exists(final):
@@ -71,8 +87,11 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
     if clips is not None:
       summary.update(loop.benchmark_predict(model, clips.clips, config.eval_steps))
     else:
-      summary.update(loop.evaluate(model, _eval_data(config, builder, num_clips, num_crops), class_names,
-                                   predictions_out=config.predictions_out))
+      summary.update(
+        loop.evaluate(
+          model, _eval_data(config, builder, num_clips, num_crops), class_names, predictions_out=config.predictions_out
+        )
+      )
   summary["config"] = dataclasses.asdict(config)
   with open(os.path.join(config.model_dir, "summary.json"), "w") as f:
     json.dump(summary, f)
@@ -90,9 +109,16 @@ def _total_steps(config, builder):
 def _train_data(config, builder, placement):
   from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
 
-  kwargs = dict(split=config.split, batch_size=config.batch_size, num_frames=config.num_frames,
-                frame_stride=config.frame_stride, image_size=config.image_size, random_flip=config.random_flip,
-                seed=config.seed, deterministic=config.deterministic)
+  kwargs = dict(
+    split=config.split,
+    batch_size=config.batch_size,
+    num_frames=config.num_frames,
+    frame_stride=config.frame_stride,
+    image_size=config.image_size,
+    random_flip=config.random_flip,
+    seed=config.seed,
+    deterministic=config.deterministic,
+  )
   if placement.strategy is not None:  # TensorFlow: one pipeline per worker, a share of the batch per replica.
     return pipeline.distributed_train_dataset(placement.strategy, builder, **kwargs)
   return pipeline.train_dataset(builder, **kwargs)
@@ -102,7 +128,13 @@ def _eval_data(config, builder, num_clips, num_crops):
   from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
 
   ds = pipeline.eval_dataset(
-      builder, config.eval_split, batch_size=1 if num_clips is None else config.eval_batch_size,
-      num_frames=config.num_frames, frame_stride=config.frame_stride, image_size=config.image_size,
-      num_clips=num_clips, num_crops=num_crops)
+    builder,
+    config.eval_split,
+    batch_size=1 if num_clips is None else config.eval_batch_size,
+    num_frames=config.num_frames,
+    frame_stride=config.frame_stride,
+    image_size=config.image_size,
+    num_clips=num_clips,
+    num_crops=num_crops,
+  )
   return ds.as_numpy_iterator()

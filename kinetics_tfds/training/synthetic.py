@@ -1,4 +1,5 @@
 """Random clips generated once on the device, so a run measures the model alone (no host input, no TensorFlow)."""
+
 import keras
 from keras import ops
 

@@ -1,8 +1,11 @@
 """The main job, `python -m kinetics_tfds`, end to end: builds the sample, trains and evaluates I3D on it."""
 
 import json
+import os
 import subprocess
 import sys
+
+from kinetics_tfds.training import loop
 
 
 def test_main_job_prints_accuracy_and_speed(tmp_path):
@@ -14,8 +17,17 @@ def test_main_job_prints_accuracy_and_speed(tmp_path):
   )
   assert result.returncode == 0, result.stderr[-3000:]
   printed = json.loads(result.stdout.splitlines()[-1])
-  assert printed["built"]["splits"] == {"train": 48, "validation": 16}
+  built = printed["built"]
+  assert built["splits"] == {"train": 48, "validation": 16}
+  assert built["classes"] == ["swiping down", "swiping left", "swiping right", "swiping up"]
+  assert built["video_shape_of_first_example"] == [50, 80, 107, 3]  # 2 s at 25 fps, 160x120 to short side 80.
   i3d = printed["i3d"]
   assert i3d["steps"] == 10 and i3d["videos"] == 16
-  assert 0 <= i3d["top1"] <= i3d["top5"] <= 1
+  correct = i3d["top1"] * i3d["videos"]
+  assert abs(correct - round(correct)) < 1e-6  # A share of the 16 held-out videos.
+  assert i3d["top5"] == 1.0  # Four classes: the true one is always among the top five.
   assert i3d["train_clips_per_second"] > 0 and i3d["eval_clips_per_second"] > 0
+  model_dir = i3d["model_dir"]
+  assert os.path.exists(os.path.join(model_dir, loop.FINAL_WEIGHTS))
+  with open(os.path.join(model_dir, "summary.json")) as f:
+    assert json.load(f)["top1"] == i3d["top1"]

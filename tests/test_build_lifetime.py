@@ -6,19 +6,17 @@ so following children from the build's PID would miss them).
 """
 
 import os
-import pathlib
 import signal
 import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 
+from conftest import tfds_build
 from kinetics_tfds import motion_clips
 
-_TFDS = str(pathlib.Path(sys.executable).with_name("tfds"))
-_MARKER = "KINETICS_TFDS_TEST_BUILD"
+_MARKER = "KINETICSTFDS_TEST_BUILD"
 _CONFIG = '{"name": "tiny", "fps": 25, "short_side": 32, "num_classes": 4}'
 
 
@@ -70,21 +68,9 @@ def _rss_mb(pid: int) -> float:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_no_process_of_a_killed_build_remains(manual, tmp_path, sig):
   tag = uuid.uuid4().hex
-  env = {**os.environ, _MARKER: tag, "KINETICS_TFDS_WORKERS": "2"}
+  env = {**os.environ, _MARKER: tag, "KINETICSTFDS_WORKERS": "2"}
   run = subprocess.Popen(
-    [
-      _TFDS,
-      "build",
-      "kinetics400",
-      "--imports",
-      "kinetics_tfds",
-      "--config",
-      _CONFIG,
-      "--manual_dir",
-      manual,
-      "--data_dir",
-      str(tmp_path),
-    ],
+    tfds_build("kinetics400", manual, tmp_path, _CONFIG),
     env=env,
     stdout=subprocess.DEVNULL,
     stderr=subprocess.DEVNULL,

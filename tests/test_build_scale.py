@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import conftest
 from conftest import SMALL_CLIP
 import kinetics_tfds
 from kinetics_tfds import annotations
@@ -103,22 +104,8 @@ def test_array_record_through_tfds_writer(manual, serial, tmp_path):
 
 def tfds_build(manual: str, data_dir, *flags: str, env: dict | None = None) -> None:
   """`tfds build` of the tiny config, as a user runs it."""
-  tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
   result = subprocess.run(
-    [
-      tfds_cli,
-      "build",
-      "kinetics400",
-      "--imports",
-      "kinetics_tfds",
-      "--manual_dir",
-      manual,
-      "--data_dir",
-      str(data_dir),
-      "--config",
-      json.dumps(CONFIG),
-      *flags,
-    ],
+    conftest.tfds_build("kinetics400", manual, data_dir, json.dumps(CONFIG), *flags),
     capture_output=True,
     text=True,
     env=env,

@@ -15,12 +15,13 @@ import tensorflow_datasets as tfds
 
 from conftest import SHARED
 from conftest import SMALL_CLIP
+from conftest import TFDS
+from conftest import tfds_build
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import builder
 from kinetics_tfds import motion_clips
 
-_TFDS = str(pathlib.Path(sys.executable).with_name("tfds"))
 _PACKAGE = pathlib.Path(kinetics_tfds.__file__).parent
 _FILLER = [f"filler class {i:03d}" for i in range(396)]  # With the 4 motions: 400 classes.
 
@@ -103,21 +104,7 @@ def cli_build(tmp_path_factory, request):
   root = tmp_path_factory.mktemp("cli")
   manual, data_dir = root / "manual", root / "data"
   expect = _messy_manual_dir(manual, shared if shared.is_dir() else None)
-  result = _run(
-    [
-      _TFDS,
-      "build",
-      "kinetics400",
-      "--imports",
-      "kinetics_tfds",
-      "--config",
-      "small_10fps_128",
-      "--manual_dir",
-      str(manual),
-      "--data_dir",
-      str(data_dir),
-    ]
-  )
+  result = _run(tfds_build("kinetics400", manual, data_dir, "small_10fps_128"))
   return expect, data_dir, result.stdout + result.stderr
 
 
@@ -190,7 +177,7 @@ def test_path_form_inside_the_package_with_a_user_config(tmp_path):
   config = '{"name": "tiny", "fps": 5, "short_side": 32, "num_classes": 4}'
   _run(
     [
-      _TFDS,
+      TFDS,
       "build",
       "kinetics700",
       "--config",

@@ -21,6 +21,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import SMALL_CLIP
+from conftest import tfds_build
 from kinetics_tfds import annotations
 from kinetics_tfds import build_lock
 from kinetics_tfds import motion_clips
@@ -28,7 +29,6 @@ from kinetics_tfds import video
 from kinetics_tfds.models import weights
 from kinetics_tfds.training import config as config_lib
 
-_TFDS = str(pathlib.Path(sys.executable).with_name("tfds"))
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _CONFIG = {"name": "tiny", "fps": 25.0, "short_side": 32, "num_classes": 4}
 _JUMP = annotations.Clip("jumpingtime", 0, 10, "swiping up", "train")
@@ -94,19 +94,7 @@ def concurrent_builds(tmp_path_factory):
   written = motion_clips.make_manual_dir(str(manual), clips_per_class={"train": 2, "validation": 1}, **SMALL_CLIP)
   _jumping_clip(manual / "train" / f"{_JUMP.key}.mp4")
   motion_clips.write_annotations(str(manual / "kinetics400"), "train", written["train"] + [_JUMP])
-  command = [
-    _TFDS,
-    "build",
-    "kinetics400",
-    "--imports",
-    "kinetics_tfds",
-    "--config",
-    json.dumps(_CONFIG),
-    "--manual_dir",
-    str(manual),
-    "--data_dir",
-    str(data_dir),
-  ]
+  command = tfds_build("kinetics400", manual, data_dir, json.dumps(_CONFIG))
   builds = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
   logs = [build.communicate(timeout=600)[0] for build in builds]
   return written, data_dir, [build.returncode for build in builds], logs
@@ -281,19 +269,7 @@ def test_tfds_build_prints_one_line_for_a_bad_annotation_file(tmp_path):
   manual = tmp_path / "manual"
   _BAD_FILES["latin1"][1]((manual / "kinetics400").mkdir(parents=True) or manual / "kinetics400/train.csv")
   done = _run(
-    [
-      _TFDS,
-      "build",
-      "kinetics400",
-      "--imports",
-      "kinetics_tfds",
-      "--config",
-      json.dumps(_CONFIG),
-      "--manual_dir",
-      str(manual),
-      "--data_dir",
-      str(tmp_path / "data"),
-    ],
+    tfds_build("kinetics400", manual, tmp_path / "data", json.dumps(_CONFIG)),
     cwd=tmp_path,
   )
   assert done.returncode == 1

@@ -43,7 +43,8 @@ setuptools.setup(
     # Manual folders (clips, annotations) on object storage; fsspec picks the file system by URL.
     "gcs": ["gcsfs>=2024.6"],
     "s3": ["s3fs>=2024.6"],
-    # moto's server is the loopback S3 the object-storage builds are tested against.
+    # moto's server and gcp-storage-emulator are the loopback S3 and GCS the object-storage builds are
+    # tested against.
     "test": [
       "pytest>=8",
       "pytest-xdist>=3",
@@ -51,8 +52,9 @@ setuptools.setup(
       "dill",
       "imageio-ffmpeg>=0.5",
       "s3fs>=2024.6",
-      "boto3",
       "moto[server]>=5",
+      "gcsfs>=2024.6",
+      "gcp-storage-emulator>=2024.8",
       "ruff==0.17.6",  # Pinned: another version may format differently, and CI checks the format.
     ],
   },

@@ -17,6 +17,7 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 import kinetics_tfds
+from kinetics_tfds import command
 from kinetics_tfds import motion_clips
 from kinetics_tfds.training import config as config_lib
 from kinetics_tfds.training import run
@@ -107,7 +108,7 @@ def main(argv: list[str]) -> None:
 
 def run_main() -> None:
   """`python -m kinetics_tfds`, installed as `kinetics-demo`."""
-  app.run(main)
+  command.run(main, __name__)
 
 
 if __name__ == "__main__":

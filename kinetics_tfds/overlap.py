@@ -30,6 +30,7 @@ import tensorflow_datasets as tfds
 
 from kinetics_tfds import annotations
 from kinetics_tfds import builder
+from kinetics_tfds import command
 from kinetics_tfds import subsets
 from kinetics_tfds.download import errors
 from kinetics_tfds.download import http
@@ -181,7 +182,7 @@ def main(argv: list[str]) -> None:
 def run_main() -> None:
   """`python -m kinetics_tfds.overlap`, installed as `kinetics-overlap`."""
   define_flags()
-  app.run(main)
+  command.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from kinetics_tfds import builder as builder_lib
+from kinetics_tfds import command
 from kinetics_tfds import pipeline
 from kinetics_tfds import subsets
 
@@ -392,7 +393,7 @@ def run_main() -> None:
   """`python -m kinetics_tfds.report`, installed as `kinetics-report`."""
   define_flags()
   flags.mark_flags_as_required(["dataset", "data_dir", "out"])
-  app.run(main)
+  command.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import types
 from absl import app
 from absl import flags
 
+from kinetics_tfds import command
 from kinetics_tfds.training import config as config_lib
 
 
@@ -73,7 +74,7 @@ def main(argv: list[str]) -> None:
 
 def run_main() -> None:
   """The `kinetics-train` console script."""
-  app.run(main)
+  command.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import sys
 from absl import app
 from absl import flags
 
+from kinetics_tfds import command
 from kinetics_tfds import subsets
 from kinetics_tfds.download import cvdf
 from kinetics_tfds.download import errors
@@ -139,7 +140,7 @@ def _classes() -> tuple[str, ...] | None:
 
 def run_main() -> None:
   """`python -m kinetics_tfds.download`, installed as `kinetics-download`."""
-  app.run(main)
+  command.run(main, __name__)
 
 
 if __name__ == "__main__":

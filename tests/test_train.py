@@ -263,4 +263,5 @@ def test_help_lists_every_setting_from_a_wrapper_script():
   assert result.stdout.lstrip().startswith("The training command from a checkout"), result.stderr[-2000:]
   shown = " ".join(result.stdout.split())
   for field in dataclasses.fields(config_lib.Config):
-    assert f"--{field.name}: " in shown and field.metadata["help"][:30] in shown, field.name
+    flag = f"--[no]{field.name}: " if field.type is bool else f"--{field.name}: "
+    assert flag in shown and field.metadata["help"][:30] in shown, field.name

@@ -105,7 +105,10 @@ def local_annotations(manual_dir: str) -> Iterator[str]:
   with tempfile.TemporaryDirectory(prefix="kinetics_tfds_annotations_", dir=scratch_dir()) as local:
     for pattern in _ANNOTATION_GLOBS:
       for path in fs.glob(f"{top}/{pattern}"):
-        target = os.path.join(local, *relative_parts(fs.unstrip_protocol(path), top))
+        parts = relative_parts(fs.unstrip_protocol(path), top)
+        if ".." in parts:  # An object key may hold `..`; its copy must not land outside `local`.
+          continue
+        target = os.path.join(local, *parts)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         fs.get_file(path, target)
     yield local

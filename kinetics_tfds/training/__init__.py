@@ -2,6 +2,7 @@
 
 `config` holds a run's settings (each with its flag's help), `placement` picks the devices, `optimization` the
 optimizer, schedule, loss and precision, `loop` runs fit and per-video evaluation, `synthetic` feeds device-resident
-clips, and `run` composes them for `python -m kinetics_tfds.train` and `python -m kinetics_tfds`. Only `datasets` (and `run` when it reads real data) imports TensorFlow, so the JAX backend
-trains on synthetic clips on a machine without it.
+clips, and `run` composes them for `python -m kinetics_tfds.train` and `python -m kinetics_tfds`. Only `datasets`
+(and `run` when it reads real data) imports TensorFlow, so the JAX backend trains on synthetic clips on a machine
+without it.
 """

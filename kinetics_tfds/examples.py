@@ -83,6 +83,7 @@ def build(task: Task, scratch: str | None = None) -> Result:
   clip = task.clip
   if task.located is None:
     return Result(clip.split, clip.key, reason="missing file")
+  segment_s = clip.time_end - clip.time_start
   try:
     with storage.local_copy(task.located.path, scratch) as path:
       frames = video.decode(
@@ -91,7 +92,7 @@ def build(task: Task, scratch: str | None = None) -> Result:
         short_side=task.short_side,
         jpeg_quality=task.jpeg_quality,
         segment=task.located.segment,
-        max_seconds=clip.time_end - clip.time_start + SLACK_S,
+        max_seconds=segment_s + SLACK_S,
       )
   except video.VideoError as e:
     return Result(clip.split, clip.key, reason=str(e))
@@ -100,12 +101,9 @@ def build(task: Task, scratch: str | None = None) -> Result:
   except Exception as e:  # pylint: disable=broad-except  # OpenCV raises cv2.error on odd files.
     return Result(clip.split, clip.key, reason=f"decoder error: {type(e).__name__}: {e}")
   seconds = len(frames.jpegs) / (task.fps or frames.source_fps)
-  if seconds < clip.time_end - clip.time_start - SLACK_S:
+  if seconds < segment_s - SLACK_S:
     logging.warning(
-      "%s: %.1f s of video for its %d s segment (the file is short); built as it is.",
-      clip.key,
-      seconds,
-      clip.time_end - clip.time_start,
+      "%s: %.1f s of video for its %d s segment (the file is short); built as it is.", clip.key, seconds, segment_s
     )
   example = {
     "video": frames.jpegs,

@@ -279,19 +279,12 @@ def test_tfds_build_prints_one_line_for_a_bad_annotation_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-  "flag, named",
-  [
-    ("--batch_size=0", "--batch_size"),
-    ("--eval_views=0x3", "--eval_views"),
-    ("--eval_views=2x5", "--eval_views"),
-    ("--eval_views=-1x3", "--eval_views"),
-    ("--num_frames=0", "--num_frames"),
-  ],
+  "name, value",
+  [("batch_size", 0), ("eval_views", "0x3"), ("eval_views", "2x5"), ("eval_views", "-1x3"), ("num_frames", 0)],
 )
-def test_training_flags_are_checked_before_anything_is_built(flag, named):
-  name, value = flag[2:].split("=")
-  with pytest.raises(config_lib.ConfigError, match=f"^{named}"):
-    config_lib.Config(**{name: int(value) if value.isdigit() or value.startswith("-") and "x" not in value else value})
+def test_training_flags_are_checked_before_anything_is_built(name, value):
+  with pytest.raises(config_lib.ConfigError, match=f"^--{name}"):
+    config_lib.Config(**{name: value})
 
 
 def test_training_command_error_is_its_first_line(tmp_path):

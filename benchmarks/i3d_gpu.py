@@ -4,7 +4,8 @@
 
 Times our Keras I3D's training step (`model.fit` on device-resident uint8 clips, bf16 by default) at each
 --batch_sizes, and each rewrite on its own at the first batch size (plain: DeepMind's layers as Keras has them;
-stem: only the space-to-depth stem; pools: only the separable max pools; fast: both, the default model). Then
+stem: only the space-to-depth stem; pools: only the separable max pools; batch_norm: only the one-pass batch norm;
+fast: all three, the default model). Then
 whole-clip inference (--eval_frames frames, centre crop size). The peers run in subprocesses of the module at
 --peer_path (its own command line), before ours, so no framework holds the accelerator's memory while another
 runs. With JAX, each rewritten layer is also timed alone, plain and fast (--pieces). Prints one JSON line: clips/s
@@ -29,14 +30,14 @@ from absl import logging
 import keras
 
 from kinetics_tfds.models import i3d
-from kinetics_tfds.models.i3d import SpaceToDepthConv3D
 from kinetics_tfds.models.i3d import set_rewrites
 from kinetics_tfds.training import loop
 from kinetics_tfds.training import optimization
 from kinetics_tfds.training import synthetic
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = {"fast": (True, True), "plain": (False, False), "stem": (True, False), "pools": (False, True)}
+# Each variant's rewrites (i3d.REWRITES): all, none, or one alone.
+VARIANTS = {"fast": set(i3d.REWRITES), "plain": set(), **{rewrite: {rewrite} for rewrite in i3d.REWRITES}}
 
 flags.DEFINE_string(
   "peer_path",
@@ -102,8 +103,7 @@ def time_peer(path: str, which: str, batch: int, frames: int, size: int, steps: 
 def time_ours_training(variant: str, batch: int) -> float:
   """Steady-state training clips/s of our model, fed device-resident uint8 clips through `model.fit`."""
   model = i3d.InceptionI3D(400)
-  stem, pools = VARIANTS[variant]
-  set_rewrites(model, stem=stem, pools=pools)
+  set_rewrites(model, **{rewrite: rewrite in VARIANTS[variant] for rewrite in i3d.REWRITES})
   model.compile(
     optimization.optimizer("sgd", 0.1, momentum=0.9), loss=optimization.SparseCrossentropy(400), jit_compile=True
   )
@@ -119,9 +119,15 @@ def time_ours_inference() -> float:
   return loop.benchmark_predict(model, clips, FLAGS.steps)["eval_clips_per_second"]
 
 
-# The layers the rewrites change: the stem, the stage pools and one branch-3 pool of each Mixed stage.
+# The layers the rewrites change: the stem, the stage pools, one branch-3 pool of each Mixed stage, and batch norms
+# at the largest activations and in each Mixed stage.
 PIECES = (
   "Conv3d_1a_7x7__conv_3d",
+  "Conv3d_1a_7x7__batch_norm",
+  "Conv3d_2c_3x3__batch_norm",
+  "Mixed_3b__Branch_1__Conv3d_0b_3x3__batch_norm",
+  "Mixed_4f__Branch_1__Conv3d_0b_3x3__batch_norm",
+  "Mixed_5c__Branch_0__Conv3d_0a_1x1__batch_norm",
   "MaxPool3d_2a_3x3",
   "MaxPool3d_3a_3x3",
   "Mixed_3b__Branch_3__MaxPool3d_0a_3x3",
@@ -134,7 +140,7 @@ PIECES = (
 
 def time_pieces(batch: int) -> dict:
   """{layer: {"plain_ms", "fast_ms"}}: a jitted forward + backward of each layer alone, as in a training step: to
-  the stem's kernel (a step needs no gradient of the clips) and to the pools' inputs."""
+  the stem's kernel (a step needs no gradient of the clips), to the pools' inputs, to batch norm's input and beta."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
@@ -144,15 +150,18 @@ def time_pieces(batch: int) -> dict:
     layer = model.get_layer(name)
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, *layer.input.shape[1:]), layer.compute_dtype)
     variables = [v.value for v in layer.trainable_variables]
+    frozen = [v.value for v in layer.non_trainable_variables]
+    (switch,) = [attribute for attribute in i3d.REWRITES.values() if hasattr(layer, attribute)]
 
-    def loss(variables, x, layer=layer):
-      y, _ = layer.stateless_call(variables, [], x)
+    def loss(variables, x, layer=layer, frozen=frozen):
+      y, _ = layer.stateless_call(variables, frozen, x, **({"training": True} if frozen else {}))  # Batch norm's.
       return jnp.sum(jnp.square(y.astype(jnp.float32)))
 
     times[name] = {}
     for fast in (False, True):
-      setattr(layer, "space_to_depth" if isinstance(layer, SpaceToDepthConv3D) else "separable", fast)
-      step = jax.jit(jax.grad(loss, argnums=0 if variables else 1))
+      setattr(layer, switch, fast)
+      argnums = 0 if isinstance(layer, i3d.SpaceToDepthConv3D) else (0, 1) if variables else 1
+      step = jax.jit(jax.grad(loss, argnums=argnums))
       jax.block_until_ready(step(variables, x))
       start = time.perf_counter()
       for _ in range(FLAGS.steps):

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from kinetics_tfds.models import i3d
+from kinetics_tfds.models.i3d import OnePassBatchNormalization
 from kinetics_tfds.models.i3d import SeparableMaxPooling3D
 from kinetics_tfds.models.i3d import SpaceToDepthConv3D
 from kinetics_tfds.models.i3d import set_rewrites
@@ -31,6 +32,7 @@ _CLIPS = (2, 8, 32, 32, 3)  # About the smallest clip the whole network takes.
 # (pool size, strides) of I3D's max pools: stage pools and the Mixed blocks' branch 3.
 _POOLS = (((1, 3, 3), (1, 2, 2)), ((3, 3, 3), (2, 2, 2)), ((2, 2, 2), (2, 2, 2)), ((3, 3, 3), (1, 1, 1)))
 _POOL_INPUT = (2, 7, 9, 10, 3)
+_BN_INPUT = (2, 4, 6, 5, 8)
 _KINDS = ("random", "quantised", "constant")
 
 
@@ -126,6 +128,12 @@ def test_plain_layers_are_reachable_and_share_variables():
   assert fast.get_layer("Conv3d_1a_7x7__conv_3d").space_to_depth
   assert not plain.get_layer("Conv3d_1a_7x7__conv_3d").space_to_depth
   assert not plain.get_layer("Mixed_4b__Branch_3__MaxPool3d_0a_3x3").separable
+  assert fast.get_layer("Mixed_4b__Branch_3__Conv3d_0b_1x1__batch_norm").one_pass
+  assert not plain.get_layer("Mixed_4b__Branch_3__Conv3d_0b_1x1__batch_norm").one_pass
+  set_rewrites(plain, batch_norm=True)
+  assert plain.get_layer("Conv3d_1a_7x7__batch_norm").one_pass and not plain.get_layer("MaxPool3d_2a_3x3").separable
+  with pytest.raises(ValueError, match="unknown rewrites"):
+    set_rewrites(plain, stems=True)
   assert [v.path for v in fast.weights] == [v.path for v in plain.weights]
   assert all("." not in v.path for v in fast.weights)  # The torch backend refuses parameter names with dots.
 
@@ -148,15 +156,20 @@ def input_gradient(function, x, w):
   return y.detach().numpy(), x.grad.numpy()
 
 
-def training_gradients(model, clips, labels):
-  """One training step's gradients of the cross-entropy with respect to `model.trainable_variables`."""
-  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+def training_gradients(model, clips, target):
+  """One training step's gradients with respect to `model.trainable_variables`: of the cross-entropy of the logits
+  if `target` holds labels, else of sum(output * target)."""
+  cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+  def loss(output):
+    return cross_entropy(target, output) if target.ndim == 1 else keras.ops.sum(output * target)
+
   backend = keras.backend.backend()
   if backend == "tensorflow":
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
     with tf.GradientTape() as tape:
-      value = loss(labels, model(clips, training=True))
+      value = loss(model(clips, training=True))
     return [g.numpy() for g in tape.gradient(value, model.trainable_variables)]
   if backend == "jax":
     import jax  # pylint: disable=g-import-not-at-top
@@ -164,11 +177,11 @@ def training_gradients(model, clips, labels):
     frozen = [v.value for v in model.non_trainable_variables]
 
     def value(trainable):
-      logits, _ = model.stateless_call(trainable, frozen, clips, training=True)
-      return loss(labels, logits)
+      output, _ = model.stateless_call(trainable, frozen, clips, training=True)
+      return loss(output)
 
     return [np.asarray(g) for g in jax.grad(value)([v.value for v in model.trainable_variables])]
-  loss(labels, model(clips, training=True)).backward()
+  loss(model(clips, training=True)).backward()
   return [v.value.grad.numpy() for v in model.trainable_variables]
 
 
@@ -181,13 +194,41 @@ def _shared_inputs():
     inputs[f"pool_{kind}"] = _inputs(kind, _POOL_INPUT, seed=3)
   inputs["stem"] = _inputs("random", (2, 9, 17, 16, 3), seed=4)
   inputs["stem_kernel"] = np.random.RandomState(5).normal(0, 0.1, (7, 7, 7, 3, 8)).astype(np.float32)
+  # Means far from zero, against the spread: Var = E[x^2] - E[x]^2 about zero would lose digits here.
+  normal = np.random.RandomState(7).normal(size=_BN_INPUT)
+  inputs["bn"] = (normal * np.linspace(0.5, 4, 8) + np.linspace(-300, 300, 8)).astype(np.float32)
+  inputs["bn_gamma"] = np.linspace(0.5, 2, 8).astype(np.float32)
+  inputs["bn_beta"] = np.linspace(-1, 1, 8).astype(np.float32)
   return inputs
 
 
-def backend_results(inputs):
-  """Under this process's backend: each pool's output and gradient and the stem's gradients with respect to its
-  input and kernel (fast and plain); on JAX also a training step's gradients (fast, and with Keras' max pools)."""
+def batch_norm_results(inputs, one_pass=True, dtype=None):
+  """A training call of batch norm (scale and centre) on `inputs["bn"]`: the output, the gradients of
+  sum(y * w) with respect to the input, gamma and beta, and the updated moving mean and variance."""
+  x, gamma, beta = inputs["bn"], inputs["bn_gamma"], inputs["bn_beta"]
+  layer = OnePassBatchNormalization(momentum=0.9, one_pass=one_pass, dtype=dtype)
+  layer.build(x.shape)
+  moving = [v.value for v in layer.non_trainable_variables]
+  w = np.random.RandomState(8).normal(size=x.shape).astype(x.dtype)
+
+  def call(x, gamma, beta):
+    y, _ = layer.stateless_call([gamma, beta], moving, x, training=True)
+    return y
+
   out = {}
+  out["bn_y"], out["bn_dx"] = input_gradient(lambda v: call(v, gamma, beta), x, w)
+  _, out["bn_dgamma"] = input_gradient(lambda g: call(x, g, beta), gamma, w)
+  _, out["bn_dbeta"] = input_gradient(lambda b: call(x, gamma, b), beta, w)
+  _, updated = layer.stateless_call([gamma, beta], moving, x, training=True)
+  out["bn_moving_mean"], out["bn_moving_variance"] = (keras.ops.convert_to_numpy(v) for v in updated)
+  return out
+
+
+def backend_results(inputs):
+  """Under this process's backend: batch norm's training outputs and gradients, each pool's output and gradient and
+  the stem's gradients with respect to its input and kernel (fast and plain); on JAX also a training step's
+  gradients, fast and plain (the plain max pool's tie rule is XLA's, which the separable pools follow)."""
+  out = batch_norm_results(inputs)
   for p, (pool_size, strides) in enumerate(_POOLS):
     layer = SeparableMaxPooling3D(pool_size, strides, padding="same")
     for kind in _KINDS:
@@ -206,13 +247,22 @@ def backend_results(inputs):
   if keras.backend.backend() != "jax":  # Only XLA's plain max pool has the same rule at ties.
     return out
   weights = [inputs[f"weights_{i}"] for i in range(sum(k.startswith("weights_") for k in inputs))]
-  for pools in (True, False):
-    for kind in _KINDS:
+  for kind in _KINDS:
+    clips = inputs[f"clips_{kind}"]
+    for pools in (True, False):
       model = i3d.InceptionI3D(_CLASSES, dropout_rate=0.0, include_rescaling=False)
-      set_rewrites(model, stem=True, pools=pools)
+      set_rewrites(model, pools=pools)
       model.set_weights(weights)
-      grads = training_gradients(model, inputs[f"clips_{kind}"], inputs["labels"])
-      out.update({f"model_{pools}_{kind}_{i}": g for i, g in enumerate(grads)})
+      grads = training_gradients(model, clips, inputs["labels"])
+      out.update({f"model_pools_{pools}_{kind}_{i}": g for i, g in enumerate(grads)})
+    for fast in (True, False):
+      model = i3d.InceptionI3D(
+        include_rescaling=False, final_endpoint="Mixed_3c", input_shape=clips.shape[1:], fast=fast
+      )
+      model.set_weights(weights[: len(model.weights)])
+      w = np.random.RandomState(9).normal(size=(len(clips), *model.output.shape[1:])).astype(np.float32)
+      grads = training_gradients(model, clips, w)
+      out.update({f"mixed_3c_fast_{fast}_{kind}_{i}": g for i, g in enumerate(grads)})
   return out
 
 
@@ -226,8 +276,11 @@ def _assert_close(actual, expected, message, rtol=1e-5):
   assert error <= rtol * np.abs(expected).max() + 1e-7, f"{message}: max abs error {error}"
 
 
-def test_every_backend_gives_the_first_maximum_and_the_stems_gradient(tmp_path):
+def test_every_backend_computes_the_rewritten_layers_and_their_gradients(tmp_path):
   inputs = _shared_inputs()
+  # Keras' own batch norm in float64 (two-pass statistics, autodiff gradients) is the reference.
+  float64 = {k: inputs[k].astype(np.float64) for k in ("bn", "bn_gamma", "bn_beta")}
+  batch_norm = batch_norm_results(float64, one_pass=False, dtype="float64")
   np.savez(tmp_path / "in.npz", **inputs)
   results = {"tensorflow": backend_results(inputs)}
   for backend in ("jax", "torch"):
@@ -252,12 +305,21 @@ def test_every_backend_gives_the_first_maximum_and_the_stems_gradient(tmp_path):
         )
     for name in ("dx", "dkernel"):
       _assert_close(out[f"stem_True_{name}"], out[f"stem_False_{name}"], f"{backend} stem {name}")
-  # A training step, ties included: the separable pools' gradients are XLA's (JAX's plain max pool). The forward
-  # passes are bit-equal, so the gradients differ only by the order of sums, which batch norm over a few values
-  # (2 clips of 8x32x32) amplifies to ~1e-5; a gradient at another tied element would be off by 1e-2 or more.
+    for name, expected in batch_norm.items():
+      _assert_close(out[name], expected, f"{backend} {name}")
+  # A training step, ties included. The whole model with separable and with XLA's max pools (JAX's, whose rule at
+  # ties the separable pools follow): their forward passes are bit-equal, so the gradients differ only by the order of
+  # sums, which batch norm over a few values (2 clips of 8x32x32) amplifies to ~1e-5; a gradient at another tied
+  # element would be off by 1e-2 or more. And every rewrite against none, through Mixed_3c (the stem, 4 max pools,
+  # 15 batch norms): there the forward passes differ in rounding, which deeper layers of a random network with
+  # batch statistics over 2x2x2 values amplify past any float32 tolerance, rewritten or not.
   jax_out = results["jax"]
-  for key in (k for k in jax_out if k.startswith("model_True")):
+  for key in (k for k in jax_out if k.startswith("model_pools_True")):
     _assert_close(jax_out[key], jax_out[key.replace("True", "False")], f"jax {key}", rtol=1e-4)
+  fast_keys = [k for k in jax_out if k.startswith("mixed_3c_fast_True")]
+  assert len(fast_keys) == len(_KINDS) * 15 * 2  # A conv kernel and a beta in each of 15 units.
+  for key in fast_keys:
+    _assert_close(jax_out[key], jax_out[key.replace("True", "False")], f"jax {key}")
 
 
 if __name__ == "__main__":

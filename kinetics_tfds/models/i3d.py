@@ -8,9 +8,10 @@ Layer names: DeepMind scope `Mixed_3b/Branch_1/Conv3d_0b_3x3` becomes `Mixed_3b_
 forbids `/`, torch `.`); a unit is the layers `<scope>__conv_3d`, `<scope>__batch_norm` and `<scope>` (its ReLU,
 the unit's output). Every endpoint is the layer named after it, e.g. `model.get_layer("Mixed_4f").output`.
 
-By default two layers compute DeepMind's functions in a form accelerators run faster (`fast=False` builds the
+By default three layers compute DeepMind's functions in a form accelerators run faster (`fast=False` builds the
 plain ones; both have the same variables and outputs): the stride-2 7x7x7 stem as a stride-1 convolution over
-2x2x2 blocks of the clip, and every max pool as 1-D maxima along W, H and T with a gradient of its own.
+2x2x2 blocks of the clip, every max pool as 1-D maxima along W, H and T with a gradient of its own, and batch norm
+with one-read statistics and a closed-form gradient.
 """
 
 import functools
@@ -210,6 +211,72 @@ def _overlap_add(parts, axis, stride):
   return ops.reshape(interleaved, (*shape[:axis], shape[axis] * stride, *shape[axis + 2 :]))
 
 
+@keras.saving.register_keras_serializable(package="kinetics_tfds")
+class OnePassBatchNormalization(layers.BatchNormalization):
+  """Keras' BatchNormalization whose training statistics take one read of the batch and whose gradient is written out.
+
+  Keras computes the batch mean, then the variance about it (two reads of the activations), and its gradient is
+  autodiff of that (more reads, float32 copies kept for the backward). Here the sums and sums of squares come from
+  one read, about the first element of each channel so that a large mean does not cancel, and the gradient is the
+  closed form cuDNN uses (two sums, then one element-wise pass), keeping only the layer's input. The same function
+  and variables; inference, frozen layers, masks and renormalization run Keras' own code.
+
+  Args:
+    one_pass: False runs Keras' code in training too (the same function), for comparisons.
+  """
+
+  def __init__(self, *args, one_pass: bool = True, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.one_pass = one_pass
+
+  def call(self, inputs, training=None, mask=None):
+    if not (self.one_pass and training and self.trainable) or mask is not None or self.renorm:
+      return super().call(inputs, training=training, mask=mask)
+    inputs = ops.convert_to_tensor(inputs)  # torch's custom gradient saves only tensors.
+    dtype = keras.backend.result_type(inputs.dtype, "float32")
+    x = ops.cast(inputs, dtype)
+    axes = self._reduction_axes
+    shift = ops.stop_gradient(x[tuple(slice(0, 1) if a in axes else slice(None) for a in range(x.ndim))])
+    centred = x - shift
+    mean = ops.mean(centred, axes, keepdims=True)
+    variance = ops.maximum(ops.mean(ops.square(centred), axes, keepdims=True) - ops.square(mean), 0.0)
+    mean = mean + shift
+    statistics = [(self.moving_mean, mean), (self.moving_variance, variance)]
+    for moving, batch in statistics:
+      moving.assign(moving * self.momentum + ops.reshape(batch, moving.shape) * (1.0 - self.momentum))
+    shape = ops.shape(mean)
+    gamma = ops.reshape(ops.cast(self.gamma, dtype), shape) if self.scale else ops.ones(shape, dtype)
+    beta = ops.reshape(ops.cast(self.beta, dtype), shape) if self.center else ops.zeros(shape, dtype)
+    return _batch_norm(inputs, mean, variance, gamma, beta, axes, self.epsilon, self.compute_dtype)
+
+  def get_config(self):
+    return {**super().get_config(), "one_pass": self.one_pass}
+
+
+def _batch_norm(inputs, mean, variance, gamma, beta, axes, epsilon, dtype):
+  """(x - mean) / sqrt(variance + epsilon) * gamma + beta with the batch's own statistics and their closed-form
+  gradient: the statistics' dependence on x is in dx, so they take no gradient of their own."""
+
+  @ops.custom_gradient
+  def normalize(inputs, mean, variance, gamma, beta):
+    inverse = ops.rsqrt(variance + epsilon)
+
+    def grad(*args, upstream=None):
+      upstream = ops.cast(args[0] if upstream is None else upstream, mean.dtype)  # torch passes it by name.
+      # From the input as it came (bfloat16 under mixed precision), not a float32 copy kept from the forward.
+      normalized = (ops.cast(inputs, mean.dtype) - mean) * inverse
+      d_beta = ops.mean(upstream, axes, keepdims=True)
+      d_gamma = ops.mean(upstream * normalized, axes, keepdims=True)
+      d_inputs = gamma * inverse * (upstream - d_beta - normalized * d_gamma)
+      count = ops.cast(ops.size(inputs), mean.dtype) / ops.cast(ops.size(mean), mean.dtype)
+      zero = ops.zeros_like(mean)
+      return ops.cast(d_inputs, inputs.dtype), zero, zero, d_gamma * count, d_beta * count
+
+    return ops.cast((ops.cast(inputs, mean.dtype) - mean) * (inverse * gamma) + beta, dtype), grad
+
+  return normalize(inputs, ops.stop_gradient(mean), ops.stop_gradient(variance), gamma, beta)
+
+
 def _axis_pads(axis, before, after):
   return [[before, after] if a == axis else [0, 0] for a in range(5)]
 
@@ -218,19 +285,25 @@ def _axis_slice(axis, start, stop, step=1):
   return (slice(None),) * axis + (slice(start, stop, step),)
 
 
-def set_rewrites(model: keras.Model, *, stem: bool, pools: bool) -> None:
-  """Turns an `InceptionI3D` model's space-to-depth stem and separable max pools on or off.
+# Each rewritten layer's switch: False computes Keras' plain layer (the same function, the same variables).
+REWRITES = {"stem": "space_to_depth", "pools": "separable", "batch_norm": "one_pass"}
 
-  Call it before the model is traced or compiled.
+
+def set_rewrites(model: keras.Model, **rewrites: bool) -> None:
+  """Turns an `InceptionI3D` model's rewrites (`REWRITES`: stem=, pools=, batch_norm=) on or off.
+
+  Call it before the model is traced or compiled. A rewrite not named keeps its setting.
 
   Either way the model computes the same function with the same variables, so this only changes speed (and the
-  rounding of the stem's sums); measured one by one in benchmarks/i3d_gpu.py.
+  rounding of sums); measured one by one in benchmarks/i3d_gpu.py.
   """
+  unknown = set(rewrites) - set(REWRITES)
+  if unknown:
+    raise ValueError(f"unknown rewrites {sorted(unknown)}; choose from {sorted(REWRITES)}")
   for layer in model.layers:
-    if isinstance(layer, SpaceToDepthConv3D):
-      layer.space_to_depth = stem
-    elif isinstance(layer, SeparableMaxPooling3D):
-      layer.separable = pools
+    for rewrite, on in rewrites.items():
+      if hasattr(layer, REWRITES[rewrite]):
+        setattr(layer, REWRITES[rewrite], on)
 
 
 def _unit(x, scope, filters, kernel_size, strides=1):
@@ -241,7 +314,7 @@ def _unit(x, scope, filters, kernel_size, strides=1):
     x = SpaceToDepthConv3D(filters, kernel_size, strides, padding="same", use_bias=False, name=conv_name)(x)
   else:
     x = layers.Conv3D(filters, kernel_size, strides, padding="same", use_bias=False, name=conv_name)(x)
-  x = layers.BatchNormalization(
+  x = OnePassBatchNormalization(
     epsilon=1e-3, momentum=0.999, scale=False, name=weights_lib.layer_name(scope, "batch_norm")
   )(x)
   return layers.ReLU(name=weights_lib.layer_name(scope))(x)
@@ -316,8 +389,8 @@ def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Ker
     include_rescaling: whether inputs are pixels in [0, 255] (uint8 or float) that the model maps to [-1, 1] in
       its graph, so an accelerator does it and a host can feed uint8 (4x fewer bytes); if False, inputs are
       already in [-1, 1].
-    fast: the space-to-depth stem and separable max pools; False builds the plain layers. The same variables and
-      the same function either way, so weights move between the two.
+    fast: the space-to-depth stem, separable max pools and one-pass batch norm; False builds the plain layers. The
+      same variables and the same function either way, so weights move between the two.
     name: the model's name.
 
   Returns:
@@ -355,7 +428,7 @@ def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Ker
     if endpoint == final_endpoint:
       break
   model = keras.Model(inputs, x, name=name)
-  set_rewrites(model, stem=fast, pools=fast)
+  set_rewrites(model, **dict.fromkeys(REWRITES, fast))
   if weights is not None:
     weights_lib.load(model, weights)
   return model

@@ -8,12 +8,15 @@ stem: only the space-to-depth stem; pools: only the separable max pools; batch_n
 fast: all three, the default model). Then
 whole-clip inference (--eval_frames frames, centre crop size). The peers run in subprocesses of the module at
 --peer_path (its own command line), before ours, so no framework holds the accelerator's memory while another
-runs. With JAX, each rewritten layer is also timed alone, plain and fast (--pieces). Prints one JSON line: clips/s
-of each, `speedup_vs_best_peer` per batch size, inference clips/s and its speedup over Flax, MFU (analytic training
-FLOPs over --peak_tflops), the pieces' milliseconds, backend, device and versions.
+runs. With JAX, each rewritten layer is also timed alone, plain and fast (--pieces), and a training step of the plain
+and of the fast model is profiled op by op (--profile: benchmarks/i3d_profile.py, in a subprocess). Prints one JSON
+line: clips/s of each, `speedup_vs_best_peer` per batch size, inference clips/s and its speedup over Flax, MFU
+(analytic training FLOPs over --peak_tflops), the pieces' milliseconds, the profiles (each layer kind's share of the
+step, forward and backward, and the top ops), backend, device and versions.
 
 On a machine without a GPU it runs with whatever shapes it is given (tests use tiny ones) and says that the ratios
-need a GPU.
+need a GPU. A GPU machine without Keras takes it as three wheels (keras, namex, optree) installed with
+`pip install --no-deps --target DIR` and DIR on PYTHONPATH; TensorFlow is not needed on this path.
 """
 
 import importlib.metadata
@@ -59,6 +62,12 @@ flags.DEFINE_bool(
   "With JAX, also time each rewritten layer alone, plain and fast (forward + backward, jitted) at the "
   "shapes it sees in the network at the first batch size: where a step's time goes.",
 )
+flags.DEFINE_bool(
+  "profile",
+  True,
+  "With JAX, profile a training step of the plain and the fast model at the first batch size: each layer kind's "
+  "share of the step's op time, forward and backward, and the top ops (benchmarks/i3d_profile.py).",
+)
 flags.DEFINE_enum("precision", "mixed_bfloat16", optimization.PRECISIONS, "Our compute dtype (the peers use bf16).")
 flags.DEFINE_float("peak_tflops", 989.0, "The accelerator's dense bf16 peak, for MFU (H100/H200 SXM: 989).")
 
@@ -73,6 +82,15 @@ def load_peer_module(path: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def _json_line(command: list) -> dict:
+  """The last JSON line a subprocess prints, or {"error": ...} with the end of its stderr."""
+  result = subprocess.run(command, capture_output=True, text=True, check=False)
+  lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+  if not lines:
+    return {"error": f"exit {result.returncode}: {result.stderr.strip()[-300:]}"}
+  return json.loads(lines[-1])
 
 
 def time_peer(path: str, which: str, batch: int, frames: int, size: int, steps: int) -> dict:
@@ -93,11 +111,20 @@ def time_peer(path: str, which: str, batch: int, frames: int, size: int, steps: 
     "--peak_tflops",
     str(FLAGS.peak_tflops),
   ]
-  result = subprocess.run(command, capture_output=True, text=True, check=False)
-  lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-  if not lines:
-    return {"error": f"exit {result.returncode}: {result.stderr.strip()[-300:]}"}
-  return json.loads(lines[-1])
+  return _json_line(command)
+
+
+def profile_steps(batch: int) -> dict:
+  """benchmarks/i3d_profile.py's JSON line at this batch size, run in a subprocess (it sets XLA_FLAGS)."""
+  command = [
+    sys.executable,
+    os.path.join(_REPO, "benchmarks", "i3d_profile.py"),
+    f"--batch={batch}",
+    f"--frames={FLAGS.frames}",
+    f"--size={FLAGS.size}",
+    f"--precision={FLAGS.precision}",
+  ]
+  return _json_line(command)
 
 
 def time_ours_training(variant: str, batch: int) -> float:
@@ -221,6 +248,9 @@ def main(argv):
     else {}
   )
 
+  on_jax = keras.backend.backend() == "jax"
+  profiles = profile_steps(batches[0]) if FLAGS.profile and on_jax else None
+
   optimization.set_precision(FLAGS.precision)
   flops_per_clip = peer.train_flops_per_clip(FLAGS.frames, FLAGS.size)
   train = {}
@@ -241,7 +271,7 @@ def main(argv):
     if variant not in variants:
       variants[variant] = round(time_ours_training(variant, batches[0]), 2)
   ours_eval = time_ours_inference()
-  pieces = time_pieces(batches[0]) if FLAGS.pieces and keras.backend.backend() == "jax" else None
+  pieces = time_pieces(batches[0]) if FLAGS.pieces and on_jax else None
   device, on_gpu = accelerator()
   summary = {
     "backend": keras.backend.backend(),
@@ -261,6 +291,7 @@ def main(argv):
       "speedup_vs_flax": _ratio(ours_eval, flax_eval.get("clips_per_s")),
     },
     f"pieces_batch{batches[0]}_fwd_bwd": pieces,
+    f"profile_batch{batches[0]}": profiles,
     "versions": {p: _version(p) for p in ("keras", "jax", "flax", "torch", "tensorflow")},
   }
   if not on_gpu:

@@ -53,6 +53,15 @@ def test_tiny_run_prints_one_json_line():
   assert summary["versions"]["keras"] and summary["versions"]["jax"]
   for peer in ("flax", "torch"):
     assert train[peer] or train["peer_errors"][peer]
+  # The op-by-op profile of a step, plain and fast: XLA's ops given to the layers their metadata names.
+  profile = summary["profile_batch2"]
+  for model in ("plain", "fast"):
+    shares = profile[model]["percent_by_kind"]
+    assert 99 <= sum(shares.values()) <= 101, shares
+    for kind in ("stem", "convolution", "batch norm", "max pool"):
+      assert shares.get(f"{kind} forward", 0) + shares.get(f"{kind} backward", 0) > 0, (model, kind, shares)
+    assert shares["convolution backward"] > 0
+    assert any(op["layer"] and op["pass"] for op in profile[model]["top_ops"])
 
 
 def test_missing_peer_module_is_one_line(tmp_path):

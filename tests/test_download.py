@@ -384,6 +384,9 @@ def test_no_list_line_reaches_outside_the_state_folder(tmp_path, server):
     "a%5c..%5c..%5cvictim.tar.gz",
     "a/%2e%2e%2f%2e%2e%2fvictim%00.tar.gz",
   ]
+  # The same server by another name, and a host of nobody's: a list names only files on its mirror.
+  other_hosts = [server.base_url.replace("127.0.0.1", "localhost") + "/400/val/elsewhere.tar.gz"]
+  other_hosts.append("http://mirror.invalid/400/val/elsewhere_too.tar.gz")
   mapped_inside = [
     f"{server.base_url}/400/val//{victims}/victim.tar.gz",  # Double slash, then an absolute path.
     f"{official}//{victims}/x/file.tar.gz",  # The same on an official-style line.
@@ -398,7 +401,8 @@ def test_no_list_line_reaches_outside_the_state_folder(tmp_path, server):
     )
   server.files.update(
     {
-      "/400/val/k400_val_path.txt": "\n".join(escaping + mapped_inside).encode(),
+      "/400/val/k400_val_path.txt": "\n".join(escaping + other_hosts + mapped_inside).encode(),
+      "/400/val/elsewhere.tar.gz": _tar({"nnnnnnnnnnn_000000_000010.mp4": clip}),
       "/400/annotations/val.csv": b"youtube_id,time_start,time_end,split\n",
     }
   )
@@ -412,7 +416,11 @@ def test_no_list_line_reaches_outside_the_state_folder(tmp_path, server):
   refused = {key for key, row in rows.items() if row["reason"] == "unsafe-name"}
   assert len(refused) == len(escaping) and counts["refused:unsafe-name"] == len(escaping), rows
   assert all(".." in key or "\\" in key or "\0" in key for key in refused)
-  assert not any(".." in path for _, path, _ in server.requests)  # Refused lines are never fetched.
+  assert not any(".." in path or "elsewhere" in path for _, path, _ in server.requests)  # Refused: never fetched.
+  assert {key for key, row in rows.items() if row["reason"] == "other-host"} == {
+    "400/val/elsewhere.tar.gz",
+    "400/val/elsewhere_too.tar.gz",
+  }
   assert counts["ok"] == len(mapped_inside) + 1, rows  # The shards and the annotation file.
   assert {p.name for p in (manual / "val").iterdir()} == {f"mmmmmmmmmm{n}_000000_000010.mp4" for n in range(3)}
   state = manual / ".download_state"

@@ -8,7 +8,8 @@ to `manual_dir/annotations/`. Use one manual folder per version.
 
 The lists hold absolute URLs on the official mirror. They are re-rooted onto the base URL given
 (`--cvdf_base_url`), so any server with the mirror's layout (a local copy, a test) serves
-everything; a relative line is resolved against its list's URL.
+everything; a relative line is resolved against its list's URL. A line on any other host is refused and
+reported, never fetched: a list cannot send the downloader elsewhere.
 
 Archives, `.part` files, cached lists and one `.done` marker per extracted shard live under
 `manual_dir/.download_state/`; a rerun fetches only what has no marker. The replacement tarball
@@ -131,12 +132,16 @@ def plan(
   return [
     item
     for item in {item.key: item for item in items}.values()  # A repeated line is fetched once.
-    if _has_safe_name(item, manual_dir, report)
+    if _is_allowed(item, base_url, manual_dir, report)
   ]
 
 
-def _has_safe_name(item: Item, manual_dir: pathlib.Path, report: report_lib.Report) -> bool:
-  """False, with the item reported, when a list line names a file outside the state folder."""
+def _is_allowed(item: Item, base_url: str, manual_dir: pathlib.Path, report: report_lib.Report) -> bool:
+  """False, with the item reported, when a list line names another host than the mirror's (a list must not send
+  the downloader elsewhere) or a file outside the state folder."""
+  if urllib.parse.urlsplit(item.url)[:2] != urllib.parse.urlsplit(base_url)[:2]:
+    report.add(item.key, "refused", "other-host")
+    return False
   try:
     state_path(manual_dir, item.key)
   except UnsafeName:

@@ -387,6 +387,8 @@ def test_no_list_line_reaches_outside_the_state_folder(tmp_path, server):
   # The same server by another name, and a host of nobody's: a list names only files on its mirror.
   other_hosts = [server.base_url.replace("127.0.0.1", "localhost") + "/400/val/elsewhere.tar.gz"]
   other_hosts.append("http://mirror.invalid/400/val/elsewhere_too.tar.gz")
+  # Named as the downloader's own files beside shard ./plain.tar.gz: its done marker and its partial download.
+  reserved = ["plain.tar.gz.done", "plain.tar.gz.part"]
   mapped_inside = [
     f"{server.base_url}/400/val//{victims}/victim.tar.gz",  # Double slash, then an absolute path.
     f"{official}//{victims}/x/file.tar.gz",  # The same on an official-style line.
@@ -401,7 +403,7 @@ def test_no_list_line_reaches_outside_the_state_folder(tmp_path, server):
     )
   server.files.update(
     {
-      "/400/val/k400_val_path.txt": "\n".join(escaping + other_hosts + mapped_inside).encode(),
+      "/400/val/k400_val_path.txt": "\n".join(escaping + other_hosts + reserved + mapped_inside).encode(),
       "/400/val/elsewhere.tar.gz": _tar({"nnnnnnnnnnn_000000_000010.mp4": clip}),
       "/400/annotations/val.csv": b"youtube_id,time_start,time_end,split\n",
     }
@@ -417,6 +419,7 @@ def test_no_list_line_reaches_outside_the_state_folder(tmp_path, server):
   assert len(refused) == len(escaping) and counts["refused:unsafe-name"] == len(escaping), rows
   assert all(".." in key or "\\" in key or "\0" in key for key in refused)
   assert not any(".." in path or "elsewhere" in path for _, path, _ in server.requests)  # Refused: never fetched.
+  assert {key for key, row in rows.items() if row["reason"] == "reserved-name"} == {f"400/val/{r}" for r in reserved}
   assert {key for key, row in rows.items() if row["reason"] == "other-host"} == {
     "400/val/elsewhere.tar.gz",
     "400/val/elsewhere_too.tar.gz",

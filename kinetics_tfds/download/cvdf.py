@@ -38,6 +38,8 @@ from kinetics_tfds.download import state_path
 OFFICIAL_BASE_URL = "https://s3.amazonaws.com/kinetics"
 VERSIONS = ("400", "600", "700_2020")
 SPLITS = tuple(annotations.CVDF_FOLDERS.values())  # The mirror's folder names: train, val, test.
+_DONE = ".done"
+_STATE_SUFFIXES = (_DONE, http.PART)  # The downloader's own files beside an archive: no remote file is named so.
 _OFFICIAL_PREFIX = re.compile(r"^https?://s3\.amazonaws\.com/kinetics/")
 
 
@@ -138,14 +140,18 @@ def plan(
 
 def _is_allowed(item: Item, base_url: str, manual_dir: pathlib.Path, report: report_lib.Report) -> bool:
   """False, with the item reported, when a list line names another host than the mirror's (a list must not send
-  the downloader elsewhere) or a file outside the state folder."""
+  the downloader elsewhere), a file outside the state folder, or one named as the downloader's own `.part` and
+  `.done` files are (`x.done` would mark shard `x` done, so it would never be fetched)."""
   if urllib.parse.urlsplit(item.url)[:2] != urllib.parse.urlsplit(base_url)[:2]:
     report.add(item.key, "refused", "other-host")
     return False
   try:
-    state_path(manual_dir, item.key)
+    path = state_path(manual_dir, item.key)
   except UnsafeName:
     report.add(item.key, "refused", "unsafe-name")
+    return False
+  if path.suffix in _STATE_SUFFIXES:
+    report.add(item.key, "refused", "reserved-name")
     return False
   return True
 
@@ -158,7 +164,7 @@ def _is_done(item: Item, manual_dir: pathlib.Path) -> bool:
 
 def _done_marker(item: Item, manual_dir: pathlib.Path) -> pathlib.Path:
   archive = state_path(manual_dir, item.key)
-  return archive.with_name(archive.name + ".done")
+  return archive.with_name(archive.name + _DONE)
 
 
 def _fetch(item: Item, manual_dir: pathlib.Path, policy: errors.RetryPolicy, report: report_lib.Report) -> None:

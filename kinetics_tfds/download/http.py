@@ -16,6 +16,7 @@ import urllib.request
 from kinetics_tfds.download import errors
 
 TIMEOUT_S = 60
+PART = ".part"  # Suffix of a download in progress.
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 
 
@@ -57,7 +58,7 @@ def content_length(url: str, policy: errors.RetryPolicy) -> int | None:
 
 def fetch(url: str, dest: pathlib.Path, policy: errors.RetryPolicy) -> int:
   """Downloads url to dest, resuming `{dest}.part`; returns the file's size in bytes."""
-  part = dest.with_name(dest.name + ".part")
+  part = dest.with_name(dest.name + PART)
   dest.parent.mkdir(parents=True, exist_ok=True)
   policy.call(lambda: _fetch_once(url, part), url)
   os.replace(part, dest)

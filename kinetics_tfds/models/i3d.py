@@ -219,7 +219,7 @@ class OnePassBatchNormalization(layers.BatchNormalization):
   autodiff of that (more reads, float32 copies kept for the backward). Here the sums and sums of squares come from
   one read, about the first element of each channel so that a large mean does not cancel, and the gradient is the
   closed form cuDNN uses (two sums, then one element-wise pass), keeping only the layer's input. The same function
-  and variables; inference, frozen layers, masks and renormalization run Keras' own code.
+  and variables; inference, frozen layers, masks, renormalization and synchronized statistics run Keras' own code.
 
   Args:
     one_pass: False runs Keras' code in training too (the same function), for comparisons.
@@ -230,7 +230,7 @@ class OnePassBatchNormalization(layers.BatchNormalization):
     self.one_pass = one_pass
 
   def call(self, inputs, training=None, mask=None):
-    if not (self.one_pass and training and self.trainable) or mask is not None or self.renorm:
+    if not (self.one_pass and training and self.trainable) or mask is not None or self.renorm or self.synchronized:
       return super().call(inputs, training=training, mask=mask)
     inputs = ops.convert_to_tensor(inputs)  # torch's custom gradient saves only tensors.
     dtype = keras.backend.result_type(inputs.dtype, "float32")
@@ -241,8 +241,7 @@ class OnePassBatchNormalization(layers.BatchNormalization):
     mean = ops.mean(centred, axes, keepdims=True)
     variance = ops.maximum(ops.mean(ops.square(centred), axes, keepdims=True) - ops.square(mean), 0.0)
     mean = mean + shift
-    statistics = [(self.moving_mean, mean), (self.moving_variance, variance)]
-    for moving, batch in statistics:
+    for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
       moving.assign(moving * self.momentum + ops.reshape(batch, moving.shape) * (1.0 - self.momentum))
     shape = ops.shape(mean)
     gamma = ops.reshape(ops.cast(self.gamma, dtype), shape) if self.scale else ops.ones(shape, dtype)

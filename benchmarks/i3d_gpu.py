@@ -4,8 +4,8 @@
 
 Times our Keras I3D's training step (`model.fit` on device-resident uint8 clips, bf16 by default) at each
 --batch_sizes, and each rewrite on its own at the first batch size (plain: DeepMind's layers as Keras has them;
-stem: only the space-to-depth stem; pools: only the separable max pools; batch_norm: only the one-pass batch norm;
-fast: all three, the default model). Then
+stem: only the space-to-depth stem; pools: only the separable max pools; fast: both, the default model; all: fast
+and the opt-in one-pass batch norm, which decides whether it should be on by default). Then
 whole-clip inference (--eval_frames frames, centre crop size). The peers run in subprocesses of the module at
 --peer_path (its own command line), before ours, so no framework holds the accelerator's memory while another
 runs. With JAX, each rewritten layer is also timed alone, plain and fast (--pieces), and a training step of the plain
@@ -39,8 +39,14 @@ from kinetics_tfds.training import optimization
 from kinetics_tfds.training import synthetic
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Each variant's rewrites (i3d.REWRITES): all, none, or one alone.
-VARIANTS = {"fast": set(i3d.REWRITES), "plain": set(), **{rewrite: {rewrite} for rewrite in i3d.REWRITES}}
+# Each variant's rewrites (i3d.REWRITES).
+VARIANTS = {
+  "fast": set(i3d.DEFAULT_REWRITES),
+  "plain": set(),
+  "stem": {"stem"},
+  "pools": {"pools"},
+  "all": set(i3d.REWRITES),
+}
 
 flags.DEFINE_string(
   "peer_path",

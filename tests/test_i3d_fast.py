@@ -128,8 +128,7 @@ def test_plain_layers_are_reachable_and_share_variables():
   assert fast.get_layer("Conv3d_1a_7x7__conv_3d").space_to_depth
   assert not plain.get_layer("Conv3d_1a_7x7__conv_3d").space_to_depth
   assert not plain.get_layer("Mixed_4b__Branch_3__MaxPool3d_0a_3x3").separable
-  assert fast.get_layer("Mixed_4b__Branch_3__Conv3d_0b_1x1__batch_norm").one_pass
-  assert not plain.get_layer("Mixed_4b__Branch_3__Conv3d_0b_1x1__batch_norm").one_pass
+  assert not fast.get_layer("Mixed_4b__Branch_3__Conv3d_0b_1x1__batch_norm").one_pass  # Opt-in.
   set_rewrites(plain, batch_norm=True)
   assert plain.get_layer("Conv3d_1a_7x7__batch_norm").one_pass and not plain.get_layer("MaxPool3d_2a_3x3").separable
   with pytest.raises(ValueError, match="unknown rewrites"):
@@ -256,9 +255,8 @@ def backend_results(inputs):
       grads = training_gradients(model, clips, inputs["labels"])
       out.update({f"model_pools_{pools}_{kind}_{i}": g for i, g in enumerate(grads)})
     for fast in (True, False):
-      model = i3d.InceptionI3D(
-        include_rescaling=False, final_endpoint="Mixed_3c", input_shape=clips.shape[1:], fast=fast
-      )
+      model = i3d.InceptionI3D(include_rescaling=False, final_endpoint="Mixed_3c", input_shape=clips.shape[1:])
+      set_rewrites(model, **dict.fromkeys(i3d.REWRITES, fast))
       model.set_weights(weights[: len(model.weights)])
       w = np.random.RandomState(9).normal(size=(len(clips), *model.output.shape[1:])).astype(np.float32)
       grads = training_gradients(model, clips, w)

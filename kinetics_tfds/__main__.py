@@ -19,7 +19,6 @@ import tensorflow_datasets as tfds
 import kinetics_tfds
 from kinetics_tfds import command
 from kinetics_tfds import motion_clips
-from kinetics_tfds.training import config as config_lib
 from kinetics_tfds.training import run
 
 _WORK_DIR = flags.DEFINE_string(
@@ -67,30 +66,9 @@ def describe(builder: tfds.core.DatasetBuilder) -> dict:
 
 
 def train_and_evaluate(builder: tfds.core.DatasetBuilder, work_dir: str, train_steps: int) -> dict:
-  """Trains I3D from scratch on the sample (a fresh model_dir each time) and evaluates it on the validation split.
-
-  Adam, no dropout and fast batch-norm statistics, because the run is a few dozen steps, not DeepMind's 100k.
-  """
+  """Trains I3D from scratch on the sample (a fresh model_dir each time) and evaluates it on the validation split."""
   model_dir = tempfile.mkdtemp(prefix="i3d_", dir=work_dir)
-  config = config_lib.Config(
-    model_dir=model_dir,
-    batch_size=8,
-    num_frames=8,
-    frame_stride=1,
-    image_size=32,
-    random_flip=False,
-    train_steps=train_steps,
-    checkpoint_steps=train_steps,
-    log_every=10,
-    optimizer="adam",
-    learning_rate=1e-3,
-    lr_schedule="constant",
-    weight_decay=0.0,
-    dropout_rate=0.0,
-    batchnorm_momentum=0.9,
-    eval_views="2x1",
-    seed=0,
-  )
+  config = motion_clips.training_config(model_dir, train_steps, frame_stride=1, random_flip=False)
   summary = run.run(config, builder=builder, printer=logging.info)
   keys = ("top1", "top5", "videos", "steps", "train_clips_per_second", "eval_clips_per_second")
   return {"model_dir": model_dir, **{key: summary[key] for key in keys}}

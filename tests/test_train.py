@@ -60,24 +60,7 @@ def motion_builder(tmp_path_factory):
 
 
 def test_learns_motion_direction(motion_builder, tmp_path):
-  config = config_lib.Config(
-    model_dir=str(tmp_path),
-    batch_size=8,
-    num_frames=8,
-    image_size=32,
-    train_steps=40,
-    checkpoint_steps=40,
-    log_every=10,
-    optimizer="adam",
-    learning_rate=1e-3,
-    lr_schedule="constant",
-    weight_decay=0.0,
-    dropout_rate=0.0,
-    batchnorm_momentum=0.9,
-    eval_views="2x1",
-    seed=0,
-    deterministic=True,
-  )
+  config = motion_clips.training_config(str(tmp_path), 40, deterministic=True)
   summary = run_lib.run(config, builder=motion_builder)
   assert summary["videos"] == 16
   assert summary["top1"] >= 0.9, summary

@@ -106,12 +106,13 @@ def op_times(trace: dict, module: str) -> dict:
   """{HLO op: total microseconds} of `module` in a profiler trace (Chrome trace-event JSON).
 
   Device events where there are any (a GPU's kernels), else the host's (XLA on CPU), so nothing counts twice.
+  Events that name no module count as the step's: the trace holds only its steps.
   """
   processes = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "process_name"}
   events = [
     e
     for e in trace["traceEvents"]
-    if e.get("ph") == "X" and e.get("args", {}).get("hlo_module", "").startswith(module) and "hlo_op" in e["args"]
+    if e.get("ph") == "X" and "hlo_op" in e.get("args", {}) and e["args"].get("hlo_module", module).startswith(module)
   ]
   on_device = [e for e in events if processes.get(e["pid"], "").startswith("/device:")]
   times = collections.Counter()

@@ -12,7 +12,7 @@ By default two layers compute DeepMind's functions in a form accelerators run fa
 plain ones; both have the same variables and outputs): the stride-2 7x7x7 stem as a stride-1 convolution over
 2x2x2 blocks of the clip, and every max pool as 1-D maxima along W, H and T with a gradient of its own. A third,
 batch norm with one-read statistics and a closed-form gradient, is exact too but opt-in (`set_rewrites`): on CPU it
-made a training step 4-6% slower, and no GPU has timed it yet.
+made a training step ~4% slower, and no GPU has timed it yet.
 """
 
 import functools

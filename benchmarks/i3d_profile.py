@@ -60,11 +60,8 @@ _LAYER = re.compile(r"jvp\(([\w.\-]+)\)")
 
 
 def layer_kinds(model: keras.Model) -> dict:
-  """{layer name: kind}; layers of no listed kind are the "head" (rescaling, logits) or "other"."""
-  kinds = {}
-  for layer in model.layers:
-    kinds[layer.name] = next((kind for cls, kind in _KINDS if isinstance(layer, cls)), "head")
-  return kinds
+  """{layer name: kind}; layers of no listed kind (the input, rescaling, the logits) are the "head"."""
+  return {layer.name: next((kind for cls, kind in _KINDS if isinstance(layer, cls)), "head") for layer in model.layers}
 
 
 def instruction_owners(hlo_text: str, kinds: dict) -> dict:
@@ -169,23 +166,23 @@ def profile(fast: bool) -> dict:
   clips = jax.random.randint(key, (FLAGS.batch, FLAGS.frames, FLAGS.size, FLAGS.size, 3), 0, 256).astype("uint8")
   labels = jax.random.randint(key, (FLAGS.batch,), 0, 400)
   state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+  # Compiled once; the ops the trace names are those of this text.
   compiled = step.lower(*state, clips, labels).compile()
-  module = re.match(r"HloModule (\S+?),", compiled.as_text()).group(1)
+  hlo_text = compiled.as_text()
+  module = re.match(r"HloModule (\S+?),", hlo_text).group(1)
   for _ in range(2):
-    state = step(*state, clips, labels)
+    state = compiled(*state, clips, labels)
   jax.block_until_ready(state)
   with tempfile.TemporaryDirectory() as log_dir:
     with jax.profiler.trace(log_dir):
       for _ in range(FLAGS.steps):
-        state = step(*state, clips, labels)
+        state = compiled(*state, clips, labels)
       jax.block_until_ready(state)
     (path,) = glob.glob(os.path.join(log_dir, "plugins", "profile", "*", "*.trace.json.gz"))
     with gzip.open(path) as f:
       trace = json.load(f)
   kinds = layer_kinds(model)
-  return summarize(
-    op_times(trace, module), instruction_owners(compiled.as_text(), kinds), kinds, FLAGS.steps, FLAGS.top
-  )
+  return summarize(op_times(trace, module), instruction_owners(hlo_text, kinds), kinds, FLAGS.steps, FLAGS.top)
 
 
 def main(argv):

@@ -10,6 +10,7 @@ stem's and a training step's gradients under that backend: a backend is chosen o
 
 import importlib.util
 import itertools
+import json
 import os
 import pathlib
 import subprocess
@@ -123,7 +124,8 @@ def test_separable_max_pool_and_its_first_maximum_gradient(pool_size, strides, k
 
 
 def test_plain_layers_are_reachable_and_share_variables():
-  fast, plain = i3d.InceptionI3D(), i3d.InceptionI3D(fast=False)
+  fast, plain = i3d.InceptionI3D(fast=True), i3d.InceptionI3D(fast=False)
+  assert i3d.rewrites_on(fast) == ["pools", "stem"] and i3d.rewrites_on(plain) == []
   assert isinstance(fast.get_layer("Conv3d_1a_7x7__conv_3d"), SpaceToDepthConv3D)
   assert fast.get_layer("Conv3d_1a_7x7__conv_3d").space_to_depth
   assert not plain.get_layer("Conv3d_1a_7x7__conv_3d").space_to_depth
@@ -135,6 +137,33 @@ def test_plain_layers_are_reachable_and_share_variables():
     set_rewrites(plain, stems=True)
   assert [v.path for v in fast.weights] == [v.path for v in plain.weights]
   assert all("." not in v.path for v in fast.weights)  # The torch backend refuses parameter names with dots.
+
+
+def test_default_layers_follow_keras_auto_jit_compile():
+  """Fast where `compile()` picks XLA, which fuses the rewrites' small ops; plain where it does not."""
+  model = i3d.InceptionI3D(num_classes=2, final_endpoint="Logits", input_shape=(8, 32, 32, 3))
+  model.compile(loss="mse")
+  assert model.jit_compile == i3d.compiles_by_default()
+  assert i3d.rewrites_on(model) == (["pools", "stem"] if model.jit_compile else [])
+  i3d.set_fast(model, True)
+  assert i3d.rewrites_on(model) == ["pools", "stem"]
+
+
+def test_layers_benchmark_times_both_layers():
+  """benchmarks/i3d_layers.py, whose figures chose the default, runs and prints its JSON line (TensorFlow, no XLA)."""
+  result = subprocess.run(
+    [sys.executable, _REPO / "benchmarks" / "i3d_layers.py", "--jit_compile=false", "--frames=8", "--size=32"]
+    + ["--steps=1", "--rounds=1"],
+    env=dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=str(_REPO)),
+    capture_output=True,
+    text=True,
+    check=False,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
+  summary = json.loads(line)
+  assert set(summary["step_ms"]) == {"xla_false"} and min(summary["step_ms"]["xla_false"].values()) > 0
+  assert summary["fast_speedup"]["xla_false"] > 0 and summary["default_fast"] == i3d.compiles_by_default()
 
 
 def input_gradient(function, x, w):

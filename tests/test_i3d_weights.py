@@ -90,9 +90,14 @@ def model(kinetics400):
   return i3d.InceptionI3D(weights=kinetics400, include_rescaling=False)
 
 
-def test_parity_tensorflow_backend(model, reference):
+@pytest.mark.parametrize("fast", [False, True])
+def test_parity_tensorflow_backend(model, reference, fast):
   clips = np.random.RandomState(0).uniform(-1, 1, (2, 16, 224, 224, 3)).astype(np.float32)
-  outputs = _endpoint_outputs(model, clips)
+  i3d.set_fast(model, fast)  # On TensorFlow on CPU the default is plain; JAX's half checks its default, fast.
+  try:
+    outputs = _endpoint_outputs(model, clips)
+  finally:
+    i3d.set_fast(model, i3d.compiles_by_default())
   for key, value in outputs.items():
     print(f"{keras.backend.backend()} {key}: max abs diff", np.abs(value - reference[f"{_SYNTHETIC}_{key}"]).max())
     np.testing.assert_allclose(value, reference[f"{_SYNTHETIC}_{key}"], atol=1e-4, rtol=0)

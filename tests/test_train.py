@@ -64,6 +64,8 @@ def test_learns_motion_direction(motion_builder, tmp_path):
   summary = run_lib.run(config, builder=motion_builder)
   assert summary["videos"] == 16
   assert summary["top1"] >= 0.9, summary
+  # Keras' auto: no XLA for TensorFlow on CPU alone, so the plain layers, which are faster there.
+  assert (summary["jit_compile"], summary["rewrites"]) == (False, []), summary
   assert json.loads((tmp_path / "summary.json").read_text())["top1"] == summary["top1"]
 
 
@@ -92,7 +94,7 @@ def test_eval_kinetics400_weights_on_real_clips(kinetics400_two_clips, tmp_path)
     "--mode=eval",
     "--weights=kinetics400",
     "--eval_views=whole",
-    "--nojit_compile",
+    "--jit_compile=false",
     f"--data_dir={kinetics400_two_clips}",
     f"--model_dir={tmp_path}",
     f"--predictions_out={predictions}",
@@ -202,6 +204,7 @@ def test_synthetic_jax_needs_no_tensorflow(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   summary = _summary(result.stdout)
   assert summary["backend"] == "jax" and summary["steps"] == 2
+  assert (summary["jit_compile"], summary["rewrites"]) == (True, ["pools", "stem"]), summary
   assert summary["eval_clips_per_second"] > 0
   assert "tensorflow is not installed: no TensorBoard logs" in result.stderr
 

@@ -8,11 +8,13 @@ Layer names: DeepMind scope `Mixed_3b/Branch_1/Conv3d_0b_3x3` becomes `Mixed_3b_
 forbids `/`, torch `.`); a unit is the layers `<scope>__conv_3d`, `<scope>__batch_norm` and `<scope>` (its ReLU,
 the unit's output). Every endpoint is the layer named after it, e.g. `model.get_layer("Mixed_4f").output`.
 
-By default two layers compute DeepMind's functions in a form accelerators run faster (`fast=False` builds the
-plain ones; both have the same variables and outputs): the stride-2 7x7x7 stem as a stride-1 convolution over
-2x2x2 blocks of the clip, and every max pool as 1-D maxima along W, H and T with a gradient of its own. A third,
-batch norm with one-read statistics and a closed-form gradient, is exact too but opt-in (`set_rewrites`): on CPU it
-made a training step ~4% slower, and no GPU has timed it yet.
+Two layers can compute DeepMind's functions in a form that XLA runs faster (`fast=True`; both forms have the
+same variables and outputs): the stride-2 7x7x7 stem as a stride-1 convolution over 2x2x2 blocks of the clip, and
+every max pool as 1-D maxima along W, H and T with a gradient of its own. They pay only where XLA fuses their small
+ops, so by default they are on where Keras compiles with XLA (`compiles_by_default`: JAX, TensorFlow with an
+accelerator) and off where it does not (torch, TensorFlow on CPU alone, where they made a step 25-60% slower). A
+third, batch norm with one-read statistics and a closed-form gradient, is exact too but opt-in (`set_rewrites`): on
+CPU it made a JAX training step ~4% slower, and no GPU has timed it yet.
 """
 
 import functools
@@ -287,7 +289,7 @@ def _axis_slice(axis, start, stop, step=1):
 
 # Each rewritten layer's switch: False computes Keras' plain layer (the same function, the same variables).
 REWRITES = {"stem": "space_to_depth", "pools": "separable", "batch_norm": "one_pass"}
-DEFAULT_REWRITES = ("stem", "pools")  # What `fast=True` turns on: those measured to pay.
+DEFAULT_REWRITES = ("stem", "pools")  # What `fast=True` turns on: those measured to pay under XLA.
 
 
 def set_rewrites(model: keras.Model, **rewrites: bool) -> None:
@@ -305,6 +307,31 @@ def set_rewrites(model: keras.Model, **rewrites: bool) -> None:
     for rewrite, on in rewrites.items():
       if hasattr(layer, REWRITES[rewrite]):
         setattr(layer, REWRITES[rewrite], on)
+
+
+def rewrites_on(model: keras.Model) -> list[str]:
+  """The rewrites (`REWRITES`) that some layer of `model` computes, sorted."""
+  return sorted(r for r, switch in REWRITES.items() if any(getattr(layer, switch, False) for layer in model.layers))
+
+
+def set_fast(model: keras.Model, fast: bool) -> None:
+  """Turns `DEFAULT_REWRITES` on and the other rewrites off, or every rewrite off: what `InceptionI3D(fast=)` does.
+
+  For a model built before its compile step chose XLA or not: `set_fast(model, model.jit_compile)`.
+  """
+  set_rewrites(model, **{rewrite: fast and rewrite in DEFAULT_REWRITES for rewrite in REWRITES})
+
+
+def compiles_by_default() -> bool:
+  """Whether `model.compile()` picks XLA here for a model outside a tf.distribute strategy, as Keras'
+  jit_compile="auto" does: on JAX, and on TensorFlow where there is an accelerator (on CPU alone XLA's
+  convolutions are ~3x slower than TensorFlow's own); torch runs eagerly."""
+  backend = keras.backend.backend()
+  if backend == "tensorflow":
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    return any(device.device_type != "CPU" for device in tf.config.list_physical_devices())
+  return backend == "jax"
 
 
 def _unit(x, scope, filters, kernel_size, strides=1):
@@ -375,7 +402,7 @@ def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Ker
   final_endpoint: str = "Logits",
   input_shape: tuple = (None, None, None, 3),
   include_rescaling: bool = True,
-  fast: bool = True,
+  fast: bool | None = None,
   name: str = "inception_i3d",
 ) -> keras.Model:
   """Builds the RGB I3D: clips (batch, time, height, width, channels) -> `final_endpoint`.
@@ -390,8 +417,9 @@ def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Ker
     include_rescaling: whether inputs are pixels in [0, 255] (uint8 or float) that the model maps to [-1, 1] in
       its graph, so an accelerator does it and a host can feed uint8 (4x fewer bytes); if False, inputs are
       already in [-1, 1].
-    fast: the space-to-depth stem and separable max pools (`DEFAULT_REWRITES`); False builds the plain layers. The
-      same variables and the same function either way, so weights move between the two.
+    fast: the space-to-depth stem and separable max pools (`DEFAULT_REWRITES`); False: the plain layers; None:
+      fast where Keras compiles with XLA by default (`compiles_by_default`). The same variables and the same
+      function either way, so weights move between the two; `set_fast` switches a built model.
     name: the model's name.
 
   Returns:
@@ -429,7 +457,7 @@ def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Ker
     if endpoint == final_endpoint:
       break
   model = keras.Model(inputs, x, name=name)
-  set_rewrites(model, **{rewrite: fast and rewrite in DEFAULT_REWRITES for rewrite in REWRITES})
+  set_fast(model, compiles_by_default() if fast is None else fast)
   if weights is not None:
     weights_lib.load(model, weights)
   return model

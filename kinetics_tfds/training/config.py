@@ -12,6 +12,7 @@ MODES = ("train", "eval", "train_and_eval")
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULES = ("steps", "cosine", "constant")
+JIT_COMPILE = ("auto", "true", "false")
 
 
 def _setting(default, help_text: str, choices: tuple[str, ...] | None = None):
@@ -67,7 +68,13 @@ class Config:
   )
   label_smoothing: float = _setting(0.0, "Label smoothing of the cross-entropy.")
   precision: str = _setting("float32", "Compute dtype; mixed_float16 scales the loss.", PRECISIONS)
-  jit_compile: bool = _setting(True, "Compile train and predict steps with XLA.")
+  jit_compile: str = _setting(
+    "auto",
+    "Compile train and predict steps with XLA. auto: as Keras picks for one device, XLA on JAX and on TensorFlow "
+    "with a GPU or TPU, not on TensorFlow on CPU alone (there XLA's convolutions made a step ~3x slower) nor on "
+    "torch. The I3D's fast layers are used where XLA compiles.",
+    JIT_COMPILE,
+  )
   steps_per_execution: int = _setting(1, "Training steps per compiled call (TPUs).")
   eval_views: str = _setting(
     "whole",

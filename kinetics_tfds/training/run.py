@@ -55,10 +55,17 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
       optimization.optimizer(config.optimizer, lr, momentum=config.momentum, weight_decay=config.weight_decay),
       loss=optimization.SparseCrossentropy(len(class_names), config.label_smoothing),
       metrics=optimization.metrics(),
-      jit_compile=config.jit_compile,
+      # Keras' own auto would leave XLA off under any tf.distribute strategy, several GPUs too.
+      jit_compile=i3d.compiles_by_default() if config.jit_compile == "auto" else config.jit_compile == "true",
       steps_per_execution=config.steps_per_execution,
     )
-  summary = {"placement": placement.description, "backend": keras.backend.backend()}
+    i3d.set_fast(model, bool(model.jit_compile))  # Its rewrites pay only where XLA fuses them.
+  summary = {
+    "placement": placement.description,
+    "backend": keras.backend.backend(),
+    "jit_compile": bool(model.jit_compile),
+    "rewrites": i3d.rewrites_on(model),
+  }
   clips = None
   if config.synthetic:
     clips = synthetic.SyntheticClips(

@@ -59,13 +59,19 @@ def motion_builder(tmp_path_factory):
   return builder
 
 
-def test_learns_motion_direction(motion_builder, tmp_path):
-  config = motion_clips.training_config(str(tmp_path), 40, deterministic=True)
+@pytest.mark.parametrize(
+  "jit_compile, rewrites",
+  [
+    ("auto", []),  # On CPU alone: no XLA for TensorFlow, so the plain layers, which are faster there.
+    ("true", ["pools", "stem"]),  # XLA and the fast layers, as on a GPU.
+  ],
+)
+def test_learns_motion_direction(motion_builder, tmp_path, jit_compile, rewrites):
+  config = motion_clips.training_config(str(tmp_path), 40, deterministic=True, jit_compile=jit_compile)
   summary = run_lib.run(config, builder=motion_builder)
   assert summary["videos"] == 16
   assert summary["top1"] >= 0.9, summary
-  # Keras' auto: no XLA for TensorFlow on CPU alone, so the plain layers, which are faster there.
-  assert (summary["jit_compile"], summary["rewrites"]) == (False, []), summary
+  assert (summary["jit_compile"], summary["rewrites"]) == (jit_compile == "true", rewrites), summary
   assert json.loads((tmp_path / "summary.json").read_text())["top1"] == summary["top1"]
 
 

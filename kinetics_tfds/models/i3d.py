@@ -12,7 +12,7 @@ Two layers can compute DeepMind's functions in a form that XLA runs faster (`fas
 same variables and outputs): the stride-2 7x7x7 stem as a stride-1 convolution over 2x2x2 blocks of the clip, and
 every max pool as 1-D maxima along W, H and T with a gradient of its own. They pay only where XLA fuses their small
 ops, so by default they are on where Keras compiles with XLA (`compiles_by_default`: JAX, TensorFlow with an
-accelerator) and off where it does not (torch, TensorFlow on CPU alone, where they made a step 25-60% slower). A
+accelerator) and off where it does not (torch, TensorFlow on CPU alone, where they made a step 30-55% slower). A
 third, batch norm with one-read statistics and a closed-form gradient, is exact too but opt-in (`set_rewrites`): on
 CPU it made a JAX training step ~4% slower, and no GPU has timed it yet.
 """
@@ -325,12 +325,14 @@ def set_fast(model: keras.Model, fast: bool) -> None:
 def compiles_by_default() -> bool:
   """Whether `model.compile()` picks XLA here for a model outside a tf.distribute strategy, as Keras'
   jit_compile="auto" does: on JAX, and on TensorFlow where there is an accelerator (on CPU alone XLA's
-  convolutions are ~3x slower than TensorFlow's own); torch runs eagerly."""
+  convolutions are ~3x slower than TensorFlow's own); torch runs eagerly.
+
+  Logical devices, unlike Keras' physical ones, include a TPU reached through a cluster resolver."""
   backend = keras.backend.backend()
   if backend == "tensorflow":
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-    return any(device.device_type != "CPU" for device in tf.config.list_physical_devices())
+    return any(device.device_type != "CPU" for device in tf.config.list_logical_devices())
   return backend == "jax"
 
 

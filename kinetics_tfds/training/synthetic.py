@@ -4,21 +4,28 @@ import keras
 from keras import ops
 
 
-class SyntheticClips(keras.utils.PyDataset):
+class Repeated(keras.utils.PyDataset):
+  """The same batch (a tuple: inputs, then labels if any) `steps` times per epoch."""
+
+  def __init__(self, batch: tuple, steps: int):
+    super().__init__()
+    self.batch, self.steps = batch, steps
+
+  def __len__(self):
+    return self.steps
+
+  def __getitem__(self, index):
+    return self.batch
+
+
+class SyntheticClips(Repeated):
   """The same device-resident (uint8 clips, int32 labels) batch, `steps` times per epoch.
 
   Keras passes device arrays through on JAX; on TensorFlow its PyDataset adapter goes through the host.
   """
 
   def __init__(self, batch_size: int, num_frames: int, image_size: int, num_classes: int, *, steps: int, seed=0):
-    super().__init__()
     shape = (batch_size, num_frames, image_size, image_size, 3)
     self.clips = ops.cast(keras.random.randint(shape, 0, 256, seed=seed), "uint8")
     self.labels = keras.random.randint((batch_size,), 0, num_classes, seed=seed + 1)
-    self.steps = steps
-
-  def __len__(self):
-    return self.steps
-
-  def __getitem__(self, index):
-    return self.clips, self.labels
+    super().__init__((self.clips, self.labels), steps)

@@ -163,8 +163,8 @@ def benchmark_predict(model, clips, steps: int) -> dict:
 
   On JAX one `model.predict` over the batch repeated dispatches every step before it reads any result, as a
   jitted loop does (and the Flax peer); there `predict_on_batch` would leave the device idle while each result
-  comes back. On TensorFlow and torch, whose dataset adapters would copy each batch through the host,
-  `predict_on_batch` it is.
+  comes back. TensorFlow's PyDataset adapter would copy each batch through the host, so there (and on torch, not
+  measured) it is `predict_on_batch`.
   """
   if keras.backend.backend() == "jax":
     model.predict(synthetic.Repeated((clips,), 1), verbose=0)

@@ -91,12 +91,16 @@ def load_peer_module(path: str):
 
 
 def _json_line(command: list) -> dict:
-  """The last JSON line a subprocess prints, or {"error": ...} with the end of its stderr."""
+  """The last JSON line a subprocess prints, or {"error": ...} with the end of its stderr; logged as it comes, so
+  a run cut short by a time limit still leaves every finished measurement in its log."""
   result = subprocess.run(command, capture_output=True, text=True, check=False)
   lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
   if not lines:
-    return {"error": f"exit {result.returncode}: {result.stderr.strip()[-300:]}"}
-  return json.loads(lines[-1])
+    measurement = {"error": f"exit {result.returncode}: {result.stderr.strip()[-300:]}"}
+  else:
+    measurement = json.loads(lines[-1])
+  logging.info("%s: %s", " ".join(os.path.basename(str(part)) for part in command[1:]), json.dumps(measurement))
+  return measurement
 
 
 def time_peer(path: str, which: str, batch: int, frames: int, size: int, steps: int) -> dict:
@@ -276,7 +280,9 @@ def main(argv):
   for variant in FLAGS.variants:
     if variant not in variants:
       variants[variant] = round(time_ours_training(variant, batches[0]), 2)
+      logging.info("variant %s at batch %d: %s clips/s", variant, batches[0], variants[variant])
   ours_eval = time_ours_inference()
+  logging.info("inference, %d frames: %.2f clips/s", FLAGS.eval_frames, ours_eval)
   pieces = time_pieces(batches[0]) if FLAGS.pieces and on_jax else None
   device, on_gpu = accelerator()
   summary = {

@@ -31,6 +31,9 @@ flags.DEFINE_integer("size", 96, "Crop side in pixels.")
 flags.DEFINE_integer("steps", 6, "Timed steps per round, after two warm-up steps.")
 flags.DEFINE_integer("rounds", 2, "Alternating rounds of every model.")
 flags.DEFINE_list("jit_compile", None, "Compile modes, of true and false; unset: the backend's useful ones.")
+flags.register_validator(
+  "jit_compile", lambda modes: not modes or set(modes) <= {"true", "false"}, "--jit_compile takes true and false"
+)
 flags.DEFINE_enum("precision", "float32", optimization.PRECISIONS, "Compute dtype.")
 
 FLAGS = flags.FLAGS

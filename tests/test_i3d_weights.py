@@ -215,6 +215,15 @@ def test_tampered_cache_is_refused(kinetics400, tmp_path, monkeypatch):
 
 if __name__ == "__main__":
   inputs = np.load(sys.argv[1])
+  # The reference is float32, and on a GPU both frameworks would round float32 convolutions to TF32 by default.
+  if keras.backend.backend() == "torch":
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+  elif keras.backend.backend() == "jax":
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
   other = i3d.InceptionI3D(weights="kinetics400", include_rescaling=False)
   results = {**_endpoint_outputs(other, inputs["synthetic"]), "odd_logits": other.predict(inputs["odd"], verbose=0)}
   if sys.argv[3:] == ["train"]:  # One training step: a finite loss, and the stem's kernel moves.

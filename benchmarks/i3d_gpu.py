@@ -12,7 +12,7 @@ runs. With JAX, each rewritten layer is also timed alone, plain and fast (--piec
 and of the fast model is profiled op by op (--profile: benchmarks/i3d_profile.py, in a subprocess). Prints one JSON
 line: clips/s of each, `speedup_vs_best_peer` per batch size, inference clips/s and its speedup over Flax, MFU
 (analytic training FLOPs over --peak_tflops), the pieces' milliseconds, the profiles (each layer kind's share of the
-step, forward and backward, and the top ops), backend, device and versions.
+step, forward and backward, and the top ops), backend, device, XLA_FLAGS and versions.
 
 On a machine without a GPU it runs with whatever shapes it is given (tests use tiny ones) and says that the ratios
 need a GPU. A GPU machine without Keras takes it as three wheels (keras, namex, optree) installed with
@@ -289,6 +289,8 @@ def main(argv):
     "backend": keras.backend.backend(),
     "device": device,
     "precision": FLAGS.precision,
+    # XLA's options change what is measured (e.g. --xla_gpu_force_conv_nhwc=true: convolutions in NDHWC).
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
     "shape": {
       "frames": FLAGS.frames,
       "size": FLAGS.size,

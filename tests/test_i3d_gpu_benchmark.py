@@ -45,6 +45,7 @@ def test_tiny_run_prints_one_json_line():
   (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
   summary = json.loads(line)
   assert summary["backend"] == "jax"
+  assert summary["xla_flags"] == "--xla_backend_optimization_level=0"
   assert "ratios need a GPU" in summary["note"]
   train = summary["train_clips_per_s"]["2"]
   assert train["ours"] > 0 and train["mfu"] > 0

@@ -2,14 +2,15 @@
 
   KERAS_BACKEND=jax python benchmarks/i3d_gpu.py --peer_path=../shared/tools/peer_i3d_gpu.py
 
-Times our Keras I3D's training step (`model.fit` on device-resident uint8 clips, bf16 by default) at each
---batch_sizes, and each rewrite on its own at the first batch size (plain: DeepMind's layers as Keras has them;
-stem: only the space-to-depth stem; pools: only the separable max pools; fast: both, the default model; all: fast
-and the opt-in one-pass batch norm, which decides whether it should be on by default). Then
-whole-clip inference (--eval_frames frames, centre crop size). The peers run in subprocesses of the module at
---peer_path (its own command line), before ours, so no framework holds the accelerator's memory while another
-runs. With JAX, each rewritten layer is also timed alone, plain and fast (--pieces), and a training step of the plain
-and of the fast model is profiled op by op (--profile: benchmarks/i3d_profile.py, in a subprocess). Prints one JSON
+Most needed first, each figure logged as it is measured, so a run cut short keeps what it finished: our Keras
+I3D's training step (`model.fit` on device-resident uint8 clips, bf16 by default) at each --batch_sizes and its
+whole-clip inference (--eval_frames frames, centre crop size); then the peers, in subprocesses of the module at
+--peer_path (its own command line), with every JAX process taking accelerator memory as it needs it; then each
+rewrite on its own at the first batch size (plain: DeepMind's layers as Keras has them; stem: only the
+space-to-depth stem; pools: only the separable max pools; fast: both, the default model; all: fast and the opt-in
+one-pass batch norm, which decides whether it should be on by default). With JAX, last, a training step of the plain
+and of the fast model is profiled op by op (--profile: benchmarks/i3d_profile.py, in a subprocess) and each
+rewritten layer is timed alone, plain and fast (--pieces). Prints one JSON
 line: clips/s of each, `speedup_vs_best_peer` per batch size, inference clips/s and its speedup over Flax, MFU
 (analytic training FLOPs over --peak_tflops), the pieces' milliseconds, the profiles (each layer kind's share of the
 step, forward and backward, and the top ops), backend, device, XLA_FLAGS and versions.
@@ -247,8 +248,19 @@ def main(argv):
   unknown = set(FLAGS.variants) - set(VARIANTS)
   if unknown:
     sys.exit(f"{sys.argv[0]}: --variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+  # Every JAX process here (ours, the Flax peer's, the profile's) takes accelerator memory as it needs it, not 75%
+  # of it at its start, so ours can run first with the peers after it in processes of their own: what the
+  # comparison needs comes first, and a run cut short by a time limit keeps it.
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   batches = [int(b) for b in FLAGS.batch_sizes]
   peers = [p for p in FLAGS.peers if p]
+  optimization.set_precision(FLAGS.precision)
+  ours = {}
+  for batch in batches:
+    ours[batch] = time_ours_training("fast", batch)
+    logging.info("ours at batch %d: %.2f clips/s", batch, ours[batch])
+  ours_eval = time_ours_inference()
+  logging.info("ours, inference of %d frames: %.2f clips/s", FLAGS.eval_frames, ours_eval)
   peer_train = {
     b: {p: time_peer(FLAGS.peer_path, p, b, FLAGS.frames, FLAGS.size, FLAGS.steps) for p in peers} for b in batches
   }
@@ -257,33 +269,27 @@ def main(argv):
     if "flax" in peers
     else {}
   )
-
-  on_jax = keras.backend.backend() == "jax"
-  profiles = profile_steps(batches[0]) if FLAGS.profile and on_jax else None
-
-  optimization.set_precision(FLAGS.precision)
-  flops_per_clip = peer.train_flops_per_clip(FLAGS.frames, FLAGS.size)
-  train = {}
-  for batch in batches:
-    ours = time_ours_training("fast", batch)
-    peer_speeds = {p: m.get("clips_per_s") for p, m in peer_train[batch].items()}
-    best_peer = max((s for s in peer_speeds.values() if s), default=None)
-    train[str(batch)] = {
-      "ours": round(ours, 2),
-      **{p: s for p, s in peer_speeds.items()},
-      "speedup_vs_best_peer": _ratio(ours, best_peer),
-      "mfu": float(f"{ours * flops_per_clip / (FLAGS.peak_tflops * 1e12):.3g}"),
-      "peer_errors": {p: m["error"] for p, m in peer_train[batch].items() if "error" in m} or None,
-    }
-    logging.info("batch %d: %s", batch, train[str(batch)])
-  variants = {"fast": train[str(batches[0])]["ours"]}
+  variants = {"fast": round(ours[batches[0]], 2)}
   for variant in FLAGS.variants:
     if variant not in variants:
       variants[variant] = round(time_ours_training(variant, batches[0]), 2)
       logging.info("variant %s at batch %d: %s clips/s", variant, batches[0], variants[variant])
-  ours_eval = time_ours_inference()
-  logging.info("inference, %d frames: %.2f clips/s", FLAGS.eval_frames, ours_eval)
+  on_jax = keras.backend.backend() == "jax"
+  profiles = profile_steps(batches[0]) if FLAGS.profile and on_jax else None
   pieces = time_pieces(batches[0]) if FLAGS.pieces and on_jax else None
+
+  flops_per_clip = peer.train_flops_per_clip(FLAGS.frames, FLAGS.size)
+  train = {}
+  for batch in batches:
+    peer_speeds = {p: m.get("clips_per_s") for p, m in peer_train[batch].items()}
+    best_peer = max((s for s in peer_speeds.values() if s), default=None)
+    train[str(batch)] = {
+      "ours": round(ours[batch], 2),
+      **peer_speeds,
+      "speedup_vs_best_peer": _ratio(ours[batch], best_peer),
+      "mfu": float(f"{ours[batch] * flops_per_clip / (FLAGS.peak_tflops * 1e12):.3g}"),
+      "peer_errors": {p: m["error"] for p, m in peer_train[batch].items() if "error" in m} or None,
+    }
   device, on_gpu = accelerator()
   summary = {
     "backend": keras.backend.backend(),

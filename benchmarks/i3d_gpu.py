@@ -10,10 +10,10 @@ rewrite on its own at the first batch size (plain: DeepMind's layers as Keras ha
 space-to-depth stem; pools: only the separable max pools; fast: both, the default model; all: fast and the opt-in
 one-pass batch norm, which decides whether it should be on by default). With JAX, last, a training step of the plain
 and of the fast model is profiled op by op (--profile: benchmarks/i3d_profile.py, in a subprocess) and each
-rewritten layer is timed alone, plain and fast (--pieces). Prints one JSON
-line: clips/s of each, `speedup_vs_best_peer` per batch size, inference clips/s and its speedup over Flax, MFU
-(analytic training FLOPs over --peak_tflops), the pieces' milliseconds, the profiles (each layer kind's share of the
-step, forward and backward, and the top ops), backend, device, XLA_FLAGS and versions.
+rewritten layer is timed alone, plain and fast (--pieces). Prints one JSON line: clips/s of each,
+`speedup_vs_best_peer` per batch size, inference clips/s and its speedup over Flax, MFU (analytic training FLOPs
+over --peak_tflops), the pieces' milliseconds, the profiles (each layer kind's share of the step, forward and
+backward, and the top ops), backend, device, XLA_FLAGS and versions.
 
 On a machine without a GPU it runs with whatever shapes it is given (tests use tiny ones) and says that the ratios
 need a GPU. A GPU machine without Keras takes it as three wheels (keras, namex, optree) installed with

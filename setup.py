@@ -48,6 +48,7 @@ setuptools.setup(
     "test": [
       "pytest>=8",
       "pytest-xdist>=3",
+      "h5py>=3",  # Reads Keras weights files (Keras requires it too).
       "jax[cpu]>=0.10",
       "dill",
       "imageio-ffmpeg>=0.5",

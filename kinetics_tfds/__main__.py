@@ -66,9 +66,12 @@ def describe(builder: tfds.core.DatasetBuilder) -> dict:
 
 
 def train_and_evaluate(builder: tfds.core.DatasetBuilder, work_dir: str, train_steps: int) -> dict:
-  """Trains I3D from scratch on the sample (a fresh model_dir each time) and evaluates it on the validation split."""
+  """Trains I3D from scratch on the sample (a fresh model_dir each time) and evaluates it on the validation split.
+
+  The input pipeline keeps its order, so with the seeded initialisation every run learns the same weights and prints
+  the same accuracy; on the sample's small clips that costs no measurable speed."""
   model_dir = tempfile.mkdtemp(prefix="i3d_", dir=work_dir)
-  config = motion_clips.training_config(model_dir, train_steps, frame_stride=1, random_flip=False)
+  config = motion_clips.training_config(model_dir, train_steps, frame_stride=1, random_flip=False, deterministic=True)
   summary = run.run(config, builder=builder, printer=logging.info)
   keys = ("top1", "top5", "videos", "steps", "train_clips_per_second", "eval_clips_per_second")
   return {"model_dir": model_dir, **{key: summary[key] for key in keys}}

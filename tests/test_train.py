@@ -6,6 +6,7 @@ check runs once, on 8 frames of 32 pixels.
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 import pathlib
@@ -238,6 +239,36 @@ def test_unreachable_tpu_is_named():
   result = _script("--synthetic", "--tpu=no-such-tpu", "--train_steps=1", *_TINY)
   assert result.returncode != 0
   assert "cannot reach TPU 'no-such-tpu'" in result.stderr
+
+
+def test_bfloat16_training_on_a_cpu_with_onednn_is_refused():
+  # Its filter gradients are garbage for small clips (non-finite, different each run); see BUILD_NOTES.md.
+  result = _script("--synthetic", "--precision=mixed_bfloat16", "--train_steps=1", *_TINY)
+  assert result.returncode != 0
+  assert "i3d.py: --precision=mixed_bfloat16 does not train on the tensorflow backend on CPU" in result.stderr
+  assert "--jit_compile=true (XLA)" in result.stderr and "Traceback" not in result.stderr
+  cpu = placement.Placement("CPU", 1)
+  cpu.check_training_precision("mixed_bfloat16", xla=True)  # XLA's own CPU convolutions are right.
+  cpu.check_training_precision("float32", xla=False)
+  placement.Placement("GPU:0", 1, platform="gpu").check_training_precision("mixed_bfloat16", xla=False)
+
+
+def test_torch_backend_trains_and_evaluates(tmp_path):
+  """The training command on KERAS_BACKEND=torch, with fewer classes than top-5 (torch's top-k refuses k > n)."""
+  if importlib.util.find_spec("torch") is None:
+    pytest.skip("torch is not installed (optional: only KERAS_BACKEND=torch needs it)")
+  args = ["--synthetic", "--train_steps=2", "--eval_steps=1", f"--model_dir={tmp_path}", *_TINY]
+  result = _script(*args, env={"KERAS_BACKEND": "torch"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = _summary(result.stdout)
+  assert (summary["backend"], summary["steps"], summary["rewrites"]) == ("torch", 2, []), summary
+  assert np.isfinite(summary["final_loss"]) and summary["eval_clips_per_second"] > 0
+  refused = _script(*args, "--precision=mixed_bfloat16", env={"KERAS_BACKEND": "torch"})
+  assert "does not train on the torch backend on CPU" in refused.stderr, refused.stderr[-3000:]
+  # Its bfloat16 inference is right; torch's CPU average pool has no bfloat16 kernel, so the model's runs in float32.
+  evaluated = _script(*args, "--mode=eval", "--precision=mixed_bfloat16", env={"KERAS_BACKEND": "torch"})
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert _summary(evaluated.stdout)["eval_clips_per_second"] > 0
 
 
 def test_batch_must_divide_over_replicas():

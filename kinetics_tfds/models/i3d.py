@@ -448,7 +448,7 @@ def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Ker
     elif endpoint in MIXED_WIDTHS:
       x = _mixed(x, endpoint, MIXED_WIDTHS[endpoint])
     elif endpoint == "Logits":
-      x = LogitsAvgPool(name=weights_lib.layer_name("Logits", "avg_pool"))(x)
+      x = LogitsAvgPool(dtype="float32", name=weights_lib.layer_name("Logits", "avg_pool"))(x)
       x = layers.Dropout(dropout_rate, name=weights_lib.layer_name("Logits", "dropout"))(x)
       x = layers.Conv3D(num_classes, 1, name=weights_lib.layer_name(LOGITS_SCOPE, "conv_3d"))(x)
       # DeepMind averages the logits over time; averaging over the space the pool left too (none at 224)

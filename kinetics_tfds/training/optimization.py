@@ -69,5 +69,9 @@ class SparseCrossentropy(keras.losses.Loss):
     return {**super().get_config(), "num_classes": self.num_classes, "label_smoothing": self.label_smoothing}
 
 
-def metrics():
-  return [keras.metrics.SparseCategoricalAccuracy("top1"), keras.metrics.SparseTopKCategoricalAccuracy(5, "top5")]
+def metrics(num_classes: int):
+  """Top-1 and top-5 accuracy; with fewer than 5 classes "top5" is over all of them (torch's top-k refuses k > n)."""
+  return [
+    keras.metrics.SparseCategoricalAccuracy("top1"),
+    keras.metrics.SparseTopKCategoricalAccuracy(min(5, num_classes), "top5"),
+  ]

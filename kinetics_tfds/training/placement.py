@@ -21,6 +21,7 @@ class Placement:
   description: str
   num_replicas: int
   strategy: object = None  # A tf.distribute.Strategy on the TensorFlow backend.
+  platform: str = "cpu"  # What computes: cpu, gpu or tpu.
 
   def scope(self):
     """Where variables must be created: the strategy's scope, or nothing to enter on JAX."""
@@ -35,6 +36,24 @@ class Placement:
       )
     return global_batch // self.num_replicas
 
+  def check_training_precision(self, precision: str, xla: bool) -> None:
+    """A clear error where training in `precision` here would silently compute garbage gradients.
+
+    oneDNN, which TensorFlow's own kernels and PyTorch use on x86 CPUs, computes the bfloat16 3-D convolution's
+    filter gradient wrongly for some shapes: non-finite values, different on each run, e.g. wherever a clip axis is
+    shorter than the kernel, as in I3D's last layers for clips of 16 frames or fewer (README.md, I3D). XLA's CPU
+    convolutions (JAX, TensorFlow with jit_compile) and GPUs are right.
+    """
+    backend = keras.backend.backend()
+    if precision != "mixed_bfloat16" or self.platform != "cpu" or backend == "jax" or (backend == "tensorflow" and xla):
+      return
+    fixes = "--precision=float32, --jit_compile=true (XLA)" if backend == "tensorflow" else "--precision=float32"
+    raise PlacementError(
+      f"--precision=mixed_bfloat16 does not train on the {backend} backend on CPU: oneDNN's bfloat16 3-D "
+      f"convolution gradient there is garbage for some clip shapes (non-finite, different on each run); use "
+      f"{fixes}, KERAS_BACKEND=jax or a GPU"
+    )
+
 
 def resolve(tpu: str | None = None) -> Placement:
   """Resolves `tpu` (a name, or "local" on a TPU VM), else GPUs, TF_CONFIG workers or the default device."""
@@ -45,7 +64,12 @@ def resolve(tpu: str | None = None) -> Placement:
     return _jax(tpu)
   if tpu:
     raise PlacementError(f"--tpu={tpu}: TPUs need the tensorflow or jax backend, not {backend}")
-  return Placement(f"the {backend} backend's default device", 1)
+  platform = "cpu"
+  if backend == "torch":
+    import torch  # pylint: disable=g-import-not-at-top
+
+    platform = "gpu" if torch.cuda.is_available() or torch.backends.mps.is_available() else "cpu"
+  return Placement(f"the {backend} backend's default device ({platform})", 1, platform=platform)
 
 
 def _tensorflow(tpu):
@@ -59,17 +83,18 @@ def _tensorflow(tpu):
     except (ValueError, OSError, RuntimeError, tf.errors.OpError) as e:
       raise PlacementError(f"cannot reach TPU {tpu!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     strategy = tf.distribute.TPUStrategy(resolver)
-    return Placement(f"TPU {tpu!r}", strategy.num_replicas_in_sync, strategy)
+    return Placement(f"TPU {tpu!r}", strategy.num_replicas_in_sync, strategy, "tpu")
+  gpus = tf.config.list_logical_devices("GPU")
+  platform = "gpu" if gpus else "cpu"
   workers = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {}).get("worker", [])
   if len(workers) > 1:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    return Placement(f"{len(workers)} workers (TF_CONFIG)", strategy.num_replicas_in_sync, strategy)
-  gpus = tf.config.list_logical_devices("GPU")
+    return Placement(f"{len(workers)} workers (TF_CONFIG)", strategy.num_replicas_in_sync, strategy, platform)
   if len(gpus) > 1:
     strategy = tf.distribute.MirroredStrategy([gpu.name for gpu in gpus])
-    return Placement(f"{len(gpus)} GPUs", len(gpus), strategy)
+    return Placement(f"{len(gpus)} GPUs", len(gpus), strategy, platform)
   device = gpus[0].name if gpus else "CPU"
-  return Placement(device, 1, tf.distribute.get_strategy())
+  return Placement(device, 1, tf.distribute.get_strategy(), platform)
 
 
 def _jax(tpu):
@@ -84,4 +109,4 @@ def _jax(tpu):
     )
   if len(devices) > 1:
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-  return Placement(f"{len(devices)} {platform} device(s)", len(devices))
+  return Placement(f"{len(devices)} {platform} device(s)", len(devices), platform=platform)

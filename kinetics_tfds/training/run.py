@@ -28,6 +28,9 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
   optimization.set_precision(config.precision)
   placement = placement_lib.resolve(config.tpu)
   placement.check_batch(config.batch_size)
+  jit_compile = i3d.compiles_by_default() if config.jit_compile == "auto" else config.jit_compile == "true"
+  if config.mode != "eval":
+    placement.check_training_precision(config.precision, jit_compile)
   if config.synthetic:
     class_names = [str(i) for i in range(config.num_classes)]
   else:
@@ -54,9 +57,9 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
     model.compile(
       optimization.optimizer(config.optimizer, lr, momentum=config.momentum, weight_decay=config.weight_decay),
       loss=optimization.SparseCrossentropy(len(class_names), config.label_smoothing),
-      metrics=optimization.metrics(),
+      metrics=optimization.metrics(len(class_names)),
       # Keras' own auto would leave XLA off under any tf.distribute strategy, several GPUs too.
-      jit_compile=i3d.compiles_by_default() if config.jit_compile == "auto" else config.jit_compile == "true",
+      jit_compile=jit_compile,
       steps_per_execution=config.steps_per_execution,
     )
     i3d.set_fast(model, bool(model.jit_compile))  # Its rewrites pay only where XLA fuses them.

@@ -242,7 +242,7 @@ def test_unreachable_tpu_is_named():
 
 
 def test_bfloat16_training_on_a_cpu_with_onednn_is_refused():
-  # Its filter gradients are garbage for small clips (non-finite, different each run); see BUILD_NOTES.md.
+  # Its filter gradients are garbage for small clips (non-finite, different each run); see the README, I3D.
   result = _script("--synthetic", "--precision=mixed_bfloat16", "--train_steps=1", *_TINY)
   assert result.returncode != 0
   assert "i3d.py: --precision=mixed_bfloat16 does not train on the tensorflow backend on CPU" in result.stderr

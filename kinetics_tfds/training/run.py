@@ -42,7 +42,7 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
   total_steps = _total_steps(config, builder) if config.mode != "eval" else 1
   weights = None if config.weights == "none" else config.weights
   with placement.scope():
-    model = i3d.InceptionI3D(len(class_names), weights=weights, dropout_rate=config.dropout_rate)
+    model = i3d.InceptionI3D(len(class_names), weights=weights, dropout_rate=config.dropout_rate, fast=jit_compile)
     if config.batchnorm_momentum is not None:
       for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

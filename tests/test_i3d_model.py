@@ -1,5 +1,10 @@
 """The I3D architecture: DeepMind's shapes, parameter count and TensorFlow SAME padding, without weights."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -7,6 +12,8 @@ import tensorflow as tf
 
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models.i3d import LogitsAvgPool
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Endpoint shapes for a 64x224x224 clip (DeepMind's training input).
 _SHAPES_64x224 = {
@@ -112,3 +119,35 @@ def test_mixed_bfloat16_gives_float32_logits():
   assert model.get_layer("Mixed_3b").compute_dtype == "bfloat16"
   expected = np.asarray(reference(pixels))
   np.testing.assert_allclose(np.asarray(logits), expected, atol=0.05 * np.abs(expected).max())
+
+
+def exported_errors(folder) -> list[float]:
+  """Exports the fast model's own layers (stem, separable max pool, logits pool) with `model.export`, serves clips
+  of two shapes through the SavedModel (one with no axis shorter than the logits pool's window, one with two) and
+  returns each one's largest difference from the Keras model."""
+  inputs = keras.Input((None, None, None, 3))
+  x = i3d.SpaceToDepthConv3D(4, 7, 2, padding="same", use_bias=False)(inputs)
+  x = i3d.SeparableMaxPooling3D(3, 2, padding="same")(x)
+  model = keras.Model(inputs, LogitsAvgPool()(x))
+  model.export(os.fspath(folder), format="tf_saved_model", verbose=False)
+  served = tf.saved_model.load(os.fspath(folder))
+  errors = []
+  for shape in ((2, 8, 36, 36, 3), (1, 4, 20, 60, 3)):  # Pooled to (2, 9, 9) and (1, 5, 15).
+    clips = np.random.RandomState(0).uniform(-1, 1, shape).astype(np.float32)
+    errors.append(float(np.abs(served.serve(tf.constant(clips)).numpy() - np.asarray(model(clips))).max()))
+  return errors
+
+
+def test_export_serves_clips_of_any_shape(tmp_path):
+  # JAX exports with every None dimension symbolic, so each layer must pad and scale by symbolic amounts.
+  errors = {"tensorflow": exported_errors(tmp_path / "tensorflow")}
+  environment = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(_REPO))
+  jax = subprocess.run([sys.executable, __file__, tmp_path / "jax"], env=environment, capture_output=True, text=True)
+  assert jax.returncode == 0, jax.stderr[-3000:]
+  errors["jax"] = [float(e) for e in jax.stdout.split()]
+  for backend, backend_errors in errors.items():
+    assert len(backend_errors) == 2 and max(backend_errors) < 1e-5, (backend, backend_errors)
+
+
+if __name__ == "__main__":
+  print(*exported_errors(pathlib.Path(sys.argv[1])))

@@ -393,8 +393,15 @@ class LogitsAvgPool(layers.Layer):
 
 
 def _shortfall(window, length):
-  # Python ints where the length is static: JAX needs static padding.
-  return max(window - length, 0) if isinstance(length, int) else ops.maximum(window - length, 0)
+  if isinstance(length, int):
+    return max(window - length, 0)
+  if keras.backend.backend() == "jax":
+    # A symbolic dimension: `model.export` traces a JAX model with each None dimension symbolic, and JAX pads
+    # only by static or symbolic amounts.
+    import jax  # pylint: disable=g-import-not-at-top
+
+    return jax.core.max_dim(window - length, 0)
+  return ops.maximum(window - length, 0)  # A tensor in a TensorFlow graph of unknown shape.
 
 
 def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Keras applications are.

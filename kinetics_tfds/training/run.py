@@ -71,23 +71,26 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
   }
   clips = None
   if config.synthetic:
+    # Enough for the steps `loop.train` plans: rounded up by less than a step per checkpoint interval.
+    steps = total_steps + math.ceil(total_steps / config.checkpoint_steps)
     clips = synthetic.SyntheticClips(
-      config.batch_size, config.num_frames, config.image_size, len(class_names), steps=total_steps, seed=config.seed
+      config.batch_size, config.num_frames, config.image_size, len(class_names), steps=steps, seed=config.seed
     )
   if config.mode != "eval":
     data = clips if clips is not None else _train_data(config, builder, placement)
-    summary.update(
-      loop.train(
-        model,
-        data,
-        total_steps=total_steps,
-        checkpoint_steps=config.checkpoint_steps,
-        model_dir=config.model_dir,
-        global_batch=config.batch_size,
-        log_every=config.log_every,
-        printer=printer,
+    with placement.scope():  # A checkpoint's optimizer state is built and loaded there.
+      summary.update(
+        loop.train(
+          model,
+          data,
+          total_steps=total_steps,
+          checkpoint_steps=config.checkpoint_steps,
+          model_dir=config.model_dir,
+          global_batch=config.batch_size,
+          log_every=config.log_every,
+          printer=printer,
+        )
       )
-    )
   elif weights is None:
     final = os.path.join(config.model_dir, loop.FINAL_WEIGHTS)
     if not os.path.exists(final):

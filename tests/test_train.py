@@ -153,7 +153,7 @@ def test_resumes_after_sigkill_to_a_new_total(tmp_path):
     first.send_signal(signal.SIGKILL)
   saved = _checkpoint_step(checkpoint)
   assert saved % 2 == 0 and saved >= 2
-  # Another interval, and a total that is no whole number of either: the rerun counts in steps, not intervals.
+  # Another interval, and a total that is no multiple of the first: the rerun counts in steps, not intervals.
   result = _script(*args, "--checkpoint_steps=5", f"--train_steps={saved + 3}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"resumed at step {saved}" in result.stdout

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import h5py
+import keras
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -29,6 +30,7 @@ from kinetics_tfds.training import loop
 from kinetics_tfds.training import optimization
 from kinetics_tfds.training import placement
 from kinetics_tfds.training import run as run_lib
+from kinetics_tfds.training import synthetic
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _SCRIPT = str(_REPO / "benchmarks" / "i3d.py")
@@ -160,6 +162,23 @@ def test_resumes_after_sigkill_to_a_new_total(tmp_path):
   summary = _summary(result.stdout)
   assert summary["initial_step"] == saved and summary["steps"] == saved + 3
   assert _checkpoint_step(checkpoint) == _checkpoint_step(tmp_path / loop.FINAL_WEIGHTS) == saved + 3
+
+
+def test_a_checkpoint_of_another_model_or_optimizer_is_refused(tmp_path):
+  data = synthetic.Repeated((np.ones((2, 3), np.float32), np.zeros((2,), np.int32)), steps=4)
+  settings = {"checkpoint_steps": 2, "model_dir": str(tmp_path), "global_batch": 2, "printer": lambda line: None}
+
+  def train(classes, optimizer, total_steps):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(classes)])
+    model.compile(optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return loop.train(model, data, total_steps=total_steps, **settings)
+
+  assert train(3, "sgd", 2)["steps"] == 2
+  assert train(3, "sgd", 3)["initial_step"] == 2
+  with pytest.raises(ValueError, match=r"another model or optimizer .*could not be loaded.*new --model_dir"):
+    train(4, "sgd", 4)
+  with pytest.raises(ValueError, match="optimizer state does not fit"):
+    train(3, "adam", 4)
 
 
 _TWO_REPLICAS = """

@@ -137,8 +137,21 @@ def _restore(model, checkpoint: str) -> int:
     return 0
   if not model.optimizer.built:
     model.optimizer.build(model.trainable_variables)
-  model.load_weights(checkpoint)
-  return _step(model)
+  try:
+    model.load_weights(checkpoint)
+  except ValueError as e:  # Keras' message goes on to print whole arrays: its first line names the layer.
+    raise _another_model(checkpoint, str(e).splitlines()[0].rstrip(":")) from None
+  step = _step(model)
+  if not step:  # Keras skips another optimizer's state with a warning; a checkpoint is saved after a step.
+    raise _another_model(checkpoint, "its optimizer state does not fit this optimizer")
+  return step
+
+
+def _another_model(checkpoint: str, why: str) -> ValueError:
+  return ValueError(
+    f"{checkpoint} is a checkpoint of another model or optimizer (another --num_classes or --optimizer?): {why}; "
+    "use a new --model_dir, or delete this one to start over"
+  )
 
 
 def _step(model) -> int:

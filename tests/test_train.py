@@ -164,21 +164,44 @@ def test_resumes_after_sigkill_to_a_new_total(tmp_path):
   assert _checkpoint_step(checkpoint) == _checkpoint_step(tmp_path / loop.FINAL_WEIGHTS) == saved + 3
 
 
+def _train_dense(
+  model_dir, total_steps, checkpoint_steps, classes=3, optimizer="sgd", steps_per_execution=1, printer=None
+):
+  """`loop.train` on a Dense model: checkpoints in seconds."""
+  model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(classes)])
+  model.compile(
+    optimizer,
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    steps_per_execution=steps_per_execution,
+  )
+  data = synthetic.Repeated((np.ones((2, 3), np.float32), np.zeros((2,), np.int32)), steps=100)
+  return loop.train(
+    model,
+    data,
+    total_steps=total_steps,
+    checkpoint_steps=checkpoint_steps,
+    model_dir=str(model_dir),
+    global_batch=2,
+    log_every=1,
+    printer=printer or (lambda line: None),
+  )
+
+
 def test_a_checkpoint_of_another_model_or_optimizer_is_refused(tmp_path):
-  data = synthetic.Repeated((np.ones((2, 3), np.float32), np.zeros((2,), np.int32)), steps=4)
-  settings = {"checkpoint_steps": 2, "model_dir": str(tmp_path), "global_batch": 2, "printer": lambda line: None}
-
-  def train(classes, optimizer, total_steps):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(classes)])
-    model.compile(optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return loop.train(model, data, total_steps=total_steps, **settings)
-
-  assert train(3, "sgd", 2)["steps"] == 2
-  assert train(3, "sgd", 3)["initial_step"] == 2
+  assert _train_dense(tmp_path, 2, 2)["steps"] == 2
+  assert _train_dense(tmp_path, 3, 2)["initial_step"] == 2
   with pytest.raises(ValueError, match=r"another model or optimizer .*could not be loaded.*new --model_dir"):
-    train(4, "sgd", 4)
+    _train_dense(tmp_path, 4, 2, classes=4)
   with pytest.raises(ValueError, match="optimizer state does not fit"):
-    train(3, "adam", 4)
+    _train_dense(tmp_path, 4, 2, optimizer="adam")
+
+
+def test_checkpoint_intervals_are_whole_executions(tmp_path):
+  # Keras runs whole executions, also at an epoch's end: 7 steps in intervals of 4 are 2 intervals of 2 executions.
+  lines = []
+  summary = _train_dense(tmp_path, 7, 4, steps_per_execution=3, printer=lines.append)
+  assert [int(line.split()[1].rstrip(":")) for line in lines] == [3, 6, 9, 12]
+  assert summary["steps"] == _checkpoint_step(tmp_path / loop.CHECKPOINT) == 12
 
 
 _TWO_REPLICAS = """

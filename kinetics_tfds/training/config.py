@@ -47,7 +47,9 @@ class Config:
   image_size: int = _setting(224, "Square crop side in pixels.")
   epochs: int = _setting(40, "Passes over the training split (used when --train_steps is 0).")
   train_steps: int = _setting(0, "Training steps; 0: from --epochs.")
-  checkpoint_steps: int = _setting(500, "Steps between checkpoints (the resume points).")
+  checkpoint_steps: int = _setting(
+    500, "Steps between checkpoints (the resume points); the run's steps are rounded up to whole intervals."
+  )
   log_every: int = _setting(50, "Steps between progress lines and TensorBoard points.")
   optimizer: str = _setting("sgd", "SGD with momentum (DeepMind's) or Adam(W).", OPTIMIZERS)
   learning_rate: float = _setting(0.1, "Peak learning rate.")
@@ -77,7 +79,9 @@ class Config:
     "torch. The I3D's fast layers are used where XLA compiles.",
     JIT_COMPILE,
   )
-  steps_per_execution: int = _setting(1, "Training steps per compiled call (TPUs).")
+  steps_per_execution: int = _setting(
+    1, "Training steps per compiled call (TPUs); checkpoint intervals are rounded up to whole calls."
+  )
   eval_views: str = _setting(
     "whole",
     "whole: every frame of each clip, centre crop (I3D); KxN: K clips of --num_frames spread over the video "

@@ -86,8 +86,8 @@ def train(
   printer=print,
 ) -> dict:
   """Fits `model` from model_dir's last checkpoint, if any, to about `total_steps` (the remaining steps rounded up to
-  whole checkpoint intervals) and saves its final weights. Build the model in the scope of the run's distribution
-  strategy and call this there too: a checkpoint is loaded before `fit`.
+  whole checkpoint intervals of whole executions) and saves its final weights. Build the model in the scope of the
+  run's distribution strategy and call this there too: a checkpoint is loaded before `fit`.
 
   Returns steps (where the run ended), initial_step (where it started), train clips/s, step time and the last loss.
   """
@@ -97,7 +97,9 @@ def train(
   if initial_step:
     printer(f"resumed at step {initial_step}" + ("" if remaining > 0 else f", of {total_steps}: nothing to train"))
   epochs = math.ceil(remaining / checkpoint_steps) if remaining > 0 else 0
-  steps_per_epoch = math.ceil(remaining / epochs) if epochs else 0
+  # Keras runs whole executions of `steps_per_execution` steps, also at an epoch's end: plan what it will run.
+  per_execution = model.steps_per_execution
+  steps_per_epoch = per_execution * math.ceil(remaining / epochs / per_execution) if epochs else 0
   progress = Progress(global_batch, min(log_every, steps_per_epoch) or 1, printer, initial_step)
   losses = [None]
   if epochs:

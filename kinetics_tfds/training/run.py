@@ -71,8 +71,8 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
   }
   clips = None
   if config.synthetic:
-    # Enough for the steps `loop.train` plans: rounded up by less than a step per checkpoint interval.
-    steps = total_steps + math.ceil(total_steps / config.checkpoint_steps)
+    # Enough for the steps `loop.train` plans: each checkpoint interval rounded up by less than an execution.
+    steps = total_steps + math.ceil(total_steps / config.checkpoint_steps) * config.steps_per_execution
     clips = synthetic.SyntheticClips(
       config.batch_size, config.num_frames, config.image_size, len(class_names), steps=steps, seed=config.seed
     )

@@ -9,6 +9,7 @@ Clips are small (8 frames of 32 pixels) so that this takes minutes on two CPU co
 
 import json
 import os
+import shutil
 import tempfile
 
 from absl import app
@@ -66,11 +67,14 @@ def describe(builder: tfds.core.DatasetBuilder) -> dict:
 
 
 def train_and_evaluate(builder: tfds.core.DatasetBuilder, work_dir: str, train_steps: int) -> dict:
-  """Trains I3D from scratch on the sample (a fresh model_dir each time) and evaluates it on the validation split.
+  """Trains I3D from scratch on the sample and evaluates it on the validation split.
 
-  The input pipeline keeps its order, so with the seeded initialisation every run learns the same weights and prints
-  the same accuracy; on the sample's small clips that costs no measurable speed."""
-  model_dir = tempfile.mkdtemp(prefix="i3d_", dir=work_dir)
+  Its model_dir, work_dir/i3d, is emptied first: every run trains from scratch rather than resuming, and runs do not
+  pile up (each leaves ~280 MB of weights and checkpoint). The input pipeline keeps its order, so with the seeded
+  initialisation every run learns the same weights and prints the same accuracy; on the sample's small clips that
+  costs no measurable speed."""
+  model_dir = os.path.join(work_dir, "i3d")
+  shutil.rmtree(model_dir, ignore_errors=True)
   config = motion_clips.training_config(model_dir, train_steps, frame_stride=1, random_flip=False, deterministic=True)
   summary = run.run(config, builder=builder, printer=logging.info)
   keys = ("top1", "top5", "videos", "steps", "train_clips_per_second", "eval_clips_per_second")

@@ -9,6 +9,9 @@ from kinetics_tfds.training import loop
 
 
 def test_main_job_prints_accuracy_and_speed(tmp_path):
+  # A last run's checkpoint, unreadable: the job must start its model_dir afresh, not resume from it.
+  (tmp_path / "i3d" / "backup").mkdir(parents=True)
+  (tmp_path / "i3d" / loop.CHECKPOINT).write_bytes(b"not a checkpoint")
   result = subprocess.run(
     [sys.executable, "-m", "kinetics_tfds", f"--work_dir={tmp_path}", "--train_steps=10"],
     capture_output=True,
@@ -28,6 +31,7 @@ def test_main_job_prints_accuracy_and_speed(tmp_path):
   assert i3d["top5"] == 1.0  # Four classes: the true one is always among the top five.
   assert i3d["train_clips_per_second"] > 0 and i3d["eval_clips_per_second"] > 0
   model_dir = i3d["model_dir"]
+  assert model_dir == str(tmp_path / "i3d") and "resumed" not in result.stderr
   assert os.path.exists(os.path.join(model_dir, loop.FINAL_WEIGHTS))
   with open(os.path.join(model_dir, "summary.json")) as f:
     summary = json.load(f)

@@ -25,7 +25,7 @@ from kinetics_tfds.training import run
 _WORK_DIR = flags.DEFINE_string(
   "work_dir",
   os.path.join(tempfile.gettempdir(), "kinetics_tfds_sample"),
-  "Where the manual folder (manual/) and the prepared dataset (data/) go.",
+  "Where the manual folder (manual/), the prepared dataset (data/) and the I3D run (i3d/, replaced by each run) go.",
 )
 _TRAIN_CLIPS = flags.DEFINE_integer("train_clips_per_class", 12, "Training clips per class.")
 _VALIDATION_CLIPS = flags.DEFINE_integer("validation_clips_per_class", 4, "Validation clips per class.")

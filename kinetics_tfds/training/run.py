@@ -71,10 +71,9 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
   }
   clips = None
   if config.synthetic:
-    # Enough for the steps `loop.train` plans: each checkpoint interval rounded up by less than an execution.
-    steps = total_steps + math.ceil(total_steps / config.checkpoint_steps) * config.steps_per_execution
+    # Endless: `loop.train` decides how many steps to take.
     clips = synthetic.SyntheticClips(
-      config.batch_size, config.num_frames, config.image_size, len(class_names), steps=steps, seed=config.seed
+      config.batch_size, config.num_frames, config.image_size, len(class_names), steps=None, seed=config.seed
     )
   if config.mode != "eval":
     data = clips if clips is not None else _train_data(config, builder, placement)

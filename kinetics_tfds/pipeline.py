@@ -307,6 +307,20 @@ def train_dataset(
   return _finish(ds, decode, deterministic)
 
 
+# Lengths whole clips are padded to: 16, 20, 24, 28, 32, 40, ... (four per octave), so clips of any length take a
+# few shapes and are padded by less than a quarter (Kinetics' 10 s at 25 fps: 250 frames, padded to 256).
+_PADDED_LENGTHS = sorted({base << k for base in (4, 5, 6, 7) for k in range(2, 24)})
+
+
+def padded_length(num_frames: tf.Tensor, period: int) -> tf.Tensor:
+  """The length a whole clip of `num_frames` frames is padded to: the next of `_PADDED_LENGTHS`, plus less than
+  `period` frames so that the padding is a multiple of `period`."""
+  lengths = tf.constant(_PADDED_LENGTHS, tf.int32)
+  index = tf.minimum(tf.searchsorted(lengths, num_frames[None], side="left")[0], len(_PADDED_LENGTHS) - 1)
+  target = tf.maximum(lengths[index], num_frames)
+  return target + tf.math.floormod(num_frames - target, period)
+
+
 def eval_dataset(
   builder,
   split: str = "validation",
@@ -317,6 +331,7 @@ def eval_dataset(
   image_size: int = 224,
   num_clips: int | None = None,
   num_crops: int = 1,
+  pad_period: int | None = None,
   dtype: str = "uint8",
   input_context: tf.distribute.InputContext | None = None,
   crop_fraction: float | None = None,
@@ -325,46 +340,66 @@ def eval_dataset(
   """{'video' [B, T, image_size, image_size, 3], 'label' [B] int32, 'key' [B] string, 'view' [B] int32}, in file order.
 
   One element per view; `view` = clip index * num_crops + crop index, and `aggregate` averages
-  predictions per key. `num_clips` None: the whole clip (every `frame_stride`-th frame, the I3D
-  protocol); clips differ in length and padding would change a model's average over time, so
-  `batch_size` must then be 1. `num_clips` K: K windows of `num_frames`, spread evenly from the
-  first frame to the last. `num_crops` 1: the centre square; 3: squares at the start, centre and
-  end of the long side. Squares are `image_size` pixels (the scale training sees without scale
-  jitter; I3D's centre crop) or, with `crop_fraction`, that fraction of the short side resized to
-  `image_size` (1.0: the whole short side). With `input_context`, each input pipeline reads its own
-  files, so views of a key stay in one pipeline.
+  predictions per key. `num_clips` K: K windows of `num_frames`, spread evenly from the first frame
+  to the last. `num_clips` None: the whole clip (every `frame_stride`-th frame, the I3D protocol).
+  Whole clips differ in length; padding them changes a model's average over time unless the model
+  knows each clip's length, so without `pad_period` `batch_size` must be 1 (and an XLA-compiled
+  model compiles once per length). With `pad_period`, each whole clip is padded at the end (its
+  last frame repeated) to one of a few lengths (`padded_length`) by a multiple of `pad_period`
+  frames, and elements get 'num_frames' [B] int32, each clip's own length: for a model that takes
+  it, such as `i3d.InceptionI3D(padded_clips=True)` with `pad_period=i3d.PADDING_PERIOD`. A batch
+  then holds clips of one padded length, in the order they fill up rather than file order.
+  `num_crops` 1: the centre square; 3: squares at the start, centre and end of the long side.
+  Squares are `image_size` pixels (the scale training sees without scale jitter; I3D's centre
+  crop) or, with `crop_fraction`, that fraction of the short side resized to `image_size` (1.0:
+  the whole short side). With `input_context`, each input pipeline reads its own files, so views
+  of a key stay in one pipeline.
   """
   _check(dtype, batch_size)
-  if num_clips is None and batch_size != 1:
-    raise ValueError("whole-clip views (num_clips=None) differ in length: batch_size must be 1")
+  padded = num_clips is None and pad_period is not None
+  if num_clips is None and not padded and batch_size != 1:
+    raise ValueError("whole-clip views (num_clips=None) differ in length: batch_size must be 1, or give pad_period")
   builder = _as_builder(builder, data_dir)
 
   def views(example):
     jpegs = example["video"]
     num_source = tf.shape(jpegs)[0]
     if num_clips is None:
-      indices = tf.range(0, num_source, frame_stride)[None]
+      indices = tf.range(0, num_source, frame_stride)
+      length = tf.shape(indices)[0]
+      if padded:
+        indices = tf.gather(indices, tf.minimum(tf.range(padded_length(length, pad_period)), length - 1))
+      indices = indices[None]
     else:
       starts = even_starts(num_source, window_span(num_frames, frame_stride), num_clips)
       indices = window_indices(num_source, starts, num_frames, frame_stride)
     size = frame_size(jpegs[0])
     windows = spaced_crop_windows(size, crop_side(size, image_size, crop_fraction), num_crops)
     num_views = tf.shape(indices)[0] * num_crops
-    return tf.data.Dataset.from_tensor_slices(
-      {
-        "video": tf.repeat(tf.gather(jpegs, indices), num_crops, axis=0),
-        "window": tf.tile(windows, [tf.shape(indices)[0], 1]),
-        "label": tf.fill([num_views], tf.cast(example["label"], tf.int32)),
-        "key": tf.fill([num_views], example["key"]),
-        "view": tf.range(num_views, dtype=tf.int32),
-      }
-    )
+    elements = {
+      "video": tf.repeat(tf.gather(jpegs, indices), num_crops, axis=0),
+      "window": tf.tile(windows, [tf.shape(indices)[0], 1]),
+      "label": tf.fill([num_views], tf.cast(example["label"], tf.int32)),
+      "key": tf.fill([num_views], example["key"]),
+      "view": tf.range(num_views, dtype=tf.int32),
+    }
+    if padded:
+      elements["num_frames"] = tf.fill([num_views], length)
+    return tf.data.Dataset.from_tensor_slices(elements)
 
   def decode(batch):
     clips = decode_clips(batch["video"], batch["window"], image_size)
-    return {"video": to_dtype(clips, dtype), "label": batch["label"], "key": batch["key"], "view": batch["view"]}
+    return {"video": to_dtype(clips, dtype), **{k: v for k, v in batch.items() if k not in ("video", "window")}}
 
-  ds = records(builder, split, input_context=input_context).flat_map(views).batch(batch_size)
+  ds = records(builder, split, input_context=input_context).flat_map(views)
+  if padded:
+    ds = ds.group_by_window(
+      lambda view: tf.cast(tf.shape(view["video"])[0], tf.int64),
+      lambda _, views_of_a_length: views_of_a_length.batch(batch_size),
+      window_size=batch_size,
+    )
+  else:
+    ds = ds.batch(batch_size)
   return _finish(ds, decode, deterministic=True)
 
 

@@ -50,6 +50,32 @@ def _odd_clip():
   return np.random.RandomState(1).uniform(-1, 1, (1, 9, 65, 63, 3)).astype(np.float32)
 
 
+# Whole clips of every length modulo `i3d.PADDING_PERIOD`, shorter and longer than the logits pool's window.
+_LENGTHS = (1, 2, 3, 4, 9, 14, 23, 36)
+
+
+def _each_and_padded(model, padded_model):
+  """Logits of each of a few clips alone, and of the same clips padded into batches (one per length modulo 4)."""
+  rng = np.random.RandomState(2)
+  clips = [rng.uniform(-1, 1, (n, 40, 48, 3)).astype(np.float32) for n in _LENGTHS]
+  each = np.concatenate([model.predict_on_batch(clip[None]) for clip in clips])
+  padded = np.zeros_like(each)
+  for residue in range(i3d.PADDING_PERIOD):
+    rows = [i for i, n in enumerate(_LENGTHS) if n % i3d.PADDING_PERIOD == residue]
+    batch = rng.uniform(-1, 1, (len(rows), 40 + residue, 40, 48, 3)).astype(np.float32)  # Padding of any value.
+    for row, i in enumerate(rows):
+      batch[row, : _LENGTHS[i]] = clips[i]
+    num_frames = np.array([_LENGTHS[i] for i in rows], np.int32)
+    padded[rows] = padded_model.predict_on_batch({"clips": batch, "num_frames": num_frames})
+  return each, padded
+
+
+def _assert_padded_logits_are_each_clips(each, padded):
+  # Unmasked, the padding moves these logits (up to ~150) by ~100; masked, only the order of float32 sums differs.
+  print("padded clips: max abs diff", np.abs(padded - each).max(), "of logits up to", np.abs(each).max())
+  np.testing.assert_allclose(padded, each, atol=1e-5 * np.abs(each).max(), rtol=0)
+
+
 def _write_deepmind_checkpoint(index_name, value, directory):
   """Writes `directory/model.ckpt` with exactly the variables of a DeepMind checkpoint; value(name, shape)."""
   import tensorflow as tf  # Not at the top: the JAX half (`__main__`) runs without it.
@@ -103,6 +129,12 @@ def test_parity_tensorflow_backend(model, reference, fast):
     np.testing.assert_allclose(value, reference[f"{_SYNTHETIC}_{key}"], atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_padded_clips_of_different_lengths_give_each_clips_logits(model, kinetics400, fast):
+  padded_model = i3d.InceptionI3D(weights=kinetics400, include_rescaling=False, fast=fast, padded_clips=True)
+  _assert_padded_logits_are_each_clips(*_each_and_padded(model, padded_model))
+
+
 def _other_backend(backend, kinetics400, tmp_path, *args):
   """Runs this file's `__main__` under `backend` on the reference input and the odd clip; its outputs."""
   clips = np.random.RandomState(0).uniform(-1, 1, (2, 16, 224, 224, 3)).astype(np.float32)
@@ -126,6 +158,7 @@ def _assert_parity(backend, outputs, reference, model):
     np.testing.assert_allclose(outputs[key], reference[f"{_SYNTHETIC}_{key}"], atol=1e-4, rtol=0)
   # Logits up to ~50 here, summed in another order per backend: a padding error would be off by far more.
   np.testing.assert_allclose(outputs["odd_logits"], model.predict(_odd_clip(), verbose=0), atol=1e-3, rtol=0)
+  _assert_padded_logits_are_each_clips(outputs["each_logits"], outputs["padded_logits"])
 
 
 def test_parity_jax(model, reference, kinetics400, tmp_path):
@@ -226,6 +259,8 @@ if __name__ == "__main__":
     jax.config.update("jax_default_matmul_precision", "highest")
   other = i3d.InceptionI3D(weights="kinetics400", include_rescaling=False)
   results = {**_endpoint_outputs(other, inputs["synthetic"]), "odd_logits": other.predict(inputs["odd"], verbose=0)}
+  padded_model = i3d.InceptionI3D(weights="kinetics400", include_rescaling=False, padded_clips=True)
+  results["each_logits"], results["padded_logits"] = _each_and_padded(other, padded_model)
   if sys.argv[3:] == ["train"]:  # One training step: a finite loss, and the stem's kernel moves.
     stem = other.get_layer("Conv3d_1a_7x7__conv_3d").kernel
     before = keras.ops.convert_to_numpy(stem).copy()

@@ -5,6 +5,7 @@ The clips are made so every output frame can be traced back: each clip is a fixe
 frame). An output frame is traced by comparing it with the frames TFDS decodes in full.
 """
 
+import collections
 import os
 import subprocess
 import sys
@@ -28,13 +29,13 @@ SIZE = 32  # Output crop: never resized, so frames compare exactly.
 CLIPS_PER_CLASS = {"train": 2, "validation": 2}
 
 
-def _write_indexed_clip(path: str, seed: int) -> None:
+def _write_indexed_clip(path: str, seed: int, frames: int = NUM_SOURCE) -> None:
   """Frame i: the clip's texture plus 4 * i in brightness, intra-coded (MJPG) so each frame keeps its level."""
   rng = np.random.default_rng(seed)
   noise = rng.integers(0, 60, (HEIGHT // 4, WIDTH // 4, 3), dtype=np.uint8)
   texture = cv2.resize(noise, (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC).astype(np.int32) + 20
   writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (WIDTH, HEIGHT))
-  for i in range(NUM_SOURCE):
+  for i in range(frames):
     writer.write(np.clip(texture + 4 * i, 0, 255).astype(np.uint8))
   writer.release()
 
@@ -209,8 +210,57 @@ def test_eval_whole_clip(builder, full_frames):
     assert indices == list(range(NUM_SOURCE)) and corner == [(HEIGHT - SIZE) // 2, (WIDTH - SIZE) // 2]
     keys.append(key)
   assert sorted(keys) == sorted(videos)
-  with pytest.raises(ValueError, match="batch_size must be 1"):
+  with pytest.raises(ValueError, match="batch_size must be 1, or give pad_period"):
     pipeline.eval_dataset(builder, batch_size=2)
+
+
+# Whole clips of these lengths pad to: 9, 13 -> 17 (16 + 1), 14 -> 18, 23 -> 27 (24 + 3), 30 -> 34, 40 -> 40.
+_VARIED_LENGTHS = (9, 13, 14, 23, 30, 40)
+
+
+@pytest.fixture(scope="module")
+def varied_lengths(tmp_path_factory):
+  """kinetics400 whose validation clips have `_VARIED_LENGTHS` frames; {key: frames as TFDS decodes them}."""
+  root = tmp_path_factory.mktemp("varied")
+  (root / "manual" / "val").mkdir(parents=True)
+  label = sorted(motion_clips.MOTIONS)[0]
+  rows = [annotations.Clip(f"varied{n:05d}", 0, 10, label, "validation") for n in _VARIED_LENGTHS]
+  for row, n in zip(rows, _VARIED_LENGTHS):
+    _write_indexed_clip(str(root / "manual" / "val" / f"{row.key}.avi"), seed=n, frames=n)
+  motion_clips.write_annotations(str(root / "manual" / "kinetics400"), "validation", rows)
+  config = KineticsConfig(name="varied", fps=25, short_side=HEIGHT, num_classes=1)
+  result = tfds.builder("kinetics400", config=config, data_dir=str(root / "data"), num_workers=1)
+  result.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root / "manual")))
+  frames = {ex["key"].decode(): ex["video"] for ex in tfds.as_numpy(result.as_dataset("validation"))}
+  assert sorted(map(len, frames.values())) == list(_VARIED_LENGTHS)
+  return result, frames
+
+
+def _expected_padded_length(n):
+  target = min(t for t in (base << k for base in (4, 5, 6, 7) for k in range(2, 10)) if t >= n)
+  return target + (n - target) % 4
+
+
+@pytest.mark.parametrize("frame_stride", [1, 2])
+def test_eval_whole_clips_padded_and_batched_by_length(varied_lengths, frame_stride):
+  builder, frames = varied_lengths
+  ds = pipeline.eval_dataset(builder, batch_size=2, image_size=SIZE, frame_stride=frame_stride, pad_period=4)
+  seen, batches = [], 0
+  for batch in ds.as_numpy_iterator():
+    batches += 1
+    length = batch["video"].shape[1]
+    for clip, key, n in zip(batch["video"], batch["key"], batch["num_frames"]):
+      source = frames[key.decode()][::frame_stride, (HEIGHT - SIZE) // 2 :, (WIDTH - SIZE) // 2 :][:, :SIZE, 1 : SIZE - 1]
+      assert n == len(source) and length == _expected_padded_length(n)
+      # Each clip's own frames, then its last frame repeated (the model ignores padding, whatever it holds).
+      np.testing.assert_array_equal(clip[:n, :, 1:-1], source)
+      np.testing.assert_array_equal(clip[n:, :, 1:-1], np.broadcast_to(source[-1], (length - n, *source.shape[1:])))
+      seen.append((key.decode(), length))
+  assert sorted(k for k, _ in seen) == sorted(frames)
+  by_length = collections.Counter(length for _, length in seen)
+  expected = collections.Counter(_expected_padded_length(-(-n // frame_stride)) for n in _VARIED_LENGTHS)
+  assert by_length == expected and max(expected.values()) >= 2
+  assert batches == sum(-(-count // 2) for count in expected.values())  # Clips of one padded length share batches.
 
 
 def test_eval_crop_fraction_windows():

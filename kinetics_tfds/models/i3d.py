@@ -67,6 +67,9 @@ _MAX_POOLS = {
   "MaxPool3d_5a_2x2": ((2, 2, 2), (2, 2, 2)),
 }
 
+# Endpoints that stride in time, and by how much.
+_TIME_STRIDES = {"Conv3d_1a_7x7": 2, **{pool: strides[0] for pool, (_, strides) in _MAX_POOLS.items()}}
+
 LOGITS_SCOPE = "Logits/Conv3d_0c_1x1"
 _SPATIAL_AXES = (1, 2, 3)
 
@@ -336,7 +339,7 @@ def compiles_by_default() -> bool:
   return backend == "jax"
 
 
-def _unit(x, scope, filters, kernel_size, strides=1):
+def _unit(x, scope, filters, kernel_size, strides=1, valid=None):
   # Keras "same" is TensorFlow's SAME (extra pad after) on all three backends: TF and JAX pass "SAME" to their
   # convolutions and Keras' torch backend pads asymmetrically itself; tests check it against tf.nn.conv3d.
   conv_name = weights_lib.layer_name(scope, "conv_3d")
@@ -347,24 +350,25 @@ def _unit(x, scope, filters, kernel_size, strides=1):
   x = OnePassBatchNormalization(
     epsilon=1e-3, momentum=0.999, scale=False, name=weights_lib.layer_name(scope, "batch_norm")
   )(x)
-  return layers.ReLU(name=weights_lib.layer_name(scope))(x)
+  x = layers.ReLU(name=weights_lib.layer_name(scope))(x)
+  return x if valid is None else valid(x, weights_lib.layer_name(scope, "valid_frames"))
 
 
 def _max_pool(x, name, pool_size, strides):
   return SeparableMaxPooling3D(pool_size, strides, padding="same", name=name)(x)
 
 
-def _mixed(x, name, widths):
+def _mixed(x, name, widths, valid=None):
   b0, b1a, b1b, b2a, b2b, b3 = widths
   # DeepMind's i3d.py names this one conv 0a instead of 0b, and its checkpoints keep that name.
   branch_2_3x3 = "Conv3d_0a_3x3" if name == "Mixed_5b" else "Conv3d_0b_3x3"
-  branch_0 = _unit(x, f"{name}/Branch_0/Conv3d_0a_1x1", b0, 1)
-  branch_1 = _unit(x, f"{name}/Branch_1/Conv3d_0a_1x1", b1a, 1)
-  branch_1 = _unit(branch_1, f"{name}/Branch_1/Conv3d_0b_3x3", b1b, 3)
-  branch_2 = _unit(x, f"{name}/Branch_2/Conv3d_0a_1x1", b2a, 1)
-  branch_2 = _unit(branch_2, f"{name}/Branch_2/{branch_2_3x3}", b2b, 3)
+  branch_0 = _unit(x, f"{name}/Branch_0/Conv3d_0a_1x1", b0, 1, valid=valid)
+  branch_1 = _unit(x, f"{name}/Branch_1/Conv3d_0a_1x1", b1a, 1, valid=valid)
+  branch_1 = _unit(branch_1, f"{name}/Branch_1/Conv3d_0b_3x3", b1b, 3, valid=valid)
+  branch_2 = _unit(x, f"{name}/Branch_2/Conv3d_0a_1x1", b2a, 1, valid=valid)
+  branch_2 = _unit(branch_2, f"{name}/Branch_2/{branch_2_3x3}", b2b, 3, valid=valid)
   branch_3 = _max_pool(x, weights_lib.layer_name(f"{name}/Branch_3/MaxPool3d_0a_3x3"), 3, 1)
-  branch_3 = _unit(branch_3, f"{name}/Branch_3/Conv3d_0b_1x1", b3, 1)
+  branch_3 = _unit(branch_3, f"{name}/Branch_3/Conv3d_0b_1x1", b3, 1, valid=valid)
   return layers.Concatenate(name=name)([branch_0, branch_1, branch_2, branch_3])
 
 
@@ -374,22 +378,89 @@ class LogitsAvgPool(layers.Layer):
 
   So clips smaller than 64x224x224 work. A short axis is zero-padded to the window and the mean rescaled, rather
   than the window shrunk, because TensorFlow graphs traced with unknown shapes only know lengths at run time.
-  With no axis short (16 frames or more at 224x224, 193 pixels or more) it is exactly DeepMind's pool.
+  With no axis short (16 frames or more at 224x224, 193 pixels or more) it is exactly DeepMind's pool. Given
+  `num_frames` (of padded clips, see `ValidFrames`), a clip's own length decides whether its time axis is short.
   """
 
   window = (2, 7, 7)
 
-  def call(self, inputs):
+  def call(self, inputs, num_frames=None):
     shortfalls = [_shortfall(k, n) for k, n in zip(self.window, ops.shape(inputs)[1:4])]
     x = ops.pad(inputs, [[0, 0], *([0, s] for s in shortfalls), [0, 0]])
     x = ops.average_pool(x, self.window, strides=1, padding="valid")
-    for k, s in zip(self.window, shortfalls):
+    for k, s in zip(self.window[1:], shortfalls[1:]):
       x = x * ops.cast(k / (k - s), x.dtype)
-    return x
+    k = self.window[0]
+    if num_frames is None:
+      return x * ops.cast(k / (k - shortfalls[0]), x.dtype)
+    # A clip shorter than the window: its zero-padded positions are already zeros (masked), so only rescale.
+    steps = ops.minimum(_valid_length(num_frames, LOGITS_TIME_STRIDE), k)
+    return x * ops.reshape(ops.cast(k / steps, x.dtype), (-1, 1, 1, 1, 1))
 
-  def compute_output_shape(self, input_shape):
-    sizes = (n if n is None else max(n - k + 1, 1) for k, n in zip(self.window, input_shape[1:4]))
-    return (input_shape[0], *sizes, input_shape[4])
+  def compute_output_shape(self, inputs_shape, num_frames_shape=None):
+    sizes = (n if n is None else max(n - k + 1, 1) for k, n in zip(self.window, inputs_shape[1:4]))
+    return (inputs_shape[0], *sizes, inputs_shape[4])
+
+
+@keras.saving.register_keras_serializable(package="kinetics_tfds")
+class LogitsMean(layers.GlobalAveragePooling3D):
+  """The logits' average over time and space; given `num_frames`, over the time steps of each clip's own length."""
+
+  def call(self, inputs, num_frames=None):
+    if num_frames is None:
+      return super().call(inputs)
+    steps = ops.maximum(_valid_length(num_frames, LOGITS_TIME_STRIDE) - LogitsAvgPool.window[0] + 1, 1)
+    mask = ops.cast(_time_mask(steps, ops.shape(inputs)[1]), inputs.dtype)
+    per_step = ops.mean(inputs, axis=(2, 3))
+    return ops.sum(per_step * mask[:, :, None], axis=1) / ops.cast(steps, inputs.dtype)[:, None]
+
+  def compute_output_shape(self, inputs_shape, num_frames_shape=None):
+    return super().compute_output_shape(inputs_shape)
+
+
+@keras.saving.register_keras_serializable(package="kinetics_tfds")
+class ValidFrames(layers.Layer):
+  """Zeroes each clip's time steps past its own length: what lets clips of different lengths share a batch.
+
+  Whole-clip evaluation pads each clip at the end to a few lengths (`PADDING_PERIOD`), so that a batch holds clips
+  of different lengths and XLA compiles a few shapes instead of one per length. With every unit's output zeroed
+  past the clip's length, a clip's valid outputs see the same values as unpadded: SAME convolutions see zeros where
+  TensorFlow pads zeros, and the max pools, which all follow ReLUs, see zeros where it pads -inf, which lose to the
+  non-negative values the same way. For inference: batch norm in training would count the zeros.
+
+  Args:
+    stride: input frames per time step here (1, 2, 4, 8 after the stem's and two pools' stride 2).
+  """
+
+  def __init__(self, stride: int = 1, **kwargs):
+    super().__init__(**kwargs)
+    self.stride = stride
+
+  def call(self, inputs, num_frames):
+    mask = _time_mask(_valid_length(num_frames, self.stride), ops.shape(inputs)[1])
+    return inputs * ops.cast(mask, inputs.dtype)[:, :, None, None, None]
+
+  def compute_output_shape(self, inputs_shape, num_frames_shape=None):
+    return inputs_shape
+
+  def get_config(self):
+    return {**super().get_config(), "stride": self.stride}
+
+
+# Clips padded at the end by a multiple of this many frames give the same outputs as unpadded: the stem's SAME
+# padding depends on the length's parity and MaxPool3d_4a's on the parity of half of it.
+PADDING_PERIOD = 4
+LOGITS_TIME_STRIDE = 8  # Input frames per time step at Mixed_5c: the product of `_TIME_STRIDES`.
+
+
+def _valid_length(num_frames, stride):
+  """Time steps that a clip of `num_frames` frames has where one step spans `stride` frames (SAME: rounded up)."""
+  return (ops.cast(num_frames, "int32") + stride - 1) // stride
+
+
+def _time_mask(lengths, steps):
+  """[batch, steps] True where a step is within its clip's length."""
+  return ops.arange(steps, dtype="int32")[None, :] < lengths[:, None]
 
 
 def _shortfall(window, length):
@@ -412,6 +483,7 @@ def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Ker
   input_shape: tuple = (None, None, None, 3),
   include_rescaling: bool = True,
   fast: bool | None = None,
+  padded_clips: bool = False,
   name: str = "inception_i3d",
 ) -> keras.Model:
   """Builds the RGB I3D: clips (batch, time, height, width, channels) -> `final_endpoint`.
@@ -429,6 +501,9 @@ def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Ker
     fast: the space-to-depth stem and separable max pools (`DEFAULT_REWRITES`); False: the plain layers; None:
       fast where Keras compiles with XLA by default (`compiles_by_default`). The same variables and the same
       function either way, so weights move between the two; `set_fast` switches a built model.
+    padded_clips: for inference on clips of different lengths in one batch: the model takes {"clips", "num_frames"}
+      (int32 [batch], each clip's own length), each clip padded at the end by a multiple of `PADDING_PERIOD`
+      frames (any values), and returns what each clip gives unpadded (`ValidFrames`). The same variables.
     name: the model's name.
 
   Returns:
@@ -439,34 +514,44 @@ def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Ker
   if weights is not None:
     weights_lib.kind(weights)  # A wrong path fails here, before any layer is built.
   inputs = keras.Input(input_shape, name="clips")
+  num_frames = keras.Input((), dtype="int32", name="num_frames") if padded_clips else None
   x = inputs
   if include_rescaling:
     # In float32 so that [0, 255] -> [-1, 1] is exact before any low-precision cast.
     x = layers.Rescaling(1 / 127.5, offset=-1.0, dtype="float32", name="rescaling")(x)
+  if padded_clips:
+    x = ValidFrames(1, name="valid_frames")(x, num_frames)
+  stride = 1  # Input frames per time step of this endpoint's output.
   for endpoint in ENDPOINTS:
+    stride *= _TIME_STRIDES.get(endpoint, 1)
+    valid = None if num_frames is None else functools.partial(_valid_frames, num_frames=num_frames, stride=stride)
     if endpoint == "Conv3d_1a_7x7":
-      x = _unit(x, endpoint, 64, 7, 2)
+      x = _unit(x, endpoint, 64, 7, 2, valid=valid)
     elif endpoint == "Conv3d_2b_1x1":
-      x = _unit(x, endpoint, 64, 1)
+      x = _unit(x, endpoint, 64, 1, valid=valid)
     elif endpoint == "Conv3d_2c_3x3":
-      x = _unit(x, endpoint, 192, 3)
+      x = _unit(x, endpoint, 192, 3, valid=valid)
     elif endpoint in _MAX_POOLS:
       x = _max_pool(x, endpoint, *_MAX_POOLS[endpoint])
     elif endpoint in MIXED_WIDTHS:
-      x = _mixed(x, endpoint, MIXED_WIDTHS[endpoint])
+      x = _mixed(x, endpoint, MIXED_WIDTHS[endpoint], valid=valid)
     elif endpoint == "Logits":
-      x = LogitsAvgPool(dtype="float32", name=weights_lib.layer_name("Logits", "avg_pool"))(x)
+      x = LogitsAvgPool(dtype="float32", name=weights_lib.layer_name("Logits", "avg_pool"))(x, num_frames)
       x = layers.Dropout(dropout_rate, name=weights_lib.layer_name("Logits", "dropout"))(x)
       x = layers.Conv3D(num_classes, 1, name=weights_lib.layer_name(LOGITS_SCOPE, "conv_3d"))(x)
       # DeepMind averages the logits over time; averaging over the space the pool left too (none at 224)
       # lets larger frames through. float32, so logits stay float32 under mixed precision.
-      x = layers.GlobalAveragePooling3D(dtype="float32", name="Logits")(x)
+      x = LogitsMean(dtype="float32", name="Logits")(x, num_frames)
     else:
       x = layers.Softmax(dtype="float32", name="Predictions")(x)
     if endpoint == final_endpoint:
       break
-  model = keras.Model(inputs, x, name=name)
+  model = keras.Model({"clips": inputs, "num_frames": num_frames} if padded_clips else inputs, x, name=name)
   set_fast(model, compiles_by_default() if fast is None else fast)
   if weights is not None:
     weights_lib.load(model, weights)
   return model
+
+
+def _valid_frames(x, name, num_frames, stride):
+  return ValidFrames(stride, name=name)(x, num_frames)

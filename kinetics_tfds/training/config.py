@@ -40,7 +40,9 @@ class Config:
     "pickle or a .weights.h5 file. With --mode=eval and none: model_dir's final weights.",
   )
   batch_size: int = _setting(8, "Global training batch, split over the replicas.")
-  eval_batch_size: int = _setting(8, "Evaluation batch (1 for whole clips).")
+  eval_batch_size: int = _setting(
+    8, "Evaluation batch; whole clips are padded to a few lengths and batched by length, the model ignoring padding."
+  )
   num_frames: int = _setting(64, "Frames per training clip (and per eval clip with KxN views).")
   frame_stride: int = _setting(1, "Take every n-th frame.")
   random_flip: bool = _setting(True, "Mirror half the training clips; turn off where left and right differ by class.")

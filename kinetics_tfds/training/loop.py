@@ -161,20 +161,26 @@ def _step(model) -> int:
 
 
 def evaluate(model, batches, class_names, *, predictions_out: str | None = None) -> dict:
-  """Runs `model` over eval batches ({'video', 'label', 'key'} as numpy), averages each video's views' softmax
-  scores (`input.aggregate`), and reports top-1/top-5 per video and views/s (the first batch, which compiles, is not
-  timed). With `predictions_out`, writes one JSON line per video: key, label and the top-5 names and scores.
+  """Runs `model` over eval batches ({'video', 'label', 'key'} as numpy; with 'num_frames', padded whole clips for a
+  model that takes {'clips', 'num_frames'}), averages each video's views' softmax scores (`input.aggregate`), and
+  reports top-1/top-5 per video and views/s. The first batch of each shape, which compiles, is not timed; `shapes`
+  counts them. With `predictions_out`, writes one JSON line per video: key, label and the top-5 names and scores.
   """
   from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
 
   keys, labels, scores = [], {}, []
+  shapes = set()
   views_timed, seconds = 0, 0.0
-  for i, batch in enumerate(batches):
+  for batch in batches:
+    inputs = batch["video"]
+    if "num_frames" in batch:
+      inputs = {"clips": inputs, "num_frames": batch["num_frames"]}
     start = time.perf_counter()
-    logits = model.predict_on_batch(batch["video"])
-    if i:
+    logits = model.predict_on_batch(inputs)
+    if batch["video"].shape in shapes:
       seconds += time.perf_counter() - start
       views_timed += len(logits)
+    shapes.add(batch["video"].shape)
     scores.append(_softmax(logits))
     keys.extend(batch["key"])
     labels.update(zip((k.decode() for k in batch["key"]), batch["label"].tolist()))
@@ -203,6 +209,7 @@ def evaluate(model, batches, class_names, *, predictions_out: str | None = None)
     "top1": float(np.mean([top[0] == labels[key] for key, top in ranked.items()])),
     "top5": float(np.mean([labels[key] in top for key, top in ranked.items()])),
     "eval_clips_per_second": views_timed / seconds if seconds else None,
+    "eval_shapes": len(shapes),
   }
 
 

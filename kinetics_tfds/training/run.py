@@ -99,6 +99,9 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
     if clips is not None:
       summary.update(loop.benchmark_predict(model, clips.clips, config.eval_steps))
     else:
+      if num_clips is None:  # Whole clips of different lengths share batches: padded, and the model told each length.
+        with placement.scope():
+          model = _padded_clips_model(model, config, len(class_names), jit_compile)
       summary.update(
         loop.evaluate(
           model, _eval_data(config, builder, num_clips, num_crops), class_names, predictions_out=config.predictions_out
@@ -136,17 +139,29 @@ def _train_data(config, builder, placement):
   return pipeline.train_dataset(builder, **kwargs)
 
 
+def _padded_clips_model(model, config, num_classes, jit_compile):
+  """`model`'s twin with `padded_clips=True` and its weights, compiled alike: for whole clips batched padded."""
+  padded = i3d.InceptionI3D(num_classes, dropout_rate=config.dropout_rate, fast=jit_compile, padded_clips=True)
+  for layer in padded.layers:
+    if layer.weights:
+      layer.set_weights(model.get_layer(layer.name).get_weights())
+  padded.compile(jit_compile=jit_compile)
+  i3d.set_fast(padded, bool(padded.jit_compile))
+  return padded
+
+
 def _eval_data(config, builder, num_clips, num_crops):
   from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
 
   ds = pipeline.eval_dataset(
     builder,
     config.eval_split,
-    batch_size=1 if num_clips is None else config.eval_batch_size,
+    batch_size=config.eval_batch_size,
     num_frames=config.num_frames,
     frame_stride=config.frame_stride,
     image_size=config.image_size,
     num_clips=num_clips,
     num_crops=num_crops,
+    pad_period=i3d.PADDING_PERIOD,
   )
   return ds.as_numpy_iterator()

@@ -250,7 +250,8 @@ def test_eval_whole_clips_padded_and_batched_by_length(varied_lengths, frame_str
     batches += 1
     length = batch["video"].shape[1]
     for clip, key, n in zip(batch["video"], batch["key"], batch["num_frames"]):
-      source = frames[key.decode()][::frame_stride, (HEIGHT - SIZE) // 2 :, (WIDTH - SIZE) // 2 :][:, :SIZE, 1 : SIZE - 1]
+      y, x = (HEIGHT - SIZE) // 2, (WIDTH - SIZE) // 2
+      source = frames[key.decode()][::frame_stride, y : y + SIZE, x + 1 : x + SIZE - 1]
       assert n == len(source) and length == _expected_padded_length(n)
       # Each clip's own frames, then its last frame repeated (the model ignores padding, whatever it holds).
       np.testing.assert_array_equal(clip[:n, :, 1:-1], source)

@@ -316,6 +316,7 @@ def padded_length(num_frames: tf.Tensor, period: int) -> tf.Tensor:
   """The length a whole clip of `num_frames` frames is padded to: the next of `_PADDED_LENGTHS`, plus less than
   `period` frames so that the padding is a multiple of `period`."""
   lengths = tf.constant(_PADDED_LENGTHS, tf.int32)
+  num_frames = tf.convert_to_tensor(num_frames, tf.int32)
   index = tf.minimum(tf.searchsorted(lengths, num_frames[None], side="left")[0], len(_PADDED_LENGTHS) - 1)
   target = tf.maximum(lengths[index], num_frames)
   return target + tf.math.floormod(num_frames - target, period)
@@ -337,10 +338,10 @@ def eval_dataset(
   crop_fraction: float | None = None,
   data_dir: str | None = None,
 ) -> tf.data.Dataset:
-  """{'video' [B, T, image_size, image_size, 3], 'label' [B] int32, 'key' [B] string, 'view' [B] int32}, in file order.
+  """{'video' [B, T, image_size, image_size, 3], 'label' [B] int32, 'key' [B] string, 'view' [B] int32}.
 
-  One element per view; `view` = clip index * num_crops + crop index, and `aggregate` averages
-  predictions per key. `num_clips` K: K windows of `num_frames`, spread evenly from the first frame
+  One element per view, in file order; `view` = clip index * num_crops + crop index, and
+  `aggregate` averages predictions per key. `num_clips` K: K windows of `num_frames`, spread evenly from the first frame
   to the last. `num_clips` None: the whole clip (every `frame_stride`-th frame, the I3D protocol).
   Whole clips differ in length; padding them changes a model's average over time unless the model
   knows each clip's length, so without `pad_period` `batch_size` must be 1 (and an XLA-compiled

@@ -8,6 +8,7 @@ torch half of `test_parity_jax` and `test_parity_and_training_step_torch`: a bac
 """
 
 import importlib.util
+import json
 import os
 import pathlib
 import pickle
@@ -22,6 +23,7 @@ import pytest
 from conftest import SHARED
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models import weights
+from kinetics_tfds.training import loop
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _SYNTHETIC = "synthetic_seed0_2x16x224x224"
@@ -132,7 +134,35 @@ def test_parity_tensorflow_backend(model, reference, fast):
 @pytest.mark.parametrize("fast", [False, True])
 def test_padded_clips_of_different_lengths_give_each_clips_logits(model, kinetics400, fast):
   padded_model = i3d.InceptionI3D(weights=kinetics400, include_rescaling=False, fast=fast, padded_clips=True)
-  _assert_padded_logits_are_each_clips(*_each_and_padded(model, padded_model))
+  each, padded = _each_and_padded(model, padded_model)
+  _assert_padded_logits_are_each_clips(each, padded)
+  # A batch filled up to a compiled batch size gives its own rows' logits.
+  rows = [i for i, n in enumerate(_LENGTHS) if n % i3d.PADDING_PERIOD == 1]
+  clips = np.random.RandomState(3).uniform(-1, 1, (len(rows), 37, 40, 48, 3)).astype(np.float32)
+  batch = {"video": clips, "num_frames": np.array([_LENGTHS[i] for i in rows], np.int32)}
+  filled = loop.predict_batch(padded_model, batch, fill_to=len(rows) + 3)
+  assert filled.shape == (len(rows), each.shape[1])
+  np.testing.assert_allclose(filled, loop.predict_batch(padded_model, batch), atol=1e-5 * np.abs(filled).max())
+
+
+def test_whole_clip_eval_benchmark_runs(kinetics400):
+  """benchmarks/whole_clip_eval.py at tiny shapes: one JSON line, both paths' logits the same."""
+  result = subprocess.run(
+    [sys.executable, _REPO / "benchmarks" / "whole_clip_eval.py", "--clips=6", "--full_frames=12", "--size=32"]
+    + ["--short_share=0.5", "--batch=2"],
+    env=dict(
+      os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=str(_REPO), **{weights.CACHE_ENV: str(kinetics400.parent)}
+    ),
+    capture_output=True,
+    text=True,
+    check=False,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
+  summary = json.loads(line)
+  assert summary["clips"] == 6 and summary["lengths"] >= summary["padded_lengths"] >= 1
+  assert min(min(seconds) for seconds in summary["seconds"].values()) > 0
+  assert summary["max_abs_logit"] > 1 and summary["max_abs_logit_diff"] <= 1e-5 * summary["max_abs_logit"]
 
 
 def _other_backend(backend, kinetics400, tmp_path, *args):

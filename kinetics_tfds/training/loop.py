@@ -160,11 +160,24 @@ def _step(model) -> int:
   return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
-def evaluate(model, batches, class_names, *, predictions_out: str | None = None) -> dict:
-  """Runs `model` over eval batches ({'video', 'label', 'key'} as numpy; with 'num_frames', padded whole clips for a
-  model that takes {'clips', 'num_frames'}), averages each video's views' softmax scores (`input.aggregate`), and
-  reports top-1/top-5 per video and views/s. The first batch of each shape, which compiles, is not timed; `shapes`
-  counts them. With `predictions_out`, writes one JSON line per video: key, label and the top-5 names and scores.
+def predict_batch(model, batch: dict, fill_to: int = 1) -> np.ndarray:
+  """Logits of an eval batch ({'video'}, and 'num_frames' for a model that takes {'clips', 'num_frames'}).
+
+  A batch smaller than `fill_to` (the last of a split, or of a padded length) is filled up with copies of its
+  first view, whose logits are dropped: under XLA every batch then has one of a few shapes, each compiled once.
+  """
+  inputs = {"clips": batch["video"], "num_frames": batch["num_frames"]} if "num_frames" in batch else batch["video"]
+  rows = len(batch["video"])
+  if rows < fill_to:
+    inputs = keras.tree.map_structure(lambda x: np.concatenate([x, np.repeat(x[:1], fill_to - rows, 0)]), inputs)
+  return model.predict_on_batch(inputs)[:rows]
+
+
+def evaluate(model, batches, class_names, *, fill_to: int = 1, predictions_out: str | None = None) -> dict:
+  """Runs `model` over eval batches (`predict_batch`, filled up to `fill_to`), averages each video's views'
+  softmax scores (`input.aggregate`), and reports top-1/top-5 per video and views/s. The first call of each shape,
+  which compiles, is not timed; `eval_shapes` counts them. With `predictions_out`, writes one JSON line per video:
+  key, label and the top-5 names and scores.
   """
   from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
 
@@ -172,15 +185,13 @@ def evaluate(model, batches, class_names, *, predictions_out: str | None = None)
   shapes = set()
   views_timed, seconds = 0, 0.0
   for batch in batches:
-    inputs = batch["video"]
-    if "num_frames" in batch:
-      inputs = {"clips": inputs, "num_frames": batch["num_frames"]}
+    shape = (max(len(batch["video"]), fill_to), *batch["video"].shape[1:])
     start = time.perf_counter()
-    logits = model.predict_on_batch(inputs)
-    if batch["video"].shape in shapes:
+    logits = predict_batch(model, batch, fill_to)
+    if shape in shapes:
       seconds += time.perf_counter() - start
       views_timed += len(logits)
-    shapes.add(batch["video"].shape)
+    shapes.add(shape)
     scores.append(_softmax(logits))
     keys.extend(batch["key"])
     labels.update(zip((k.decode() for k in batch["key"]), batch["label"].tolist()))

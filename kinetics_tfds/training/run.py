@@ -104,7 +104,11 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
           model = _padded_clips_model(model, config, len(class_names), jit_compile)
       summary.update(
         loop.evaluate(
-          model, _eval_data(config, builder, num_clips, num_crops), class_names, predictions_out=config.predictions_out
+          model,
+          _eval_data(config, builder, num_clips, num_crops),
+          class_names,
+          fill_to=config.eval_batch_size if model.jit_compile else 1,  # XLA compiles each batch shape.
+          predictions_out=config.predictions_out,
         )
       )
   summary["config"] = dataclasses.asdict(config)

@@ -49,25 +49,21 @@ def _per_clip(model, clips):
 
 
 def _padded_batches(model, clips):
-  """Clips padded (their last frame repeated) and batched by padded length, as the eval pipeline and `train.py`
-  do."""
+  """Clips padded (`pipeline.padded_frames`) and batched by padded length, as `train.py` evaluates them."""
+  frames = [pipeline.padded_frames(len(clip), i3d.PADDING_PERIOD).numpy() for clip in clips]
   groups = collections.defaultdict(list)
-  for index, clip in enumerate(clips):
-    groups[_padded_length(len(clip))].append(index)
+  for index, indices in enumerate(frames):
+    groups[len(indices)].append(index)
   logits = np.zeros((len(clips), model.output.shape[-1]), np.float32)
-  for length, indices in groups.items():
+  for indices in groups.values():
     for start in range(0, len(indices), FLAGS.batch):
       rows = indices[start : start + FLAGS.batch]
       batch = {
-        "video": np.stack([clips[i][np.minimum(np.arange(length), len(clips[i]) - 1)] for i in rows]),
+        "video": np.stack([clips[i][frames[i]] for i in rows]),
         "num_frames": np.array([len(clips[i]) for i in rows], np.int32),
       }
       logits[rows] = loop.predict_batch(model, batch, FLAGS.batch if i3d.compiles_by_default() else 1)
   return logits
-
-
-def _padded_length(num_frames):
-  return int(pipeline.padded_length(num_frames, i3d.PADDING_PERIOD))
 
 
 def main(argv):
@@ -87,7 +83,7 @@ def main(argv):
       start = time.perf_counter()
       logits[name] = run[name](model, clips)
       seconds[name].append(time.perf_counter() - start)
-  padded_lengths = [_padded_length(n) for n in lengths]
+  padded_lengths = [len(pipeline.padded_frames(n, i3d.PADDING_PERIOD)) for n in lengths]
   summary = {
     "backend": keras.backend.backend(),
     "jit_compile": i3d.compiles_by_default(),

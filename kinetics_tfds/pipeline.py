@@ -307,19 +307,22 @@ def train_dataset(
   return _finish(ds, decode, deterministic)
 
 
-# Lengths whole clips are padded to: 16, 20, 24, 28, 32, 40, ... (four per octave), so clips of any length take a
-# few shapes and are padded by less than a quarter (Kinetics' 10 s at 25 fps: 250 frames, padded to 256).
+# Lengths whole clips are padded to: 16, 20, 24, 28, 32, 40, ... (four per octave, all multiples of 4), so clips
+# of any length take a few shapes and are padded by less than a quarter (Kinetics' 10 s at 25 fps, 250 frames: 256).
 _PADDED_LENGTHS = sorted({base << k for base in (4, 5, 6, 7) for k in range(2, 24)})
 
 
-def padded_length(num_frames: tf.Tensor, period: int) -> tf.Tensor:
-  """The length a whole clip of `num_frames` frames is padded to: the next of `_PADDED_LENGTHS`, plus less than
-  `period` frames so that the padding is a multiple of `period`."""
-  lengths = tf.constant(_PADDED_LENGTHS, tf.int32)
+def padded_frames(num_frames, period: int) -> tf.Tensor:
+  """[padded length] frame indices of a whole clip of `num_frames` frames, padded as `i3d.InceptionI3D(padded_clips=
+  True)` takes it with `period` = `i3d.PADDING_PERIOD`: the clip starts at frame (-num_frames) mod `period`, and the
+  length is the next of `_PADDED_LENGTHS` that is a multiple of `period` and holds it. Padding repeats the first and
+  the last frame."""
   num_frames = tf.convert_to_tensor(num_frames, tf.int32)
-  index = tf.minimum(tf.searchsorted(lengths, num_frames[None], side="left")[0], len(_PADDED_LENGTHS) - 1)
-  target = tf.maximum(lengths[index], num_frames)
-  return target + tf.math.floormod(num_frames - target, period)
+  offset = tf.math.floormod(-num_frames, period)
+  lengths = tf.constant([n for n in _PADDED_LENGTHS if n % period == 0], tf.int32)
+  index = tf.minimum(tf.searchsorted(lengths, (num_frames + offset)[None], side="left")[0], tf.size(lengths) - 1)
+  length = tf.maximum(lengths[index], num_frames + offset)
+  return tf.clip_by_value(tf.range(length) - offset, 0, num_frames - 1)
 
 
 def eval_dataset(
@@ -345,11 +348,11 @@ def eval_dataset(
   to the last. `num_clips` None: the whole clip (every `frame_stride`-th frame, the I3D protocol).
   Whole clips differ in length; padding them changes a model's average over time unless the model
   knows each clip's length, so without `pad_period` `batch_size` must be 1 (and an XLA-compiled
-  model compiles once per length). With `pad_period`, each whole clip is padded at the end (its
-  last frame repeated) to one of a few lengths (`padded_length`) by a multiple of `pad_period`
-  frames, and elements get 'num_frames' [B] int32, each clip's own length: for a model that takes
-  it, such as `i3d.InceptionI3D(padded_clips=True)` with `pad_period=i3d.PADDING_PERIOD`. A batch
-  then holds clips of one padded length, in the order they fill up rather than file order.
+  model compiles once per length). With `pad_period`, each whole clip is padded to one of a few
+  lengths as `padded_frames` says, and elements get 'num_frames' [B] int32, each clip's own length:
+  for a model that takes both, such as `i3d.InceptionI3D(padded_clips=True)` with
+  `pad_period=i3d.PADDING_PERIOD`. A batch then holds clips of one padded length, in the order the
+  batches fill up rather than file order.
   `num_crops` 1: the centre square; 3: squares at the start, centre and end of the long side.
   Squares are `image_size` pixels (the scale training sees without scale jitter; I3D's centre
   crop) or, with `crop_fraction`, that fraction of the short side resized to `image_size` (1.0:
@@ -369,7 +372,7 @@ def eval_dataset(
       indices = tf.range(0, num_source, frame_stride)
       length = tf.shape(indices)[0]
       if padded:
-        indices = tf.gather(indices, tf.minimum(tf.range(padded_length(length, pad_period)), length - 1))
+        indices = tf.gather(indices, padded_frames(length, pad_period))
       indices = indices[None]
     else:
       starts = even_starts(num_source, window_span(num_frames, frame_stride), num_clips)

@@ -56,20 +56,21 @@ def _odd_clip():
 _LENGTHS = (1, 2, 3, 4, 9, 14, 23, 36)
 
 
+def _padded_batch(clips, length, rng):
+  """{'clips', 'num_frames'}: the clips in one batch of `length` frames, each at its `clip_offset`."""
+  batch = rng.uniform(-1, 1, (len(clips), length, *clips[0].shape[1:])).astype(np.float32)  # Padding of any value.
+  for row, clip in enumerate(clips):
+    offset = i3d.clip_offset(len(clip))
+    batch[row, offset : offset + len(clip)] = clip
+  return {"clips": batch, "num_frames": np.array([len(clip) for clip in clips], np.int32)}
+
+
 def _each_and_padded(model, padded_model):
-  """Logits of each of a few clips alone, and of the same clips padded into batches (one per length modulo 4)."""
+  """Logits of each of a few clips alone, and of the same clips padded into one batch."""
   rng = np.random.RandomState(2)
   clips = [rng.uniform(-1, 1, (n, 40, 48, 3)).astype(np.float32) for n in _LENGTHS]
   each = np.concatenate([model.predict_on_batch(clip[None]) for clip in clips])
-  padded = np.zeros_like(each)
-  for residue in range(i3d.PADDING_PERIOD):
-    rows = [i for i, n in enumerate(_LENGTHS) if n % i3d.PADDING_PERIOD == residue]
-    batch = rng.uniform(-1, 1, (len(rows), 40 + residue, 40, 48, 3)).astype(np.float32)  # Padding of any value.
-    for row, i in enumerate(rows):
-      batch[row, : _LENGTHS[i]] = clips[i]
-    num_frames = np.array([_LENGTHS[i] for i in rows], np.int32)
-    padded[rows] = padded_model.predict_on_batch({"clips": batch, "num_frames": num_frames})
-  return each, padded
+  return each, padded_model.predict_on_batch(_padded_batch(clips, 40, rng))
 
 
 def _assert_padded_logits_are_each_clips(each, padded):
@@ -137,11 +138,11 @@ def test_padded_clips_of_different_lengths_give_each_clips_logits(model, kinetic
   each, padded = _each_and_padded(model, padded_model)
   _assert_padded_logits_are_each_clips(each, padded)
   # A batch filled up to a compiled batch size gives its own rows' logits.
-  rows = [i for i, n in enumerate(_LENGTHS) if n % i3d.PADDING_PERIOD == 1]
-  clips = np.random.RandomState(3).uniform(-1, 1, (len(rows), 37, 40, 48, 3)).astype(np.float32)
-  batch = {"video": clips, "num_frames": np.array([_LENGTHS[i] for i in rows], np.int32)}
-  filled = loop.predict_batch(padded_model, batch, fill_to=len(rows) + 3)
-  assert filled.shape == (len(rows), each.shape[1])
+  rng = np.random.RandomState(3)
+  inputs = _padded_batch([rng.uniform(-1, 1, (n, 40, 48, 3)).astype(np.float32) for n in (5, 9)], 12, rng)
+  batch = {"video": inputs["clips"], "num_frames": inputs["num_frames"]}
+  filled = loop.predict_batch(padded_model, batch, fill_to=5)
+  assert filled.shape == (2, each.shape[1])
   np.testing.assert_allclose(filled, loop.predict_batch(padded_model, batch), atol=1e-5 * np.abs(filled).max())
 
 

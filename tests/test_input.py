@@ -214,7 +214,8 @@ def test_eval_whole_clip(builder, full_frames):
     pipeline.eval_dataset(builder, batch_size=2)
 
 
-# Whole clips of these lengths pad to: 9, 13 -> 17 (16 + 1), 14 -> 18, 23 -> 27 (24 + 3), 30 -> 34, 40 -> 40.
+# Whole clips of these lengths pad to (clip offset + length <= padded length): 9, 13, 14 -> 16 (offsets 3, 3, 2),
+# 23 -> 24 (offset 1), 30 -> 32 (offset 2), 40 -> 40.
 _VARIED_LENGTHS = (9, 13, 14, 23, 30, 40)
 
 
@@ -237,8 +238,7 @@ def varied_lengths(tmp_path_factory):
 
 
 def _expected_padded_length(n):
-  target = min(t for t in (base << k for base in (4, 5, 6, 7) for k in range(2, 10)) if t >= n)
-  return target + (n - target) % 4
+  return min(t for t in (base << k for base in (4, 5, 6, 7) for k in range(2, 10)) if t >= n + (-n) % 4)
 
 
 @pytest.mark.parametrize("frame_stride", [1, 2])
@@ -253,9 +253,14 @@ def test_eval_whole_clips_padded_and_batched_by_length(varied_lengths, frame_str
       y, x = (HEIGHT - SIZE) // 2, (WIDTH - SIZE) // 2
       source = frames[key.decode()][::frame_stride, y : y + SIZE, x + 1 : x + SIZE - 1]
       assert n == len(source) and length == _expected_padded_length(n)
-      # Each clip's own frames, then its last frame repeated (the model ignores padding, whatever it holds).
-      np.testing.assert_array_equal(clip[:n, :, 1:-1], source)
-      np.testing.assert_array_equal(clip[n:, :, 1:-1], np.broadcast_to(source[-1], (length - n, *source.shape[1:])))
+      # The clip from frame (-n) mod 4 on, its first and last frames repeated around it (the model ignores them).
+      offset = -n % 4
+      clip = clip[:, :, 1:-1]
+      np.testing.assert_array_equal(clip[offset : offset + n], source)
+      np.testing.assert_array_equal(clip[:offset], np.broadcast_to(source[0], (offset, *source.shape[1:])))
+      np.testing.assert_array_equal(
+        clip[offset + n :], np.broadcast_to(source[-1], (length - offset - n, *source.shape[1:]))
+      )
       seen.append((key.decode(), length))
   assert sorted(k for k, _ in seen) == sorted(frames)
   by_length = collections.Counter(length for _, length in seen)

@@ -420,13 +420,13 @@ class LogitsMean(layers.GlobalAveragePooling3D):
 
 @keras.saving.register_keras_serializable(package="kinetics_tfds")
 class ValidFrames(layers.Layer):
-  """Zeroes each clip's time steps past its own length: what lets clips of different lengths share a batch.
+  """Zeroes each clip's time steps outside it: what lets clips of different lengths share a batch.
 
-  Whole-clip evaluation pads each clip at the end to a few lengths (`PADDING_PERIOD`), so that a batch holds clips
-  of different lengths and XLA compiles a few shapes instead of one per length. With every unit's output zeroed
-  past the clip's length, a clip's valid outputs see the same values as unpadded: SAME convolutions see zeros where
-  TensorFlow pads zeros, and the max pools, which all follow ReLUs, see zeros where it pads -inf, which lose to the
-  non-negative values the same way. For inference: batch norm in training would count the zeros.
+  Whole-clip evaluation pads clips to a few lengths (see `PADDING_PERIOD`), so that a batch holds clips of
+  different lengths and XLA compiles a few shapes instead of one per length. With every unit's output zeroed outside
+  the clip, a clip's outputs see the same values as unpadded: SAME convolutions see zeros where TensorFlow pads
+  zeros, and the max pools, which all follow ReLUs, see zeros where it pads -inf, which lose to the non-negative
+  values the same way. For inference: batch norm in training would count the zeros.
 
   Args:
     stride: input frames per time step here (1, 2, 4, 8 after the stem's and two pools' stride 2).
@@ -437,8 +437,9 @@ class ValidFrames(layers.Layer):
     self.stride = stride
 
   def call(self, inputs, num_frames):
-    mask = _time_mask(_valid_length(num_frames, self.stride), ops.shape(inputs)[1])
-    return inputs * ops.cast(mask, inputs.dtype)[:, :, None, None, None]
+    steps = ops.arange(ops.shape(inputs)[1], dtype="int32")[None, :] - _first_step(num_frames, self.stride)[:, None]
+    inside = ops.logical_and(steps >= 0, steps < _valid_length(num_frames, self.stride)[:, None])
+    return inputs * ops.cast(inside, inputs.dtype)[:, :, None, None, None]
 
   def compute_output_shape(self, inputs_shape, num_frames_shape=None):
     return inputs_shape
@@ -447,10 +448,28 @@ class ValidFrames(layers.Layer):
     return {**super().get_config(), "stride": self.stride}
 
 
-# Clips padded at the end by a multiple of this many frames give the same outputs as unpadded: the stem's SAME
-# padding depends on the length's parity and MaxPool3d_4a's on the parity of half of it.
+# How clips of different lengths share a batch: each clip starts at frame (-length) mod 4, so that it ends on a
+# multiple of 4, and the batch's length is a multiple of 4. TF SAME pads 2 frames before an even length and 3
+# before an odd one in the stem, and MaxPool3d_4a 0 before an even length and 1 before an odd one; placed so,
+# every strided window meets a clip where it would meet it alone (`_first_step`), and its outputs are its own.
 PADDING_PERIOD = 4
 LOGITS_TIME_STRIDE = 8  # Input frames per time step at Mixed_5c: the product of `_TIME_STRIDES`.
+
+
+def clip_offset(num_frames):
+  """The frame a clip of `num_frames` frames starts at in a padded batch (`PADDING_PERIOD`)."""
+  return (-num_frames) % PADDING_PERIOD
+
+
+def _first_step(num_frames, stride):
+  """The time step a clip placed at its `clip_offset` starts at, where one step spans `stride` frames."""
+  num_frames = ops.cast(num_frames, "int32")
+  offset = clip_offset(num_frames)
+  if stride == 1:
+    return offset
+  if stride == 2:  # The stem's output: 1 step in for lengths 1 or 2 mod 4 (ceil(length / 2) odd), else 0.
+    return (offset - num_frames % 2) // 2
+  return ops.zeros_like(num_frames)  # From MaxPool3d_4a on, the clip's windows start at the batch's.
 
 
 def _valid_length(num_frames, stride):
@@ -502,8 +521,9 @@ def InceptionI3D(  # pylint: disable=invalid-name  # Named for the model, as Ker
       fast where Keras compiles with XLA by default (`compiles_by_default`). The same variables and the same
       function either way, so weights move between the two; `set_fast` switches a built model.
     padded_clips: for inference on clips of different lengths in one batch: the model takes {"clips", "num_frames"}
-      (int32 [batch], each clip's own length), each clip padded at the end by a multiple of `PADDING_PERIOD`
-      frames (any values), and returns what each clip gives unpadded (`ValidFrames`). The same variables.
+      (int32 [batch], each clip's own length), the batch's length a multiple of `PADDING_PERIOD` and each clip
+      starting at its `clip_offset` (padding of any value around it), and returns what each clip gives alone
+      (`ValidFrames`). The same variables.
     name: the model's name.
 
   Returns:

@@ -313,10 +313,12 @@ _PADDED_LENGTHS = sorted({base << k for base in (4, 5, 6, 7) for k in range(2, 2
 
 
 def padded_frames(num_frames, period: int) -> tf.Tensor:
-  """[padded length] frame indices of a whole clip of `num_frames` frames, padded as `i3d.InceptionI3D(padded_clips=
-  True)` takes it with `period` = `i3d.PADDING_PERIOD`: the clip starts at frame (-num_frames) mod `period`, and the
-  length is the next of `_PADDED_LENGTHS` that is a multiple of `period` and holds it. Padding repeats the first and
-  the last frame."""
+  """[padded length] frame indices of a whole clip of `num_frames` frames, padded to share a batch with clips of
+  other lengths (`i3d.InceptionI3D(padded_clips=True)`, with `period` = `i3d.PADDING_PERIOD`).
+
+  The clip starts at frame (-num_frames) mod `period`, and the length is the next of `_PADDED_LENGTHS` that is a
+  multiple of `period` and holds it. The padding repeats the clip's first and last frames.
+  """
   num_frames = tf.convert_to_tensor(num_frames, tf.int32)
   offset = tf.math.floormod(-num_frames, period)
   lengths = tf.constant([n for n in _PADDED_LENGTHS if n % period == 0], tf.int32)
@@ -344,15 +346,15 @@ def eval_dataset(
   """{'video' [B, T, image_size, image_size, 3], 'label' [B] int32, 'key' [B] string, 'view' [B] int32}.
 
   One element per view, in file order; `view` = clip index * num_crops + crop index, and
-  `aggregate` averages predictions per key. `num_clips` K: K windows of `num_frames`, spread evenly from the first frame
-  to the last. `num_clips` None: the whole clip (every `frame_stride`-th frame, the I3D protocol).
-  Whole clips differ in length; padding them changes a model's average over time unless the model
-  knows each clip's length, so without `pad_period` `batch_size` must be 1 (and an XLA-compiled
-  model compiles once per length). With `pad_period`, each whole clip is padded to one of a few
-  lengths as `padded_frames` says, and elements get 'num_frames' [B] int32, each clip's own length:
-  for a model that takes both, such as `i3d.InceptionI3D(padded_clips=True)` with
-  `pad_period=i3d.PADDING_PERIOD`. A batch then holds clips of one padded length, in the order the
-  batches fill up rather than file order.
+  `aggregate` averages predictions per key. `num_clips` K: K windows of `num_frames`, spread evenly
+  from the first frame to the last. `num_clips` None: the whole clip (every `frame_stride`-th
+  frame, the I3D protocol). Whole clips differ in length, and padding them changes a model's
+  average over time unless the model knows each clip's length: without `pad_period`, `batch_size`
+  must be 1 (and an XLA-compiled model compiles once per length). With `pad_period`, each whole
+  clip is padded to one of a few lengths (`padded_frames`) and elements get 'num_frames' [B]
+  int32, each clip's own length, for a model that takes both, such as
+  `i3d.InceptionI3D(padded_clips=True)` with `pad_period=i3d.PADDING_PERIOD`. A batch then holds
+  clips of one padded length, in the order the batches fill up rather than file order.
   `num_crops` 1: the centre square; 3: squares at the start, centre and end of the long side.
   Squares are `image_size` pixels (the scale training sees without scale jitter; I3D's centre
   crop) or, with `crop_fraction`, that fraction of the short side resized to `image_size` (1.0:

@@ -117,22 +117,31 @@ def kinetics400_two_clips(shared_data, tmp_path_factory):
 
 
 def test_eval_kinetics400_weights_on_real_clips(kinetics400_two_clips, tmp_path):
-  predictions = tmp_path / "predictions.jsonl"
-  result = _script(
-    "--mode=eval",
-    "--weights=kinetics400",
-    "--eval_views=whole",
-    "--jit_compile=false",
-    f"--data_dir={kinetics400_two_clips}",
-    f"--model_dir={tmp_path}",
-    f"--predictions_out={predictions}",
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert _summary(result.stdout)["top1"] == 1.0
-  rows = {row["label"]: row for row in map(json.loads, predictions.read_text().splitlines())}
-  assert set(rows) == {"cleaning pool", "flipping pancake"}
-  for label, row in rows.items():
-    assert row["top5"][0] == label and row["scores"][0] > 0.9 and len(row["top5"]) == 5
+  # Whole clips one per call (a CPU's default), then in batches of 2, padded: the same scores.
+  scores = {}
+  for eval_batch in ("1", "2"):
+    predictions = tmp_path / f"predictions{eval_batch}.jsonl"
+    result = _script(
+      "--mode=eval",
+      "--weights=kinetics400",
+      "--eval_views=whole",
+      "--jit_compile=false",
+      *(["--eval_batch_size=2"] if eval_batch == "2" else []),
+      f"--data_dir={kinetics400_two_clips}",
+      f"--model_dir={tmp_path / eval_batch}",
+      f"--predictions_out={predictions}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _summary(result.stdout)
+    assert summary["top1"] == 1.0 and summary["eval_batch"] == int(eval_batch)
+    rows = {row["label"]: row for row in map(json.loads, predictions.read_text().splitlines())}
+    assert set(rows) == {"cleaning pool", "flipping pancake"}
+    for label, row in rows.items():
+      assert row["top5"][0] == label and row["scores"][0] > 0.9 and len(row["top5"]) == 5
+    scores[eval_batch] = {label: (row["top5"], row["scores"]) for label, row in rows.items()}
+  for label, (top5, values) in scores["1"].items():
+    assert scores["2"][label][0] == top5
+    np.testing.assert_allclose(scores["2"][label][1], values, atol=1e-5)
 
 
 def _checkpoint_step(path) -> int:

@@ -40,8 +40,10 @@ class Config:
     "pickle or a .weights.h5 file. With --mode=eval and none: model_dir's final weights.",
   )
   batch_size: int = _setting(8, "Global training batch, split over the replicas.")
-  eval_batch_size: int = _setting(
-    8, "Evaluation batch; whole clips are padded to a few lengths and batched by length, the model ignoring padding."
+  eval_batch_size: int | None = _setting(
+    None,
+    "Evaluation batch; unset: 8, but 1 for whole clips on a CPU (there batching them saves nothing and takes ~4.5x "
+    "the memory). Whole clips in batches, or on an accelerator, are padded to a few lengths, which the model ignores.",
   )
   num_frames: int = _setting(64, "Frames per training clip (and per eval clip with KxN views).")
   frame_stride: int = _setting(1, "Take every n-th frame.")
@@ -113,7 +115,7 @@ class Config:
       "eval_steps",
       "num_classes",
     ):
-      if getattr(self, name) < 1:
+      if getattr(self, name) is not None and getattr(self, name) < 1:
         raise ConfigError(f"--{name} must be at least 1, got {getattr(self, name)}")
     for name in ("epochs", "train_steps"):
       if getattr(self, name) < 0:

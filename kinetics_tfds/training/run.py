@@ -99,15 +99,19 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
     if clips is not None:
       summary.update(loop.benchmark_predict(model, clips.clips, config.eval_steps))
     else:
-      if num_clips is None:  # Whole clips of different lengths share batches: padded, and the model told each length.
+      eval_batch = config.eval_batch_size or (1 if num_clips is None and placement.platform == "cpu" else 8)
+      # Whole clips of different lengths share batches, or take a few shapes, padded: the model is told each length.
+      padded = num_clips is None and (eval_batch > 1 or placement.platform != "cpu")
+      if padded:
         with placement.scope():
           model = _padded_clips_model(model, config, len(class_names), jit_compile)
+      summary["eval_batch"] = eval_batch
       summary.update(
         loop.evaluate(
           model,
-          _eval_data(config, builder, num_clips, num_crops),
+          _eval_data(config, builder, num_clips, num_crops, eval_batch, padded),
           class_names,
-          fill_to=config.eval_batch_size if model.jit_compile else 1,  # XLA compiles each batch shape.
+          fill_to=eval_batch if model.jit_compile else 1,  # XLA compiles each batch shape.
           predictions_out=config.predictions_out,
         )
       )
@@ -154,18 +158,18 @@ def _padded_clips_model(model, config, num_classes, jit_compile):
   return padded
 
 
-def _eval_data(config, builder, num_clips, num_crops):
+def _eval_data(config, builder, num_clips, num_crops, batch_size, padded):
   from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
 
   ds = pipeline.eval_dataset(
     builder,
     config.eval_split,
-    batch_size=config.eval_batch_size,
+    batch_size=batch_size,
     num_frames=config.num_frames,
     frame_stride=config.frame_stride,
     image_size=config.image_size,
     num_clips=num_clips,
     num_crops=num_crops,
-    pad_period=i3d.PADDING_PERIOD,
+    pad_period=i3d.PADDING_PERIOD if padded else None,
   )
   return ds.as_numpy_iterator()

@@ -15,6 +15,9 @@ ops, so by default they are on where Keras compiles with XLA (`compiles_by_defau
 accelerator) and off where it does not (torch, TensorFlow on CPU alone, where they made a step 30-55% slower). A
 third, batch norm with one-read statistics and a closed-form gradient, is exact too but opt-in (`set_rewrites`): on
 CPU it made a JAX training step ~4% slower, and no GPU has timed it yet.
+
+`padded_clips=True` builds the same network for inference over whole clips of different lengths in one batch,
+padded, each told its length (`ValidFrames`): XLA then compiles a few shapes rather than one per length.
 """
 
 import functools

@@ -1,13 +1,16 @@
-"""What the tests share: the read-only ../shared folder beside the repo (real Kinetics files), and the
-size of the clips they write, small enough to build in milliseconds."""
+"""What the tests share: the read-only ../shared folder beside the repo (real Kinetics files), the
+size of the clips they write, small enough to build in milliseconds, and running a benchmark."""
 
+import json
 import os
 import pathlib
+import subprocess
 import sys
 
 import pytest
 
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
 TFDS = str(pathlib.Path(sys.executable).with_name("tfds"))  # The command a user runs.
 SMALL_CLIP = {"seconds": 1.0, "fps": 10.0, "width": 64, "height": 48}  # motion_clips.write_clip's settings.
 
@@ -37,3 +40,15 @@ def tfds_build(dataset: str, manual, data_dir, config: str, *flags: str) -> list
     os.fspath(data_dir),
     *flags,
   ]
+
+
+def benchmark_summary(script: str, *args: str, **env: str) -> dict:
+  """Runs benchmarks/`script` with `args` on the TensorFlow backend (unless `env` says otherwise), as a user runs it
+  from the checkout; the one JSON line it prints."""
+  environment = {**os.environ, "KERAS_BACKEND": "tensorflow", "PYTHONPATH": str(REPO), **env}
+  result = subprocess.run(
+    [sys.executable, REPO / "benchmarks" / script, *args], env=environment, capture_output=True, text=True, check=False
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
+  return json.loads(line)

@@ -10,7 +10,6 @@ stem's and a training step's gradients under that backend: a backend is chosen o
 
 import importlib.util
 import itertools
-import json
 import os
 import pathlib
 import subprocess
@@ -20,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import benchmark_summary
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models.i3d import OnePassBatchNormalization
 from kinetics_tfds.models.i3d import SeparableMaxPooling3D
@@ -151,17 +151,9 @@ def test_default_layers_follow_keras_auto_jit_compile():
 
 def test_layers_benchmark_times_both_layers():
   """benchmarks/i3d_layers.py, whose figures chose the default, runs and prints its JSON line (TensorFlow, no XLA)."""
-  result = subprocess.run(
-    [sys.executable, _REPO / "benchmarks" / "i3d_layers.py", "--jit_compile=false", "--frames=8", "--size=32"]
-    + ["--steps=1", "--rounds=1"],
-    env=dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=str(_REPO)),
-    capture_output=True,
-    text=True,
-    check=False,
+  summary = benchmark_summary(
+    "i3d_layers.py", "--jit_compile=false", "--frames=8", "--size=32", "--steps=1", "--rounds=1"
   )
-  assert result.returncode == 0, result.stderr[-3000:]
-  (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
-  summary = json.loads(line)
   assert set(summary["step_ms"]) == {"xla_false"} and min(summary["step_ms"]["xla_false"].values()) > 0
   assert summary["fast_speedup"]["xla_false"] > 0 and summary["default_fast"] == i3d.compiles_by_default()
 

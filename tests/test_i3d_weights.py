@@ -8,7 +8,6 @@ torch half of `test_parity_jax` and `test_parity_and_training_step_torch`: a bac
 """
 
 import importlib.util
-import json
 import os
 import pathlib
 import pickle
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED
+from conftest import benchmark_summary
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models import weights
 from kinetics_tfds.training import loop
@@ -148,19 +148,11 @@ def test_padded_clips_of_different_lengths_give_each_clips_logits(model, kinetic
 
 def test_whole_clip_eval_benchmark_runs(kinetics400):
   """benchmarks/whole_clip_eval.py at tiny shapes: one JSON line, both paths' logits the same."""
-  result = subprocess.run(
-    [sys.executable, _REPO / "benchmarks" / "whole_clip_eval.py", "--clips=6", "--full_frames=12", "--size=32"]
-    + ["--short_share=0.5", "--batch=2"],
-    env=dict(
-      os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=str(_REPO), **{weights.CACHE_ENV: str(kinetics400.parent)}
-    ),
-    capture_output=True,
-    text=True,
-    check=False,
+  summary = benchmark_summary(
+    "whole_clip_eval.py",
+    *("--clips=6", "--full_frames=12", "--size=32", "--short_share=0.5", "--batch=2"),
+    **{weights.CACHE_ENV: str(kinetics400.parent)},
   )
-  assert result.returncode == 0, result.stderr[-3000:]
-  (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
-  summary = json.loads(line)
   assert summary["clips"] == 6 and summary["lengths"] >= summary["padded_lengths"] >= 1
   assert min(min(seconds) for seconds in summary["seconds"].values()) > 0
   assert summary["max_abs_logit"] > 1 and summary["max_abs_logit_diff"] <= 1e-5 * summary["max_abs_logit"]

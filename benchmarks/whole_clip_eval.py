@@ -5,8 +5,8 @@
 
 Kinetics' clips are 10 s (250 frames at 25 fps) but those cut short where their video ends, so whole-clip
 evaluation meets many lengths, and under XLA each new length is a program to compile: on an accelerator, where a
-clip runs in milliseconds, compiling can take most of an evaluation. The padded path is what `train.py` runs:
-`InceptionI3D(padded_clips=True)` over clips padded as `pipeline.eval_dataset(pad_period=i3d.PADDING_PERIOD)`
+clip runs in milliseconds, compiling can take most of an evaluation. The padded path is what `train.py` runs on
+an accelerator: `InceptionI3D(padded_clips=True)` over clips padded as `eval_dataset(pad_period=i3d.PADDING_PERIOD)`
 pads them, batched by padded length, a batch short of --batch filled up under XLA. Both paths run the same clips
 with the same weights, twice (the second pass finds every program compiled), and one JSON line gives each path's
 seconds per pass, the distinct lengths before and after padding, the speedups and the largest difference between

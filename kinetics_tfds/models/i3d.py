@@ -413,7 +413,8 @@ class LogitsMean(layers.GlobalAveragePooling3D):
     if num_frames is None:
       return super().call(inputs)
     steps = ops.maximum(_valid_length(num_frames, LOGITS_TIME_STRIDE) - LogitsAvgPool.window[0] + 1, 1)
-    mask = ops.cast(_time_mask(steps, ops.shape(inputs)[1]), inputs.dtype)
+    first = _first_step(num_frames, LOGITS_TIME_STRIDE)
+    mask = ops.cast(_time_mask(first, steps, ops.shape(inputs)[1]), inputs.dtype)
     per_step = ops.mean(inputs, axis=(2, 3))
     return ops.sum(per_step * mask[:, :, None], axis=1) / ops.cast(steps, inputs.dtype)[:, None]
 
@@ -440,8 +441,8 @@ class ValidFrames(layers.Layer):
     self.stride = stride
 
   def call(self, inputs, num_frames):
-    steps = ops.arange(ops.shape(inputs)[1], dtype="int32")[None, :] - _first_step(num_frames, self.stride)[:, None]
-    inside = ops.logical_and(steps >= 0, steps < _valid_length(num_frames, self.stride)[:, None])
+    first, steps = _first_step(num_frames, self.stride), _valid_length(num_frames, self.stride)
+    inside = _time_mask(first, steps, ops.shape(inputs)[1])
     return inputs * ops.cast(inside, inputs.dtype)[:, :, None, None, None]
 
   def compute_output_shape(self, inputs_shape, num_frames_shape=None):
@@ -480,9 +481,10 @@ def _valid_length(num_frames, stride):
   return (ops.cast(num_frames, "int32") + stride - 1) // stride
 
 
-def _time_mask(lengths, steps):
-  """[batch, steps] True where a step is within its clip's length."""
-  return ops.arange(steps, dtype="int32")[None, :] < lengths[:, None]
+def _time_mask(first, lengths, steps):
+  """[batch, steps] True on each clip's own time steps: `lengths` of them from step `first`."""
+  position = ops.arange(steps, dtype="int32")[None, :] - first[:, None]
+  return ops.logical_and(position >= 0, position < lengths[:, None])
 
 
 def _shortfall(window, length):

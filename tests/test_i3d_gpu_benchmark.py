@@ -56,6 +56,10 @@ def test_tiny_run_prints_one_json_line():
   assert summary["versions"]["keras"] and summary["versions"]["jax"]
   for peer in ("flax", "torch"):
     assert train[peer] or train["peer_errors"][peer]
+  # Each rewritten layer alone, forward and backward, in both forms: the stem, the pools and batch norm.
+  pieces = summary["pieces_batch2_fwd_bwd"]
+  assert {"Conv3d_1a_7x7__conv_3d", "MaxPool3d_4a_3x3", "Mixed_4f__Branch_1__Conv3d_0b_3x3__batch_norm"} <= set(pieces)
+  assert all(times["plain_ms"] > 0 and times["fast_ms"] > 0 for times in pieces.values()), pieces
   # The op-by-op profile of a step, plain and fast: XLA's ops given to the layers their metadata names.
   profile = summary["profile_batch2"]
   for model in ("plain", "fast"):

@@ -331,6 +331,20 @@ def test_torch_backend_trains_and_evaluates(tmp_path):
   evaluated = _script(*args, "--mode=eval", "--precision=mixed_bfloat16", env={"KERAS_BACKEND": "torch"})
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   assert _summary(evaluated.stdout)["eval_clips_per_second"] > 0
+  # On a GPU cuDNN times each convolution's algorithms, as XLA and TensorFlow do theirs (Keras leaves it off).
+  autotuned = subprocess.run(
+    [
+      sys.executable,
+      "-c",
+      "import torch; from kinetics_tfds.training import placement; placement.resolve(); "
+      "print(torch.backends.cudnn.benchmark)",
+    ],
+    capture_output=True,
+    text=True,
+    env={**os.environ, "KERAS_BACKEND": "torch"},
+    check=True,
+  )
+  assert autotuned.stdout.split() == ["True"], autotuned
 
 
 def test_batch_must_divide_over_replicas():

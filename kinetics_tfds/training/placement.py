@@ -64,12 +64,20 @@ def resolve(tpu: str | None = None) -> Placement:
     return _jax(tpu)
   if tpu:
     raise PlacementError(f"--tpu={tpu}: TPUs need the tensorflow or jax backend, not {backend}")
-  platform = "cpu"
-  if backend == "torch":
-    import torch  # pylint: disable=g-import-not-at-top
-
-    platform = "gpu" if torch.cuda.is_available() or torch.backends.mps.is_available() else "cpu"
+  platform = _torch() if backend == "torch" else "cpu"
   return Placement(f"the {backend} backend's default device ({platform})", 1, platform=platform)
+
+
+def _torch():
+  """The torch backend's platform, with cuDNN choosing each convolution's algorithm by timing it.
+
+  XLA and TensorFlow autotune their GPU convolutions; torch does only with `cudnn.benchmark`, which Keras leaves
+  off. A run's shapes repeat (one for training, a few for padded whole clips), so each is timed once.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+
+  torch.backends.cudnn.benchmark = True
+  return "gpu" if torch.cuda.is_available() or torch.backends.mps.is_available() else "cpu"
 
 
 def _tensorflow(tpu):

@@ -190,9 +190,10 @@ def _max_1d(x, axis, window, stride):
       upstream = args[0] if upstream is None else upstream  # torch passes it by name, TF and JAX by position.
       # Recomputed rather than kept from the forward: fused into the compares, they cost no memory.
       candidates = windows(values)
-      first = window
+      # One byte an element, where XLA keeps it between fusions (int32 took four).
+      first = ops.full(ops.shape(maxima), window, "int8")
       for j in reversed(range(window)):
-        first = ops.where(ops.equal(candidates[j], maxima), j, first)
+        first = ops.where(ops.equal(candidates[j], maxima), ops.cast(j, "int8"), first)
       zero = ops.zeros_like(upstream)
       routed = [ops.where(ops.equal(first, j), upstream, zero) for j in range(window)]
       return _overlap_add(routed, axis, stride)[_axis_slice(axis, before, before + length)]
@@ -204,20 +205,15 @@ def _max_1d(x, axis, window, stride):
 
 def _overlap_add(parts, axis, stride):
   """Sums parts[j][..., o, ...] (along `axis`) into position j + stride * o: the transpose of taking windows."""
-  # Positions of one residue modulo the stride get the parts j of that residue, shifted by (j - residue) / stride;
-  # the residues are then interleaved. No scatter, only pads, adds and a reshape.
-  shifts = -(-len(parts) // stride)
-  residues = []
-  for residue in range(stride):
-    shifted = [
-      ops.pad(parts[j], _axis_pads(axis, d, shifts - 1 - d)) for d, j in enumerate(range(residue, len(parts), stride))
-    ]
-    residues.append(functools.reduce(ops.add, shifted))
-  if stride == 1:
-    return residues[0]
-  interleaved = ops.stack(residues, axis=axis + 1)
-  shape = ops.shape(interleaved)
-  return ops.reshape(interleaved, (*shape[:axis], shape[axis] * stride, *shape[axis + 2 :]))
+  # Each part is spread to every stride-th position (repeated, then zeroed between) and shifted by j: repeats,
+  # compares, pads and adds, which XLA fuses into one pass over the input's gradient (no scatter, no interleave).
+  if stride > 1:
+    outputs = ops.shape(parts[0])[axis]
+    on_stride = ops.equal(ops.arange(stride * outputs) % stride, 0)
+    on_stride = ops.reshape(on_stride, [-1 if a == axis else 1 for a in range(5)])
+    parts = [ops.where(on_stride, ops.repeat(part, stride, axis=axis), ops.zeros((), part.dtype)) for part in parts]
+  shifted = [ops.pad(part, _axis_pads(axis, j, len(parts) - 1 - j)) for j, part in enumerate(parts)]
+  return functools.reduce(ops.add, shifted)
 
 
 @keras.saving.register_keras_serializable(package="kinetics_tfds")

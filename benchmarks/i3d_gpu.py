@@ -8,10 +8,11 @@ whole-clip inference (--eval_frames frames, centre crop size); then the peers, i
 --peer_path (its own command line), with every JAX process taking accelerator memory as it needs it; then each
 rewrite on its own at the first batch size (plain: DeepMind's layers as Keras has them; stem: only the
 space-to-depth stem; pools: only the separable max pools; fast: both, the default model; all: fast and the opt-in
-one-pass batch norm, which decides whether it should be on by default). With JAX, last, a training step of the plain
-and of the fast model is profiled op by op (--profile: benchmarks/i3d_profile.py, in a subprocess) and each
-rewritten layer is timed alone, plain and fast (--pieces). Prints one JSON line: clips/s of each,
-`speedup_vs_best_peer` per batch size, inference clips/s and its speedup over Flax, MFU (analytic training FLOPs
+one-pass batch norm, which decides whether it should be on by default), and the whole-clip inference of those
+whose forward differs from the default's (which pools and stem inference should use). With JAX, last, a training
+step of the plain and of the fast model is profiled op by op (--profile: benchmarks/i3d_profile.py, in a
+subprocess) and each rewritten layer is timed alone, plain and fast (--pieces). Prints one JSON line: clips/s of
+each, `speedup_vs_best_peer` per batch size, inference clips/s and its speedup over Flax, MFU (analytic training FLOPs
 over --peak_tflops), the pieces' milliseconds, the profiles (each layer kind's share of the step, forward and
 backward, and the top ops), backend, device, XLA_FLAGS and versions.
 
@@ -138,10 +139,15 @@ def profile_steps(batch: int) -> dict:
   return _json_line(command)
 
 
-def time_ours_training(variant: str, batch: int) -> float:
-  """Steady-state training clips/s of our model, fed device-resident uint8 clips through `model.fit`."""
+def _model(variant: str) -> keras.Model:
   model = i3d.InceptionI3D(400)
   set_rewrites(model, **{rewrite: rewrite in VARIANTS[variant] for rewrite in i3d.REWRITES})
+  return model
+
+
+def time_ours_training(variant: str, batch: int) -> float:
+  """Steady-state training clips/s of our model, fed device-resident uint8 clips through `model.fit`."""
+  model = _model(variant)
   model.compile(
     optimization.optimizer("sgd", 0.1, momentum=0.9), loss=optimization.SparseCrossentropy(400), jit_compile=True
   )
@@ -151,8 +157,8 @@ def time_ours_training(variant: str, batch: int) -> float:
   return progress.clips_per_second
 
 
-def time_ours_inference() -> float:
-  model = i3d.InceptionI3D(400)
+def time_ours_inference(variant: str = "fast") -> float:
+  model = _model(variant)
   clips = synthetic.SyntheticClips(FLAGS.eval_batch, FLAGS.eval_frames, FLAGS.size, 400, steps=1).clips
   return loop.benchmark_predict(model, clips, FLAGS.steps)["eval_clips_per_second"]
 
@@ -274,6 +280,13 @@ def main(argv):
     if variant not in variants:
       variants[variant] = round(time_ours_training(variant, batches[0]), 2)
       logging.info("variant %s at batch %d: %s clips/s", variant, batches[0], variants[variant])
+  # Inference of the variants whose forward differs from the default's (batch norm's rewrite is training's alone):
+  # which pools and stem whole clips should run.
+  eval_variants = {"fast": round(ours_eval, 2)}
+  for variant in FLAGS.variants:
+    if variant not in eval_variants and VARIANTS[variant] - {"batch_norm"} != VARIANTS["fast"] - {"batch_norm"}:
+      eval_variants[variant] = round(time_ours_inference(variant), 2)
+      logging.info("variant %s, inference of %d frames: %s clips/s", variant, FLAGS.eval_frames, eval_variants[variant])
   on_jax = keras.backend.backend() == "jax"
   profiles = profile_steps(batches[0]) if FLAGS.profile and on_jax else None
   pieces = time_pieces(batches[0]) if FLAGS.pieces and on_jax else None
@@ -305,6 +318,7 @@ def main(argv):
     },
     "train_clips_per_s": train,
     f"variants_batch{batches[0]}_clips_per_s": variants,
+    "eval_variants_clips_per_s": eval_variants,
     "eval_clips_per_s": {
       "ours": round(ours_eval, 2),
       "flax": flax_eval.get("clips_per_s"),

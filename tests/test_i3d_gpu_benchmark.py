@@ -53,6 +53,8 @@ def test_tiny_run_prints_one_json_line():
   assert train["ours"] > 0 and train["mfu"] > 0
   assert set(summary["variants_batch2_clips_per_s"]) == {"fast", "plain"}
   assert summary["eval_clips_per_s"]["ours"] > 0
+  eval_variants = summary["eval_variants_clips_per_s"]
+  assert set(eval_variants) == {"fast", "plain"} and eval_variants["plain"] > 0
   assert summary["versions"]["keras"] and summary["versions"]["jax"]
   for peer in ("flax", "torch"):
     assert train[peer] or train["peer_errors"][peer]

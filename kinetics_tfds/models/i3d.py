@@ -21,6 +21,7 @@ padded, each told its length (`ValidFrames`): XLA then compiles a few shapes rat
 """
 
 import functools
+import math
 
 import keras
 from keras import layers
@@ -453,7 +454,7 @@ class ValidFrames(layers.Layer):
 # before an odd one in the stem, and MaxPool3d_4a 0 before an even length and 1 before an odd one; placed so,
 # every strided window meets a clip where it would meet it alone (`_first_step`), and its outputs are its own.
 PADDING_PERIOD = 4
-LOGITS_TIME_STRIDE = 8  # Input frames per time step at Mixed_5c: the product of `_TIME_STRIDES`.
+LOGITS_TIME_STRIDE = math.prod(_TIME_STRIDES.values())  # Input frames per time step at Mixed_5c (8).
 
 
 def clip_offset(num_frames):

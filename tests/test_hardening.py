@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import REPO
 from conftest import SMALL_CLIP
 from conftest import tfds_build
 from kinetics_tfds import annotations
@@ -29,7 +30,6 @@ from kinetics_tfds import video
 from kinetics_tfds.models import weights
 from kinetics_tfds.training import config as config_lib
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
 _CONFIG = {"name": "tiny", "fps": 25.0, "short_side": 32, "num_classes": 4}
 _JUMP = annotations.Clip("jumpingtime", 0, 10, "swiping up", "train")
 # TensorFlow's own C++ log lines (oneDNN, CUDA probing) come before anything Python prints.
@@ -262,7 +262,7 @@ def test_a_bad_annotation_file_is_an_error_naming_it(tmp_path, kind):
 
 
 def _run(args: list[str], cwd=None) -> subprocess.CompletedProcess:
-  return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=cwd or _REPO)
+  return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=cwd or REPO)
 
 
 def test_tfds_build_prints_one_line_for_a_bad_annotation_file(tmp_path):

@@ -11,7 +11,6 @@ stem's and a training step's gradients under that backend: a backend is chosen o
 import importlib.util
 import itertools
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import REPO
 from conftest import benchmark_summary
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models.i3d import OnePassBatchNormalization
@@ -26,7 +26,6 @@ from kinetics_tfds.models.i3d import SeparableMaxPooling3D
 from kinetics_tfds.models.i3d import SpaceToDepthConv3D
 from kinetics_tfds.models.i3d import set_rewrites
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
 _FAST_XLA = "--xla_backend_optimization_level=0"  # Each op compiles in milliseconds, not seconds.
 _CLASSES = 5
 _CLIPS = (2, 8, 32, 32, 3)  # About the smallest clip the whole network takes.
@@ -305,7 +304,7 @@ def test_every_backend_computes_the_rewritten_layers_and_their_gradients(tmp_pat
   for backend in ("jax", "torch"):
     if importlib.util.find_spec(backend) is None:
       continue
-    environment = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(_REPO), XLA_FLAGS=_FAST_XLA)
+    environment = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(REPO), XLA_FLAGS=_FAST_XLA)
     subprocess.run(
       [sys.executable, __file__, tmp_path / "in.npz", tmp_path / f"{backend}.npz"], env=environment, check=True
     )

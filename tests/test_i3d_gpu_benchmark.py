@@ -2,22 +2,21 @@
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
+from conftest import REPO
 from conftest import SHARED
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
-_SCRIPT = _REPO / "benchmarks" / "i3d_gpu.py"
+_SCRIPT = REPO / "benchmarks" / "i3d_gpu.py"
 _PEERS = SHARED / "tools" / "peer_i3d_gpu.py"
 
 
 def _run(*args):
   environment = dict(
-    os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(_REPO), XLA_FLAGS="--xla_backend_optimization_level=0"
+    os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(REPO), XLA_FLAGS="--xla_backend_optimization_level=0"
   )
   return subprocess.run(
     [sys.executable, str(_SCRIPT), *args], env=environment, capture_output=True, text=True, check=False

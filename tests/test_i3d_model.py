@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import REPO
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models.i3d import LogitsAvgPool
-
-_REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Endpoint shapes for a 64x224x224 clip (DeepMind's training input).
 _SHAPES_64x224 = {
@@ -141,7 +140,7 @@ def exported_errors(folder) -> list[float]:
 def test_export_serves_clips_of_any_shape(tmp_path):
   # JAX exports with every None dimension symbolic, so each layer must pad and scale by symbolic amounts.
   errors = {"tensorflow": exported_errors(tmp_path / "tensorflow")}
-  environment = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(_REPO))
+  environment = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(REPO))
   jax = subprocess.run([sys.executable, __file__, tmp_path / "jax"], env=environment, capture_output=True, text=True)
   assert jax.returncode == 0, jax.stderr[-3000:]
   errors["jax"] = [float(e) for e in jax.stdout.split()]

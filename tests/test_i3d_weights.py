@@ -9,7 +9,6 @@ torch half of `test_parity_jax` and `test_parity_and_training_step_torch`: a bac
 
 import importlib.util
 import os
-import pathlib
 import pickle
 import shutil
 import subprocess
@@ -19,13 +18,13 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import REPO
 from conftest import SHARED
 from conftest import benchmark_summary
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models import weights
 from kinetics_tfds.training import loop
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
 _SYNTHETIC = "synthetic_seed0_2x16x224x224"
 _CLASSIFIER = "Logits__Conv3d_0c_1x1__conv_3d"
 # XLA's CPU backend spends about a second optimising each of the ~70 random-initialiser programs of a fresh model;
@@ -165,7 +164,7 @@ def _other_backend(backend, kinetics400, tmp_path, *args):
   environment = dict(
     os.environ,
     KERAS_BACKEND=backend,
-    PYTHONPATH=str(_REPO),
+    PYTHONPATH=str(REPO),
     XLA_FLAGS=_FAST_XLA,
     **{weights.CACHE_ENV: str(kinetics400.parent)},
   )

@@ -9,7 +9,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import REPO
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import motion_clips
@@ -32,8 +32,7 @@ from kinetics_tfds.training import placement
 from kinetics_tfds.training import run as run_lib
 from kinetics_tfds.training import synthetic
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
-_SCRIPT = str(_REPO / "benchmarks" / "i3d.py")
+_SCRIPT = str(REPO / "benchmarks" / "i3d.py")
 # Random horizontal flips (train_dataset's augmentation) swap left and right: up and down survive them.
 _UP_DOWN = {label: motion_clips.MOTIONS[label] for label in ("swiping down", "swiping up")}
 _TINY = ["--num_frames=8", "--image_size=32", "--batch_size=4", "--num_classes=4", "--log_every=1"]
@@ -285,7 +284,7 @@ def test_synthetic_jax_needs_no_tensorflow(tmp_path):
       *_TINY,
     ]
   )
-  code = _WITHOUT_TENSORFLOW.format(package=_REPO / "kinetics_tfds", script=_SCRIPT, argv=argv)
+  code = _WITHOUT_TENSORFLOW.format(package=REPO / "kinetics_tfds", script=_SCRIPT, argv=argv)
   # Unoptimised XLA: a fresh JAX model compiles each of its ~70 initialisers.
   env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_backend_optimization_level=0"}
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
@@ -377,7 +376,7 @@ def test_eval_views():
 
 def test_help_lists_every_setting_from_a_wrapper_script():
   """benchmarks/i3d.py defines no flag itself: --help still shows each Config field's flag and its help."""
-  result = subprocess.run([sys.executable, "benchmarks/i3d.py", "--help"], capture_output=True, text=True, cwd=_REPO)
+  result = subprocess.run([sys.executable, "benchmarks/i3d.py", "--help"], capture_output=True, text=True, cwd=REPO)
   assert result.stdout.lstrip().startswith("The training command from a checkout"), result.stderr[-2000:]
   shown = " ".join(result.stdout.split())
   for field in dataclasses.fields(config_lib.Config):

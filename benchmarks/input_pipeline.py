@@ -16,6 +16,7 @@ clips_per_s, limit_clips_per_s, ratio_to_limit, full_decode_clips_per_s, speedup
 cpu_ms_per_clip and the settings.
 """
 
+import functools
 import json
 import os
 import resource
@@ -39,6 +40,7 @@ import tensorflow_datasets as tfds
 from kinetics_tfds import KineticsConfig
 from kinetics_tfds import motion_clips
 from kinetics_tfds import pipeline
+from kinetics_tfds import sampling
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -107,20 +109,23 @@ def limit_dataset(builder, num_clips: int) -> tf.data.Dataset:
 
 
 def full_decode_dataset(builder) -> tf.data.Dataset:
-  """TFDS's default path: every frame decoded, then a window, a crop and a flip cut from the pixels."""
-  num_frames, stride, image_size = _NUM_FRAMES.value, _FRAME_STRIDE.value, _IMAGE_SIZE.value
-  span = pipeline.window_span(num_frames, stride)
+  """TFDS's default path: every frame decoded, then the same window, crop and flip cut from the pixels."""
+  num_frames, image_size = _NUM_FRAMES.value, _IMAGE_SIZE.value
+  view = functools.partial(
+    sampling.train_view, _SEED, num_frames=num_frames, frame_stride=_FRAME_STRIDE.value, image_size=image_size
+  )
 
   def sample_decoded(index, example):
     video = example["video"]
-    seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(_SEED, tf.int64), index]), 3)
-    indices = pipeline.window_indices(
-      tf.shape(video)[0], pipeline.random_start(tf.shape(video)[0], span, seeds[0]), num_frames, stride
-    )[0]
-    size = tf.shape(video)[1:3]
-    y, x, side, _ = tf.unstack(pipeline.random_crop_window(size, pipeline.crop_side(size, image_size), seeds[1]))
+    indices, window, flip = tf.numpy_function(
+      lambda position, shape: view(int(position), int(shape[0]), shape[1:3]),
+      [index, tf.shape(video)],
+      [tf.int32, tf.int32, tf.bool],
+      stateful=False,
+    )
+    y, x, side, _ = tf.unstack(window)
     clip = tf.gather(video, indices)[:, y : y + side, x : x + side]
-    clip = tf.cond(tf.random.stateless_uniform([], seeds[2]) < 0.5, lambda: tf.reverse(clip, [2]), lambda: clip)
+    clip = tf.cond(flip, lambda: tf.reverse(clip, [2]), lambda: clip)
     return tf.ensure_shape(clip, [num_frames, image_size, image_size, 3]), tf.cast(example["label"], tf.int32)
 
   read_config = tfds.ReadConfig(shuffle_seed=_SEED, try_autocache=False)

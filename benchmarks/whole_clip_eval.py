@@ -22,7 +22,7 @@ from absl import flags
 import keras
 import numpy as np
 
-from kinetics_tfds import pipeline
+from kinetics_tfds import sampling
 from kinetics_tfds.models import i3d
 from kinetics_tfds.training import loop
 
@@ -49,8 +49,8 @@ def _per_clip(model, clips):
 
 
 def _padded_batches(model, clips):
-  """Clips padded (`pipeline.padded_frames`) and batched by padded length, as `train.py` evaluates them."""
-  frames = [pipeline.padded_frames(len(clip), i3d.PADDING_PERIOD).numpy() for clip in clips]
+  """Clips padded (`sampling.padded_frames`) and batched by padded length, as `train.py` evaluates them."""
+  frames = [sampling.padded_frames(len(clip), i3d.PADDING_PERIOD) for clip in clips]
   groups = collections.defaultdict(list)
   for index, indices in enumerate(frames):
     groups[len(indices)].append(index)
@@ -83,7 +83,7 @@ def main(argv):
       start = time.perf_counter()
       logits[name] = run[name](model, clips)
       seconds[name].append(time.perf_counter() - start)
-  padded_lengths = [len(pipeline.padded_frames(n, i3d.PADDING_PERIOD)) for n in lengths]
+  padded_lengths = [len(sampling.padded_frames(n, i3d.PADDING_PERIOD)) for n in lengths]
   summary = {
     "backend": keras.backend.backend(),
     "jit_compile": i3d.compiles_by_default(),

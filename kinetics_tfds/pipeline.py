@@ -5,8 +5,9 @@ Here the frames are read as JPEG strings (`SkipDecoding`), the window in time an
 space are chosen from the strings and the JPEG header alone, and only the chosen frames are
 decoded, each inside its crop (`tf.io.decode_and_crop_jpeg`).
 
-The small functions below each do one thing over tensors; `train_dataset` and `eval_dataset`
-compose them and differ only in how windows and crops are chosen. Decoding runs per batch, not
+Which frames and which crop each view takes is `sampling`'s NumPy, called in the graph, so the readers
+without TensorFlow (`loaders`) cut the same views for the same seed. `train_dataset` and `eval_dataset`
+differ only in how windows and crops are chosen. Decoding runs per batch, not
 per clip: the frames of a whole batch are decoded into one tensor, so the pixels are copied once
 (batching decoded clips would copy them again, which costs as much as a tenth of decoding them).
 
@@ -20,11 +21,14 @@ Everything yields plain tensors, so any Keras backend can read it (`.as_numpy_it
 from __future__ import annotations
 
 import collections
+import functools
 import random
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from kinetics_tfds import sampling
 
 _DTYPES = ("uint8", "float32")
 
@@ -40,67 +44,9 @@ class _FrameStrings(tfds.decode.SkipDecoding):
     return serialized_example
 
 
-# Time: which frames.
-
-
-def window_indices(num_source: tf.Tensor, starts: tf.Tensor, num_frames, stride: int) -> tf.Tensor:
-  """[K, num_frames] frame indices `stride` apart from each start; short clips loop (index mod length)."""
-  steps = tf.range(num_frames, dtype=tf.int32) * stride
-  return tf.math.floormod(starts[:, None] + steps[None, :], num_source)
-
-
-def random_start(num_source: tf.Tensor, span: int, seed: tf.Tensor) -> tf.Tensor:
-  """[1] start, uniform over the windows of `span` frames that fit; 0 when none fits (the clip loops)."""
-  max_start = tf.maximum(num_source - span, 0)
-  return tf.random.stateless_uniform([1], seed, minval=0, maxval=max_start + 1, dtype=tf.int32)
-
-
-def even_starts(num_source: tf.Tensor, span: int, num_clips: int) -> tf.Tensor:
-  """[num_clips] starts spread evenly from the first to the last window that fits; one clip: the middle."""
-  max_start = tf.cast(tf.maximum(num_source - span, 0), tf.float32)
-  first, last = (max_start / 2, max_start / 2) if num_clips == 1 else (0.0, max_start)
-  return tf.cast(tf.round(tf.linspace(first, last, num_clips)), tf.int32)
-
-
-# Space: which square of the frame.
-
-
 def frame_size(jpeg: tf.Tensor) -> tf.Tensor:
   """[height, width] from the JPEG header, without decoding."""
   return tf.image.extract_jpeg_shape(jpeg)[:2]
-
-
-def crop_side(size: tf.Tensor, image_size: int, fraction=None) -> tf.Tensor:
-  """Side of the square to cut: `fraction` of the short side, or `image_size` pixels when None.
-
-  Cutting `image_size` pixels keeps the stored scale (I3D: 224 out of 256); a fraction is resized
-  to `image_size` afterwards. Never larger than the short side.
-  """
-  short = tf.reduce_min(size)
-  if fraction is None:
-    return tf.minimum(short, image_size)
-  side = tf.cast(tf.round(fraction * tf.cast(short, tf.float32)), tf.int32)
-  return tf.clip_by_value(side, 1, short)
-
-
-def random_crop_window(size: tf.Tensor, side: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """[y, x, side, side]: a square placed uniformly inside a frame of `size` [height, width]."""
-  positions = tf.cast(size - side + 1, tf.float32)
-  corner = tf.cast(tf.random.stateless_uniform([2], seed) * positions, tf.int32)
-  return tf.concat([corner, [side, side]], axis=0)
-
-
-def spaced_crop_windows(size: tf.Tensor, side: tf.Tensor, num_crops: int) -> tf.Tensor:
-  """[num_crops, 4] squares centred across the short side; 1: the centre, 3: start/centre/end of the long side."""
-  if num_crops not in (1, 3):
-    raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
-  slack = size - side
-  along = tf.constant([0.5] if num_crops == 1 else [0.0, 0.5, 1.0])
-  spread = tf.cast(tf.floor(along[:, None] * tf.cast(slack, tf.float32)), tf.int32)  # [num_crops, 2]
-  centred = tf.broadcast_to(slack // 2, [num_crops, 2])
-  long_axis = tf.cast(size[1] >= size[0], tf.int32)  # 0: y, 1: x.
-  corners = tf.where(tf.equal(tf.range(2), long_axis), spread, centred)
-  return tf.concat([corners, tf.fill([num_crops, 2], side)], axis=1)
 
 
 # Pixels: decoding only what was chosen.
@@ -175,7 +121,13 @@ def _finish(ds: tf.data.Dataset, decode, deterministic: bool) -> tf.data.Dataset
 
 def _pipeline_seed(seed: int, input_context) -> int:
   """A seed of this input pipeline's own, so pipelines do not repeat each other's random numbers."""
-  return seed + (input_context.input_pipeline_id << 32 if input_context else 0)
+  return sampling.pipeline_seed(seed, input_context.input_pipeline_id if input_context else 0)
+
+
+def _numpy(function, inputs, outputs):
+  """`function` of NumPy values, in the graph; `outputs`: (dtype, static shape) of each result."""
+  results = tf.numpy_function(function, inputs, [dtype for dtype, _ in outputs], stateful=False)
+  return [tf.ensure_shape(result, shape) for result, (_, shape) in zip(results, outputs)]
 
 
 def records(
@@ -195,13 +147,8 @@ def records(
   builder = _as_builder(builder, data_dir)
   read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, input_context=input_context, try_autocache=False)
   return builder.as_dataset(
-    split, shuffle_files=shuffle_seed is not None, decoders={"video": _FrameStrings()}, read_config=read_config
+    split=split, shuffle_files=shuffle_seed is not None, decoders={"video": _FrameStrings()}, read_config=read_config
   )
-
-
-def window_span(num_frames: int, frame_stride: int) -> int:
-  """Source frames a window of `num_frames` frames `frame_stride` apart covers."""
-  return (num_frames - 1) * frame_stride + 1
 
 
 def train_views(
@@ -227,21 +174,27 @@ def train_views(
   """
   builder = _as_builder(builder, data_dir)
   seed = _pipeline_seed(seed, input_context)
-  base_seed = tf.constant([seed, 0], tf.int64)
-  span = window_span(num_frames, frame_stride)
+  view = functools.partial(
+    sampling.train_view,
+    seed,
+    num_frames=num_frames,
+    frame_stride=frame_stride,
+    image_size=image_size,
+    scale_jitter=scale_jitter,
+    random_flip=random_flip,
+  )
 
   def sample(index, example):
     jpegs = example["video"]
-    seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(base_seed, index), 4)
-    start = random_start(tf.shape(jpegs)[0], span, seeds[0])
-    size = frame_size(jpegs[0])
-    fraction = None
-    if scale_jitter is not None:
-      fraction = tf.random.stateless_uniform([], seeds[1], minval=scale_jitter[0], maxval=scale_jitter[1])
+    indices, window, flip = _numpy(
+      lambda position, num_source, size: view(int(position), int(num_source), size),
+      [index, tf.shape(jpegs)[0], frame_size(jpegs[0])],
+      [(tf.int32, [num_frames]), (tf.int32, [4]), (tf.bool, [])],
+    )
     return {
-      "video": tf.gather(jpegs, window_indices(tf.shape(jpegs)[0], start, num_frames, frame_stride)[0]),
-      "window": random_crop_window(size, crop_side(size, image_size, fraction), seeds[2]),
-      "flip": tf.logical_and(random_flip, tf.random.stateless_uniform([], seeds[3]) < 0.5),
+      "video": tf.gather(jpegs, indices),
+      "window": window,
+      "flip": flip,
       "label": tf.cast(example["label"], tf.int32),
     }
 
@@ -307,26 +260,6 @@ def train_dataset(
   return _finish(ds, decode, deterministic)
 
 
-# Lengths whole clips are padded to: 16, 20, 24, 28, 32, 40, ... (four per octave, all multiples of 4), so clips
-# of any length take a few shapes and are padded by less than a quarter (Kinetics' 10 s at 25 fps, 250 frames: 256).
-_PADDED_LENGTHS = sorted({base << k for base in (4, 5, 6, 7) for k in range(2, 24)})
-
-
-def padded_frames(num_frames, period: int) -> tf.Tensor:
-  """[padded length] frame indices of a whole clip of `num_frames` frames, padded to share a batch with clips of
-  other lengths (`i3d.InceptionI3D(padded_clips=True)`, with `period` = `i3d.PADDING_PERIOD`).
-
-  The clip starts at frame (-num_frames) mod `period`, and the length is the next of `_PADDED_LENGTHS` that is a
-  multiple of `period` and holds it. The padding repeats the clip's first and last frames.
-  """
-  num_frames = tf.convert_to_tensor(num_frames, tf.int32)
-  offset = tf.math.floormod(-num_frames, period)
-  lengths = tf.constant([n for n in _PADDED_LENGTHS if n % period == 0], tf.int32)
-  index = tf.minimum(tf.searchsorted(lengths, (num_frames + offset)[None], side="left")[0], tf.size(lengths) - 1)
-  length = tf.maximum(lengths[index], num_frames + offset)
-  return tf.clip_by_value(tf.range(length) - offset, 0, num_frames - 1)
-
-
 def eval_dataset(
   builder,
   split: str = "validation",
@@ -351,7 +284,7 @@ def eval_dataset(
   frame, the I3D protocol). Whole clips differ in length, and padding them changes a model's
   average over time unless the model knows each clip's length: without `pad_period`, `batch_size`
   must be 1 (and an XLA-compiled model compiles once per length). With `pad_period`, each whole
-  clip is padded to one of a few lengths (`padded_frames`) and elements get 'num_frames' [B]
+  clip is padded to one of a few lengths (`sampling.padded_frames`) and elements get 'num_frames' [B]
   int32, each clip's own length, for a model that takes both, such as
   `i3d.InceptionI3D(padded_clips=True)` with `pad_period=i3d.PADDING_PERIOD`. A batch then holds
   clips of one padded length, in the order the batches fill up rather than file order.
@@ -367,30 +300,34 @@ def eval_dataset(
     raise ValueError("whole-clip views (num_clips=None) differ in length: batch_size must be 1, or give pad_period")
   builder = _as_builder(builder, data_dir)
 
+  select = functools.partial(
+    sampling.eval_views,
+    num_frames=num_frames,
+    frame_stride=frame_stride,
+    image_size=image_size,
+    num_clips=num_clips,
+    num_crops=num_crops,
+    crop_fraction=crop_fraction,
+    pad_period=pad_period if padded else None,
+  )
+
   def views(example):
     jpegs = example["video"]
-    num_source = tf.shape(jpegs)[0]
-    if num_clips is None:
-      indices = tf.range(0, num_source, frame_stride)
-      length = tf.shape(indices)[0]
-      if padded:
-        indices = tf.gather(indices, padded_frames(length, pad_period))
-      indices = indices[None]
-    else:
-      starts = even_starts(num_source, window_span(num_frames, frame_stride), num_clips)
-      indices = window_indices(num_source, starts, num_frames, frame_stride)
-    size = frame_size(jpegs[0])
-    windows = spaced_crop_windows(size, crop_side(size, image_size, crop_fraction), num_crops)
-    num_views = tf.shape(indices)[0] * num_crops
+    indices, windows = _numpy(
+      lambda num_source, size: select(int(num_source), size),
+      [tf.shape(jpegs)[0], frame_size(jpegs[0])],
+      [(tf.int32, [None, None if num_clips is None else num_frames]), (tf.int32, [None, 4])],
+    )
+    num_views = tf.shape(indices)[0]
     elements = {
-      "video": tf.repeat(tf.gather(jpegs, indices), num_crops, axis=0),
-      "window": tf.tile(windows, [tf.shape(indices)[0], 1]),
+      "video": tf.gather(jpegs, indices),
+      "window": windows,
       "label": tf.fill([num_views], tf.cast(example["label"], tf.int32)),
       "key": tf.fill([num_views], example["key"]),
       "view": tf.range(num_views, dtype=tf.int32),
     }
     if padded:
-      elements["num_frames"] = tf.fill([num_views], length)
+      elements["num_frames"] = tf.fill([num_views], tf.size(tf.range(0, tf.shape(jpegs)[0], frame_stride)))
     return tf.data.Dataset.from_tensor_slices(elements)
 
   def decode(batch):

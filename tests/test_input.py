@@ -22,6 +22,7 @@ from kinetics_tfds import KineticsConfig
 from kinetics_tfds import annotations
 from kinetics_tfds import motion_clips
 from kinetics_tfds import pipeline
+from kinetics_tfds import sampling
 
 NUM_SOURCE = 40  # Frames per clip: 1.6 s at 25 fps.
 HEIGHT, WIDTH = 64, 96  # Stored as is: the short side is the config's.
@@ -149,13 +150,15 @@ def test_short_clips_loop(builder, full_frames):
 
 
 def test_scale_jitter_crops_inside_the_frame():
-  size = tf.constant([HEIGHT, WIDTH])
+  size = (HEIGHT, WIDTH)
+  sides = set()
   for i in range(200):
-    fraction = 0.5 + 0.5 * i / 199
-    side = pipeline.crop_side(size, SIZE, fraction)
-    y, x, h, w = pipeline.random_crop_window(size, side, tf.constant([i, 7])).numpy()
-    assert h == w and abs(h - fraction * HEIGHT) <= 0.5 + 1e-4
+    settings = dict(num_frames=4, frame_stride=1, image_size=SIZE, scale_jitter=(0.5, 1.0))
+    _, (y, x, h, w), _ = sampling.train_view(7, i, NUM_SOURCE, size, **settings)
+    assert h == w and 0.5 * HEIGHT - 0.5 <= h <= HEIGHT
     assert 0 <= y <= HEIGHT - h and 0 <= x <= WIDTH - w
+    sides.add(int(h))
+  assert len(sides) > 10, "the side varies with the jitter"
 
 
 def test_scale_jitter_and_float32(builder):
@@ -270,10 +273,10 @@ def test_eval_whole_clips_padded_and_batched_by_length(varied_lengths, frame_str
 
 
 def test_eval_crop_fraction_windows():
-  size = tf.constant([HEIGHT, WIDTH])
-  windows = pipeline.spaced_crop_windows(size, pipeline.crop_side(size, SIZE, 1.0), 3).numpy()
+  size = (HEIGHT, WIDTH)
+  windows = sampling.spaced_crop_windows(size, sampling.crop_side(size, SIZE, 1.0), 3)
   assert windows.tolist() == [[0, 0, HEIGHT, HEIGHT], [0, 16, HEIGHT, HEIGHT], [0, 32, HEIGHT, HEIGHT]]
-  portrait = pipeline.spaced_crop_windows(tf.constant([WIDTH, HEIGHT]), tf.constant(SIZE), 3).numpy()
+  portrait = sampling.spaced_crop_windows((WIDTH, HEIGHT), SIZE, 3)
   assert portrait[:, :2].tolist() == [[0, 16], [32, 16], [64, 16]]
 
 

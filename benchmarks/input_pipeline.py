@@ -98,7 +98,8 @@ def limit_dataset(builder, num_clips: int) -> tf.data.Dataset:
   def decode_only(jpegs, window):
     total = tf.constant(0, tf.int64)
     for i in tf.range(tf.shape(jpegs)[0]):
-      total += tf.cast(tf.io.decode_and_crop_jpeg(jpegs[i], window, channels=3)[0, 0, 0], tf.int64)
+      jpeg = tf.io.decode_and_crop_jpeg(jpegs[i], window, channels=3, dct_method=pipeline.DCT_METHOD)
+      total += tf.cast(jpeg[0, 0, 0], tf.int64)
     return total
 
   ds = tf.data.Dataset.from_tensor_slices(held).repeat().map(decode_only, num_parallel_calls=tf.data.AUTOTUNE)

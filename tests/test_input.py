@@ -66,8 +66,20 @@ def builder(tmp_path_factory):
 
 class Video(NamedTuple):
   label: int
-  frames: np.ndarray  # [n, H, W, 3] as TFDS decodes them.
+  frames: np.ndarray  # [n, H, W, 3], decoded in full by libjpeg-turbo's accurate integer DCT, as the readers do.
   textures: np.ndarray  # [H - SIZE + 1, W - SIZE + 1, SIZE, SIZE]: frame 0's grey windows, mean removed.
+
+
+def _decoded_in_full(builder, split: str):
+  """The split's examples, every frame decoded in full by OpenCV: libjpeg-turbo's accurate integer DCT, as the
+  pipeline decodes (TFDS's own decoding uses TensorFlow's default, the fast DCT)."""
+  read_config = tfds.ReadConfig(try_autocache=False)
+  for ex in tfds.as_numpy(builder.as_dataset(split, read_config=read_config, decoders={"video": _JPEG_STRINGS})):
+    ex["video"] = np.stack([cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR_RGB) for j in ex["video"]])
+    yield ex
+
+
+_JPEG_STRINGS = tfds.decode.SkipDecoding()
 
 
 def _texture(grey: np.ndarray) -> np.ndarray:
@@ -76,11 +88,11 @@ def _texture(grey: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def full_frames(builder):
-  """{split: {key: Video}}: every frame, decoded by TFDS."""
+  """{split: {key: Video}}: every frame, decoded in full."""
   out = {}
   for split in CLIPS_PER_CLASS:
     out[split] = {}
-    for ex in tfds.as_numpy(builder.as_dataset(split, read_config=tfds.ReadConfig(try_autocache=False))):
+    for ex in _decoded_in_full(builder, split):
       frames = ex["video"]
       assert frames.shape == (NUM_SOURCE, HEIGHT, WIDTH, 3)
       assert np.all(np.diff(frames.mean(axis=(1, 2, 3))) > 2), "frames must be told apart by brightness"
@@ -224,7 +236,7 @@ _VARIED_LENGTHS = (9, 13, 14, 23, 30, 40)
 
 @pytest.fixture(scope="module")
 def varied_lengths(tmp_path_factory):
-  """kinetics400 whose validation clips have `_VARIED_LENGTHS` frames; {key: frames as TFDS decodes them}."""
+  """kinetics400 whose validation clips have `_VARIED_LENGTHS` frames; {key: frames decoded in full}."""
   root = tmp_path_factory.mktemp("varied")
   (root / "manual" / "val").mkdir(parents=True)
   label = sorted(motion_clips.MOTIONS)[0]
@@ -235,7 +247,7 @@ def varied_lengths(tmp_path_factory):
   config = KineticsConfig(name="varied", fps=25, short_side=HEIGHT, num_classes=1)
   result = tfds.builder("kinetics400", config=config, data_dir=str(root / "data"), num_workers=1)
   result.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root / "manual")))
-  frames = {ex["key"].decode(): ex["video"] for ex in tfds.as_numpy(result.as_dataset("validation"))}
+  frames = {ex["key"].decode(): ex["video"] for ex in _decoded_in_full(result, "validation")}
   assert sorted(map(len, frames.values())) == list(_VARIED_LENGTHS)
   return result, frames
 

@@ -1,0 +1,184 @@
+"""A prepared ArrayRecord build (`tfds build ... --file_format=array_record`), read without TensorFlow.
+
+TFDS's own random access (`tfds.data_source`) decodes every example through the dataset's features, and the
+`Video` feature needs TensorFlow, and would decode every frame. Here the files TFDS wrote are read with
+array_record, and the `tf.train.Example` wire format is parsed directly: each frame stays a view into its record,
+so nothing is copied or decoded until a reader decodes the frames it sampled.
+
+Files open lazily, once per process: a source handed to forked DataLoader or Grain workers opens its own readers
+there (array_record's reader keeps threads, which a fork does not copy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+# What TFDS writes a config's examples under when a name has no config (the builder's DEFAULT_CONFIG_NAME).
+DEFAULT_CONFIG = "i3d_25fps_256"
+
+
+def version_dir(dataset: str, data_dir: str | None = None) -> str:
+  """The folder of `dataset` ('kinetics400' or 'kinetics400/config', optionally ':1.0.0') in `data_dir` (default:
+  $TFDS_DATA_DIR or ~/tensorflow_datasets): the given version, else the newest prepared one."""
+  data_dir = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
+  name, _, version = dataset.partition(":")
+  if "/" not in name:
+    name = f"{name}/{DEFAULT_CONFIG}"
+  config_dir = os.path.join(data_dir, *name.split("/"))
+  versions = [version] if version else os.listdir(config_dir) if os.path.isdir(config_dir) else []
+  prepared = [v for v in versions if os.path.exists(os.path.join(config_dir, v, "dataset_info.json"))]
+  if not prepared:
+    raise FileNotFoundError(
+      f"dataset {dataset} is not prepared in {data_dir}: build it with "
+      f"`tfds build --imports=kinetics_tfds {name} --file_format=array_record --data_dir={data_dir} "
+      "--manual_dir=<clips>`, or pass the --data_dir it was built in"
+    )
+  newest = max(prepared, key=lambda v: tuple(int(p) for p in re.findall(r"\d+", v)))
+  return os.path.join(config_dir, newest)
+
+
+class Info:
+  """What training needs to know of a prepared dataset: its class names and its splits' files and sizes."""
+
+  def __init__(self, path: str):
+    self.path = path
+    with open(os.path.join(path, "dataset_info.json")) as f:
+      info = json.load(f)
+    self.name = info["name"]
+    self.file_format = info.get("fileFormat", "tfrecord")
+    self._splits = {s["name"]: s for s in info.get("splits", [])}
+    with open(os.path.join(path, "label.labels.txt")) as f:
+      self.class_names = [line.rstrip("\n") for line in f if line.strip()]
+
+  @property
+  def splits(self) -> tuple[str, ...]:
+    return tuple(self._splits)
+
+  def num_examples(self, split: str) -> int:
+    return sum(int(n) for n in self._split(split).get("shardLengths", []))
+
+  def files(self, split: str) -> list[str]:
+    """The split's shard files, in shard order."""
+    if self.file_format != "array_record":
+      raise ValueError(
+        f"{self.path} holds {self.file_format} files: readers without TensorFlow read ArrayRecord builds "
+        "(`tfds build ... --file_format=array_record`); read this one with kinetics_tfds.pipeline (tf.data)"
+      )
+    lengths = self._split(split).get("shardLengths", [])
+    return [
+      os.path.join(self.path, f"{self.name}-{split}.array_record-{i:05d}-of-{len(lengths):05d}")
+      for i in range(len(lengths))
+    ]
+
+  def _split(self, split: str) -> dict:
+    if split not in self._splits:
+      raise ValueError(f"{self.path} has no split {split!r}; it has {sorted(self._splits)}")
+    return self._splits[split]
+
+
+class Source:
+  """Random access to a split's examples: `source[i]` is `parse_example` of its record ('video': the frames' JPEG
+  bytes, 'label', 'key': [its UTF-8 bytes], ...).
+
+  Indices run over the split's shards in order. Picklable: what a worker receives is the paths, not open files.
+  """
+
+  def __init__(self, info: Info, split: str):
+    self.info, self.split = info, split
+    self.files = info.files(split)
+    self._reader = self._pid = None
+
+  def __len__(self) -> int:
+    return self.info.num_examples(self.split)
+
+  def __getitem__(self, index: int) -> dict:
+    return parse_example(self._records()[int(index)])
+
+  def __getstate__(self):
+    return {**self.__dict__, "_reader": None, "_pid": None}
+
+  def _records(self):
+    if self._pid != os.getpid():
+      from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
+
+      self._reader, self._pid = array_record_data_source.ArrayRecordDataSource(self.files), os.getpid()
+    return self._reader
+
+
+def open_split(dataset: str, split: str, data_dir: str | None = None) -> Source:
+  """A split of a prepared ArrayRecord build, by name as `tfds.load` takes it."""
+  return Source(Info(version_dir(dataset, data_dir)), split)
+
+
+# tf.train.Example, as protobuf writes it: Example{1: Features{1: map entry{1: key, 2: Feature}}}, Feature{1:
+# BytesList{1: repeated bytes}, 2: FloatList{1: packed float}, 3: Int64List{1: packed varint}}.
+
+
+def parse_example(record: bytes) -> dict:
+  """The features of a serialized `tf.train.Example` by name: a bytes list as a list of memoryviews into `record`,
+  an int64 or float list as its one value, or a list of them."""
+  data = memoryview(record)
+  features = {}
+  for _, start, end in _fields(data, 0, len(data)):  # Example.features
+    for _, entry_start, entry_end in _fields(data, start, end):  # Features.feature map entries
+      name, value = None, None
+      for number, value_start, value_end in _fields(data, entry_start, entry_end):
+        if number == 1:
+          name = bytes(data[value_start:value_end]).decode()
+        else:
+          value = _feature(data, value_start, value_end)
+      features[name] = value
+  return features
+
+
+def _feature(data: memoryview, start: int, end: int):
+  for kind, list_start, list_end in _fields(data, start, end):
+    if kind == 1:
+      return [data[s:e] for _, s, e in _fields(data, list_start, list_end)]
+    values = []
+    for _, s, e in _fields(data, list_start, list_end):
+      if kind == 2:
+        values.extend(memoryview(bytes(data[s:e])).cast("f").tolist())
+      else:
+        while s < e:
+          value, s = _varint(data, s)
+          values.append(value - (1 << 64) if value >= 1 << 63 else value)
+    return values[0] if len(values) == 1 else values
+  return []
+
+
+def _fields(data: memoryview, start: int, end: int):
+  """(field number, start, end) of each length-delimited field between start and end; other wire types skipped,
+  except packed scalars written unpacked, which are given as their own span."""
+  i = start
+  while i < end:
+    tag, i = _varint(data, i)
+    wire = tag & 7
+    if wire == 2:
+      length, i = _varint(data, i)
+      yield tag >> 3, i, i + length
+      i += length
+    elif wire == 0:
+      _, j = _varint(data, i)
+      yield tag >> 3, i, j
+      i = j
+    elif wire == 5:
+      yield tag >> 3, i, i + 4
+      i += 4
+    elif wire == 1:
+      i += 8
+    else:
+      raise ValueError(f"not a tf.train.Example: wire type {wire} at byte {i}")
+
+
+def _varint(data: memoryview, i: int) -> tuple[int, int]:
+  value = shift = 0
+  while True:
+    byte = data[i]
+    i += 1
+    value |= (byte & 0x7F) << shift
+    if byte < 0x80:
+      return value, i
+    shift += 7

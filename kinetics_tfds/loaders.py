@@ -169,6 +169,11 @@ def batches_by_shape(videos, batch_size: int):
     yield _stack(views)
 
 
+def as_is(element):
+  """A DataLoader's `collate_fn` for elements that are already whole (`EvalClips`' videos)."""
+  return element
+
+
 def _stack(views: list[dict]) -> dict:
   return {name: np.stack([view[name] for view in views]) for name in views[0]}
 

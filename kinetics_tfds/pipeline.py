@@ -20,11 +20,9 @@ Everything yields plain tensors, so any Keras backend can read it (`.as_numpy_it
 
 from __future__ import annotations
 
-import collections
 import functools
 import random
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -366,13 +364,5 @@ def distributed_train_dataset(strategy: tf.distribute.Strategy, builder, *, batc
   return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def aggregate(keys, predictions) -> dict[str, np.ndarray]:
-  """Mean prediction per clip key over its views: `keys` [N] (bytes or str), `predictions` [N, ...].
-
-  Concatenate the 'key' of every eval batch and the model's outputs for it (logits or
-  probabilities), then call this once.
-  """
-  groups = collections.defaultdict(list)
-  for key, prediction in zip(keys, np.asarray(predictions)):
-    groups[key.decode() if isinstance(key, bytes) else str(key)].append(prediction)
-  return {key: np.mean(values, axis=0) for key, values in groups.items()}
+# Mean prediction per video over its views; where the views are cut (`sampling`), kept here too for tf.data users.
+aggregate = sampling.aggregate

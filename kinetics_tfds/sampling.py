@@ -11,6 +11,8 @@ SeedSequence), so runs repeat exactly and pipelines never repeat each other's nu
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 # Lengths whole clips are padded to: 16, 20, 24, 28, 32, 40, ... (four per octave, all multiples of 4), so clips
@@ -132,6 +134,18 @@ def eval_views(
     indices = window_indices(num_source, starts, num_frames, frame_stride)
   windows = spaced_crop_windows(size, crop_side(size, image_size, crop_fraction), num_crops)
   return np.repeat(indices, num_crops, axis=0), np.tile(windows, [len(indices), 1])
+
+
+def aggregate(keys, predictions) -> dict[str, np.ndarray]:
+  """Mean prediction per clip key over its views: `keys` [N] (bytes or str), `predictions` [N, ...].
+
+  Concatenate the 'key' of every eval batch and the model's outputs for it (logits or
+  probabilities), then call this once.
+  """
+  groups = collections.defaultdict(list)
+  for key, prediction in zip(keys, np.asarray(predictions)):
+    groups[key.decode() if isinstance(key, bytes) else str(key)].append(prediction)
+  return {key: np.mean(values, axis=0) for key, values in groups.items()}
 
 
 def pipeline_seed(seed: int, pipeline_id: int = 0) -> int:

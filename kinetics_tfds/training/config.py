@@ -13,6 +13,7 @@ OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULES = ("steps", "cosine", "constant")
 JIT_COMPILE = ("auto", "true", "false")
+LOADERS = ("tfdata", "grain", "torch")
 
 
 def _setting(default, help_text: str, choices: tuple[str, ...] | None = None):
@@ -100,6 +101,13 @@ class Config:
   tpu: str | None = _setting(None, "TPU name, or local on a TPU VM; unset: GPUs, TF_CONFIG workers or CPU.")
   seed: int = _setting(0, "Seed of the initialisation and of the input pipeline.")
   deterministic: bool = _setting(False, "Keep the input pipeline's order (slower).")
+  loader: str = _setting(
+    "tfdata",
+    "The input reader: tf.data over TFRecords (needs TensorFlow), or, without TensorFlow, Grain (JAX) or a "
+    "torch DataLoader over an ArrayRecord build (tfds build ... --file_format=array_record).",
+    LOADERS,
+  )
+  loader_workers: int = _setting(2, "Processes decoding clips for --loader=grain or torch; 0: the training process.")
 
   def __post_init__(self):
     """Every value checked before anything is built: a bad flag is one line naming it, not a late TF error."""
@@ -117,7 +125,7 @@ class Config:
     ):
       if getattr(self, name) is not None and getattr(self, name) < 1:
         raise ConfigError(f"--{name} must be at least 1, got {getattr(self, name)}")
-    for name in ("epochs", "train_steps"):
+    for name in ("epochs", "train_steps", "loader_workers"):
       if getattr(self, name) < 0:
         raise ConfigError(f"--{name} must not be negative, got {getattr(self, name)}")
     for field in dataclasses.fields(self):

@@ -16,6 +16,7 @@ from absl import logging
 import keras
 import numpy as np
 
+from kinetics_tfds import sampling
 from kinetics_tfds.training import synthetic
 
 FINAL_WEIGHTS = "model.weights.h5"
@@ -175,12 +176,10 @@ def predict_batch(model, batch: dict, fill_to: int = 1) -> np.ndarray:
 
 def evaluate(model, batches, class_names, *, fill_to: int = 1, predictions_out: str | None = None) -> dict:
   """Runs `model` over eval batches (`predict_batch`, filled up to `fill_to`), averages each video's views'
-  softmax scores (`input.aggregate`), and reports top-1/top-5 per video and views/s. The first call of each shape,
+  softmax scores (`sampling.aggregate`), and reports top-1/top-5 per video and views/s. The first call of each shape,
   which compiles, is not timed; `eval_shapes` counts them. With `predictions_out`, writes one JSON line per video:
   key, label and the top-5 names and scores.
   """
-  from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
-
   keys, labels, scores = [], {}, []
   shapes = set()
   views_timed, seconds = 0, 0.0
@@ -197,7 +196,7 @@ def evaluate(model, batches, class_names, *, fill_to: int = 1, predictions_out: 
     labels.update(zip((k.decode() for k in batch["key"]), batch["label"].tolist()))
   if not keys:
     raise ValueError("the evaluation split yielded no clips")
-  per_video = pipeline.aggregate(keys, np.concatenate(scores))
+  per_video = sampling.aggregate(keys, np.concatenate(scores))
   ranked = {key: np.argsort(-score)[:5] for key, score in per_video.items()}
   if predictions_out:
     os.makedirs(os.path.dirname(os.path.abspath(predictions_out)), exist_ok=True)

@@ -1,7 +1,8 @@
 """One run: build I3D where `placement` says, train and/or evaluate it, and summarise what was measured.
 
 `python -m kinetics_tfds.train` fills a `Config` from its flags and `python -m kinetics_tfds` from its sample; both
-print the summary this returns. Real data needs TensorFlow (tf.data); `synthetic=True` with the JAX backend does not.
+print the summary this returns. Real data is read as `--loader` says (`inputs`): tf.data needs TensorFlow, Grain and
+torch do not; nor does `synthetic=True` with the JAX backend.
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ import keras
 
 from kinetics_tfds.models import i3d
 from kinetics_tfds.training import config as config_lib
+from kinetics_tfds.training import inputs
 from kinetics_tfds.training import loop
 from kinetics_tfds.training import optimization
 from kinetics_tfds.training import placement as placement_lib
@@ -31,15 +33,9 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
   jit_compile = i3d.compiles_by_default() if config.jit_compile == "auto" else config.jit_compile == "true"
   if config.mode != "eval":
     placement.check_training_precision(config.precision, jit_compile)
-  if config.synthetic:
-    class_names = [str(i) for i in range(config.num_classes)]
-  else:
-    if builder is None:
-      from kinetics_tfds.training import datasets  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
-
-      builder = datasets.prepared_builder(config.dataset, config.data_dir)
-    class_names = builder.info.features["label"].names
-  total_steps = _total_steps(config, builder) if config.mode != "eval" else 1
+  data = None if config.synthetic else inputs.open_input(config, builder)
+  class_names = [str(i) for i in range(config.num_classes)] if data is None else data.class_names
+  total_steps = _total_steps(config, data) if config.mode != "eval" else 1
   weights = None if config.weights == "none" else config.weights
   with placement.scope():
     model = i3d.InceptionI3D(len(class_names), weights=weights, dropout_rate=config.dropout_rate, fast=jit_compile)
@@ -76,12 +72,12 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
       config.batch_size, config.num_frames, config.image_size, len(class_names), steps=None, seed=config.seed
     )
   if config.mode != "eval":
-    data = clips if clips is not None else _train_data(config, builder, placement)
+    batches = clips if clips is not None else data.train(placement)
     with placement.scope():  # A checkpoint's optimizer state is built and loaded there.
       summary.update(
         loop.train(
           model,
-          data,
+          batches,
           total_steps=total_steps,
           checkpoint_steps=config.checkpoint_steps,
           model_dir=config.model_dir,
@@ -109,7 +105,7 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
       summary.update(
         loop.evaluate(
           model,
-          _eval_data(config, builder, num_clips, num_crops, eval_batch, padded),
+          data.eval(num_clips, num_crops, eval_batch, padded),
           class_names,
           fill_to=eval_batch if model.jit_compile else 1,  # XLA compiles each batch shape.
           predictions_out=config.predictions_out,
@@ -121,30 +117,12 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
   return summary
 
 
-def _total_steps(config, builder):
+def _total_steps(config, data):
   if config.train_steps:
     return config.train_steps
-  if builder is None:
+  if data is None:
     raise ValueError("--synthetic needs --train_steps")
-  return config.epochs * math.ceil(builder.info.splits[config.split].num_examples / config.batch_size)
-
-
-def _train_data(config, builder, placement):
-  from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
-
-  kwargs = dict(
-    split=config.split,
-    batch_size=config.batch_size,
-    num_frames=config.num_frames,
-    frame_stride=config.frame_stride,
-    image_size=config.image_size,
-    random_flip=config.random_flip,
-    seed=config.seed,
-    deterministic=config.deterministic,
-  )
-  if placement.strategy is not None:  # TensorFlow: one pipeline per worker, a share of the batch per replica.
-    return pipeline.distributed_train_dataset(placement.strategy, builder, **kwargs)
-  return pipeline.train_dataset(builder, **kwargs)
+  return config.epochs * math.ceil(data.num_examples(config.split) / config.batch_size)
 
 
 def _padded_clips_model(model, config, num_classes, jit_compile):
@@ -156,20 +134,3 @@ def _padded_clips_model(model, config, num_classes, jit_compile):
   padded.compile(jit_compile=jit_compile)
   i3d.set_fast(padded, bool(padded.jit_compile))
   return padded
-
-
-def _eval_data(config, builder, num_clips, num_crops, batch_size, padded):
-  from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
-
-  ds = pipeline.eval_dataset(
-    builder,
-    config.eval_split,
-    batch_size=batch_size,
-    num_frames=config.num_frames,
-    frame_stride=config.frame_stride,
-    image_size=config.image_size,
-    num_clips=num_clips,
-    num_crops=num_crops,
-    pad_period=i3d.PADDING_PERIOD if padded else None,
-  )
-  return ds.as_numpy_iterator()

@@ -1,0 +1,119 @@
+"""What a run reads (`--loader`): tf.data over a TFRecord build, or Grain or a torch DataLoader over an ArrayRecord
+build, the last two without TensorFlow. All three cut the same views for a seed (`kinetics_tfds.sampling`)."""
+
+from __future__ import annotations
+
+from kinetics_tfds import array_records
+from kinetics_tfds import loaders
+from kinetics_tfds.models import i3d
+
+
+class TfData:
+  """tf.data (`kinetics_tfds.pipeline`) over a prepared TFDS builder."""
+
+  def __init__(self, config, builder=None):
+    if builder is None:
+      from kinetics_tfds.training import datasets  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
+
+      builder = datasets.prepared_builder(config.dataset, config.data_dir)
+    self.config, self.builder = config, builder
+    self.class_names = builder.info.features["label"].names
+
+  def num_examples(self, split: str) -> int:
+    return self.builder.info.splits[split].num_examples
+
+  def train(self, placement):
+    from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
+
+    config = self.config
+    kwargs = dict(
+      split=config.split,
+      batch_size=config.batch_size,
+      num_frames=config.num_frames,
+      frame_stride=config.frame_stride,
+      image_size=config.image_size,
+      random_flip=config.random_flip,
+      seed=config.seed,
+      deterministic=config.deterministic,
+    )
+    if placement.strategy is not None:  # TensorFlow: one pipeline per worker, a share of the batch per replica.
+      return pipeline.distributed_train_dataset(placement.strategy, self.builder, **kwargs)
+    return pipeline.train_dataset(self.builder, **kwargs)
+
+  def eval(self, num_clips, num_crops, batch_size: int, padded: bool):
+    from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
+
+    config = self.config
+    ds = pipeline.eval_dataset(
+      self.builder,
+      config.eval_split,
+      batch_size=batch_size,
+      num_frames=config.num_frames,
+      frame_stride=config.frame_stride,
+      image_size=config.image_size,
+      num_clips=num_clips,
+      num_crops=num_crops,
+      pad_period=i3d.PADDING_PERIOD if padded else None,
+    )
+    return ds.as_numpy_iterator()
+
+
+class ArrayRecords:
+  """Grain (`--loader=grain`) or a torch DataLoader (`--loader=torch`) over a prepared ArrayRecord build; clips
+  are decoded in `--loader_workers` processes."""
+
+  def __init__(self, config, builder=None):
+    path = builder.data_dir if builder is not None else array_records.version_dir(config.dataset, config.data_dir)
+    self.config, self.info = config, array_records.Info(path)
+    self.class_names = self.info.class_names
+
+  def num_examples(self, split: str) -> int:
+    return self.info.num_examples(split)
+
+  def train(self, placement):
+    del placement  # One process's devices: Keras splits the batch over them.
+    config = self.config
+    source = array_records.Source(self.info, config.split)
+    clips = loaders.TrainClips(
+      source,
+      loaders.Order(len(source), seed=config.seed),
+      num_frames=config.num_frames,
+      frame_stride=config.frame_stride,
+      image_size=config.image_size,
+      random_flip=config.random_flip,
+    )
+    if config.loader == "grain":
+      return loaders.grain_train(clips, batch_size=config.batch_size, num_workers=config.loader_workers)
+    import torch  # pylint: disable=g-import-not-at-top  (only for --loader=torch)
+
+    # Positions for every step the run may take: Keras stops at its steps.
+    positions = loaders.TorchPositions(clips, length=(1 << 40))
+    return torch.utils.data.DataLoader(
+      positions, batch_size=config.batch_size, drop_last=True, num_workers=config.loader_workers
+    )
+
+  def eval(self, num_clips, num_crops, batch_size: int, padded: bool):
+    config = self.config
+    clips = loaders.EvalClips(
+      array_records.Source(self.info, config.eval_split),
+      num_frames=config.num_frames,
+      frame_stride=config.frame_stride,
+      image_size=config.image_size,
+      num_clips=num_clips,
+      num_crops=num_crops,
+      pad_period=i3d.PADDING_PERIOD if padded else None,
+    )
+    if config.loader == "grain":
+      videos = loaders.grain_eval(clips, num_workers=config.loader_workers)
+    else:
+      import torch  # pylint: disable=g-import-not-at-top  (only for --loader=torch)
+
+      videos = torch.utils.data.DataLoader(
+        clips, batch_size=None, num_workers=config.loader_workers, collate_fn=loaders.as_is
+      )
+    return loaders.batches_by_shape(videos, batch_size)
+
+
+def open_input(config, builder=None):
+  """The reader `config.loader` names, over `builder` (a prepared one) or `config.dataset` in `config.data_dir`."""
+  return (TfData if config.loader == "tfdata" else ArrayRecords)(config, builder)

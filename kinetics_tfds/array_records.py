@@ -5,12 +5,16 @@ TFDS's own random access (`tfds.data_source`) decodes every example through the 
 array_record, and the `tf.train.Example` wire format is parsed directly: each frame stays a view into its record,
 so nothing is copied or decoded until a reader decodes the frames it sampled.
 
-Files open lazily, once per process: a source handed to forked DataLoader or Grain workers opens its own readers
-there (array_record's reader keeps threads, which a fork does not copy).
+Files open lazily, once per process: a source handed to DataLoader or Grain workers, forked or spawned, opens its
+own readers there. Fork workers before this process reads from any ArrayRecord file (as kinetics-train does), or
+start them with spawn: array_record's library keeps background threads, and a child forked while one holds a lock
+hangs opening its reader (seen in about half of such forks here).
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import os
 import re
@@ -57,7 +61,10 @@ class Info:
     return tuple(self._splits)
 
   def num_examples(self, split: str) -> int:
-    return sum(int(n) for n in self._split(split).get("shardLengths", []))
+    return sum(self.shard_lengths(split))
+
+  def shard_lengths(self, split: str) -> list[int]:
+    return [int(n) for n in self._split(split).get("shardLengths", [])]
 
   def files(self, split: str) -> list[str]:
     """The split's shard files, in shard order."""
@@ -66,7 +73,7 @@ class Info:
         f"{self.path} holds {self.file_format} files: readers without TensorFlow read ArrayRecord builds "
         "(`tfds build ... --file_format=array_record`); read this one with kinetics_tfds.pipeline (tf.data)"
       )
-    lengths = self._split(split).get("shardLengths", [])
+    lengths = self.shard_lengths(split)
     return [
       os.path.join(self.path, f"{self.name}-{split}.array_record-{i:05d}-of-{len(lengths):05d}")
       for i in range(len(lengths))
@@ -88,23 +95,33 @@ class Source:
   def __init__(self, info: Info, split: str):
     self.info, self.split = info, split
     self.files = info.files(split)
-    self._reader = self._pid = None
+    self._ends = list(itertools.accumulate(info.shard_lengths(split)))
+    self._readers = {}  # pid -> one reader per file.
 
   def __len__(self) -> int:
-    return self.info.num_examples(self.split)
+    return self._ends[-1] if self._ends else 0
 
   def __getitem__(self, index: int) -> dict:
-    return parse_example(self._records()[int(index)])
+    index = int(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f"example {index} of a split of {len(self)}")
+    shard = bisect.bisect_right(self._ends, index)
+    return parse_example(self._reader(shard).read([index - (self._ends[shard - 1] if shard else 0)])[0])
 
   def __getstate__(self):
-    return {**self.__dict__, "_reader": None, "_pid": None}
+    return {**self.__dict__, "_readers": {}}
 
-  def _records(self):
-    if self._pid != os.getpid():
-      from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
+  def _reader(self, shard: int):
+    """This process's reader of a file: without threads (array_record's shared pool would be a parent's,
+    unusable in a forked child); a child leaves its parent's readers alone."""
+    readers = self._readers.setdefault(os.getpid(), {})
+    if shard not in readers:
+      from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
 
-      self._reader, self._pid = array_record_data_source.ArrayRecordDataSource(self.files), os.getpid()
-    return self._reader
+      readers[shard] = array_record_module.ArrayRecordReader(
+        self.files[shard], "readahead_buffer_size:0,max_parallelism:0"
+      )
+    return readers[shard]
 
 
 def open_split(dataset: str, split: str, data_dir: str | None = None) -> Source:

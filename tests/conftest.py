@@ -1,17 +1,35 @@
 """What the tests share: the read-only ../shared folder beside the repo (real Kinetics files), the
 size of the clips they write, small enough to build in milliseconds, and running a benchmark."""
 
+import collections
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from kinetics_tfds import annotations
+from kinetics_tfds import motion_clips
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 TFDS = str(pathlib.Path(sys.executable).with_name("tfds"))  # The command a user runs.
+SHARED_LABELS = sorted(motion_clips.MOTIONS)
+# Real clips (../shared/data/kinetics/videos) -> split; the corrupt one is skipped, one clip has no file.
+SHARED_CLIPS = {
+  "mmaction2_demo.mp4": "train",
+  "mmaction2_tests_test.mp4": "train",
+  "mmaction2_tests_test.avi": "train",
+  "decord_flipping_a_pancake.mkv": "train",
+  "decord_video_90.mov": "train",
+  "mmaction2_tests_rawvideo_part_0.mp4": "validation",
+  "decord_unordered.mov": "validation",
+  "decord_corrupted.mp4": "validation",
+  None: "validation",
+}
 SMALL_CLIP = {"seconds": 1.0, "fps": 10.0, "width": 64, "height": 48}  # motion_clips.write_clip's settings.
 
 
@@ -52,3 +70,18 @@ def benchmark_summary(script: str, *args: str, **env: str) -> dict:
   assert result.returncode == 0, result.stderr[-3000:]
   (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
   return json.loads(line)
+
+
+def shared_manual_dir(root: pathlib.Path, videos: pathlib.Path) -> dict:
+  """The real clips (`SHARED_CLIPS`) under CVDF folders, labelled round-robin; returns the annotated rows per split."""
+  rows = collections.defaultdict(list)
+  for n, (name, split) in enumerate(SHARED_CLIPS.items()):
+    clip = annotations.Clip(f"real{n:07d}", n, n + 10, SHARED_LABELS[n % len(SHARED_LABELS)], split)
+    rows[split].append(clip)
+    if name:
+      dest = root / annotations.CVDF_FOLDERS[split] / f"{clip.key}{os.path.splitext(name)[1]}"
+      dest.parent.mkdir(parents=True, exist_ok=True)
+      shutil.copy(videos / name, dest)
+  for split, split_rows in rows.items():
+    motion_clips.write_annotations(str(root / "kinetics400"), split, split_rows)
+  return rows

@@ -15,41 +15,15 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import conftest
 import kinetics_tfds
 from kinetics_tfds import __main__ as main_job
-from kinetics_tfds import annotations
-from kinetics_tfds import motion_clips
 from kinetics_tfds import report
 
-_LABELS = sorted(motion_clips.MOTIONS)
-# Real clips (../shared/data/kinetics/videos) -> split; the corrupt one is skipped, one clip has no file.
-_REAL = {
-  "mmaction2_demo.mp4": "train",
-  "mmaction2_tests_test.mp4": "train",
-  "mmaction2_tests_test.avi": "train",
-  "decord_flipping_a_pancake.mkv": "train",
-  "decord_video_90.mov": "train",
-  "mmaction2_tests_rawvideo_part_0.mp4": "validation",
-  "decord_unordered.mov": "validation",
-  "decord_corrupted.mp4": "validation",
-  None: "validation",
-}
+_LABELS = conftest.SHARED_LABELS
+_REAL = conftest.SHARED_CLIPS
 _CONFIG = kinetics_tfds.KineticsConfig(name="report_test", fps=10.0, short_side=64, num_classes=len(_LABELS))
-
-
-def _shared_manual_dir(root: pathlib.Path, videos: pathlib.Path) -> dict:
-  """The real clips under CVDF folders, labelled round-robin; returns the annotated rows per split."""
-  rows = collections.defaultdict(list)
-  for n, (name, split) in enumerate(_REAL.items()):
-    clip = kinetics_tfds.annotations.Clip(f"real{n:07d}", n, n + 10, _LABELS[n % len(_LABELS)], split)
-    rows[split].append(clip)
-    if name:
-      dest = root / annotations.CVDF_FOLDERS[split] / f"{clip.key}{os.path.splitext(name)[1]}"
-      dest.parent.mkdir(parents=True, exist_ok=True)
-      shutil.copy(videos / name, dest)
-  for split, split_rows in rows.items():
-    motion_clips.write_annotations(str(root / "kinetics400"), split, split_rows)
-  return rows
+_shared_manual_dir = conftest.shared_manual_dir
 
 
 @pytest.fixture(scope="module")

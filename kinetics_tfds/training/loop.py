@@ -106,7 +106,12 @@ def train(
   if epochs:
     callbacks = [Checkpoint(checkpoint), progress, tensorboard(os.path.join(model_dir, "logs"), log_every)]
     history = model.fit(
-      data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=[c for c in callbacks if c], verbose=0
+      data,
+      epochs=epochs,
+      steps_per_epoch=steps_per_epoch,
+      callbacks=[c for c in callbacks if c],
+      verbose=0,
+      shuffle=False,  # Every reader shuffles as it reads.
     )
     losses = history.history.get("loss") or losses
   model.save_weights(os.path.join(model_dir, FINAL_WEIGHTS))

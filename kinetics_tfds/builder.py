@@ -277,12 +277,19 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       if download_config.max_examples_per_split is not None:
         records = itertools.islice(records, download_config.max_examples_per_split)
       written = list(records)
-      template = self._get_filename_template(split_name=split)
       folder = self._records_dir(split)
+      if not written:  # Every clip was skipped (and is in skipped_clips.csv); TFDS cannot shard no examples.
+        logging.warning("%s: none of its clips could be built (see %s); the split is left out.", split, SKIPPED_FILE)
+        shutil.rmtree(folder)
+        continue
+      template = self._get_filename_template(split_name=split)
       if self.info.file_format == tfds.core.FileFormat.TFRECORD:
         planned = shards.plan(split, written, folder, template, download_config.get_shard_config())
         logging.info("%s: writing %d shards.", split, len(planned))
-        shard_lengths = list(parallel.bounded_map(shards.assemble, planned, self._num_workers))
+        shard_lengths = []
+        for shard, length in zip(planned, parallel.bounded_map(shards.assemble, planned, self._num_workers)):
+          shards.remove_records(shard)
+          shard_lengths.append(length)
       else:  # Other formats through TFDS's writer, in this process.
         shard_lengths = self._write_with_tfds(split, written, folder, template, download_config)
       shutil.rmtree(folder)

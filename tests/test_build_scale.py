@@ -8,6 +8,7 @@ from concurrent.futures.process import BrokenProcessPool
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -289,3 +290,21 @@ def test_a_crashing_worker_loses_only_its_item():
   assert list(results) == [0, 10, 20, 30, 40, "crashed 5", 60, 70, 80, 90, 100, 110]
   with pytest.raises(BrokenProcessPool):
     list(parallel.bounded_map(_segfault_on_5, range(12), num_workers=2))
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_a_split_whose_every_clip_fails_is_left_out_and_reported(manual, tmp_path, num_workers):
+  """Every validation clip junk: the build keeps train and lists each validation clip in skipped_clips.csv."""
+  broken = tmp_path / "manual"
+  shutil.copytree(manual, broken)
+  validation = sorted((broken / "val").iterdir())
+  for path in validation:
+    path.write_bytes(b"junk" * 50)
+  folder = build(str(broken), str(tmp_path / "data"), num_workers=num_workers)
+  examples, _ = read(folder)
+  assert {split for split, _ in examples} == {"train"} and len(examples) == 12
+  assert set(tfds.builder_from_directory(folder).info.splits) == {"train"}
+  skipped = {r.key: r for r in builder.read_skipped(folder)}
+  assert {p.stem for p in validation} <= set(skipped)
+  assert all(skipped[p.stem].split == "validation" for p in validation)
+  assert not [n for n in os.listdir(folder) if n.startswith(".")]  # The split's record folder removed too.

@@ -24,6 +24,7 @@ from conftest import SMALL_CLIP
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import builder
+from kinetics_tfds import clips as clips_lib
 from kinetics_tfds import examples as examples_lib
 from kinetics_tfds import motion_clips
 from kinetics_tfds import parallel
@@ -308,3 +309,32 @@ def test_a_split_whose_every_clip_fails_is_left_out_and_reported(manual, tmp_pat
   assert {p.stem for p in validation} <= set(skipped)
   assert all(skipped[p.stem].split == "validation" for p in validation)
   assert not [n for n in os.listdir(folder) if n.startswith(".")]  # The split's record folder removed too.
+
+
+def test_a_failing_store_stops_the_build_and_a_bad_file_does_not(manual, tmp_path, monkeypatch):
+  """A clip is skipped for what its file is (unreadable, missing), never for an unreachable store or an unusable
+  scratch folder: those raise storage.StoreError, after retries, and a build stops on it."""
+  fsspec = pytest.importorskip("fsspec")
+  monkeypatch.setattr(storage, "COPY_RETRY_DELAYS_S", (0.01,))
+  clip = annotations.Clip("corrupt0001", 0, 10, "swiping up", "train")
+  with _moto_s3() as (fs, env):
+    settings = {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"], "key": "testing", "secret": "testing"}
+    # botocore's own retries, which would take ~15 s once the server is stopped, down to one try.
+    settings.update(config_kwargs={"retries": {"max_attempts": 1}})
+    monkeypatch.setitem(fsspec.config.conf, "s3", settings)
+    fs.mkdir("kinetics")
+    fs.put(os.path.join(manual, "train", f"{clip.key}.mp4"), f"kinetics/{clip.key}.mp4")
+
+    def built(name: str, scratch: str = str(tmp_path)) -> examples_lib.Result:
+      located = clips_lib.Located(f"s3://kinetics/{name}", None)
+      return examples_lib.build(examples_lib.Task(clip, located, 25.0, 32, 90), scratch=scratch)
+
+    assert built(f"{clip.key}.mp4").reason.startswith("unreadable")
+    assert built("gone.mp4").reason == "missing file"
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(storage.StoreError, match=f"^{not_a_folder}: cannot hold a copy"):
+      built(f"{clip.key}.mp4", scratch=str(not_a_folder))
+  with pytest.raises(storage.StoreError, match="not copied to .* in 2 attempts"):  # The server is stopped.
+    built(f"{clip.key}.mp4")
+  assert not [n for n in os.listdir(tmp_path) if n.startswith(storage.COPY_PREFIX)]

@@ -210,26 +210,45 @@ def _rows_from_bytes(origin: str, data: bytes) -> tuple[bool, Iterator[tuple[int
       )
     rows = [_json_row(youtube_id, entry) for youtube_id, entry in sorted(entries.items())]
     return any("label" in row for row in rows), iter(enumerate(rows, start=1))
-  reader = csv.reader(io.StringIO(text))
-  header = next((row for row in reader if any(field.strip() for field in row)), [])
+  lines = _csv_lines(text)
+  blank = lambda row: not isinstance(row, str) and not any(field.strip() for field in row)  # noqa: E731
+  line_num, header = next(((n, row) for n, row in lines if not blank(row)), (0, []))
+  if isinstance(header, str):
+    raise AnnotationError(f"{origin}: line {line_num}, its header, is {header}; download the annotations again")
   header = [field.strip().lower() for field in header]
   missing = [column for column in _REQUIRED_COLUMNS if column not in header]
   if missing:
     raise AnnotationError(
-      f"{origin}: line {reader.line_num} has columns {header}, lacking {missing}; expected a Kinetics CSV "
+      f"{origin}: line {line_num} has columns {header}, lacking {missing}; expected a Kinetics CSV "
       "header such as label,youtube_id,time_start,time_end,split"
     )
 
   def rows() -> Iterator[tuple[int, dict]]:
-    for fields in reader:
+    for number, fields in lines:
+      if isinstance(fields, str):
+        yield number, {_PROBLEM: fields}
+        continue
       if not fields:
         continue  # Empty lines, as csv.DictReader skips them.
       row = dict(zip(header, fields))
       if len(fields) != len(header):
         row[_PROBLEM] = f"wrong number of fields ({len(fields)}, the header has {len(header)})"
-      yield reader.line_num, row
+      yield number, row
 
   return "label" in header, rows()
+
+
+def _csv_lines(text: str) -> Iterator[tuple[int, list[str] | str]]:
+  """(line number, its fields, or why it is not CSV) per line.
+
+  Each line is parsed alone (no Kinetics row spans lines), so a stray opening quote or a field over csv's
+  128 KiB limit spoils its own line only, not the rest of the file.
+  """
+  for number, line in enumerate(io.StringIO(text), 1):  # At \n only: \x1c or U+2028 may be inside a field.
+    try:
+      yield number, next(csv.reader([line.rstrip("\r\n")]), [])
+    except csv.Error as e:
+      yield number, f"not CSV ({e})"
 
 
 def _json_row(youtube_id: str, entry) -> dict:

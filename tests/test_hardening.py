@@ -212,6 +212,31 @@ def test_no_annotation_row_can_fail_a_build():
   assert len(rejected) == len(entries) - 1 and all(r.reason.startswith("malformed row") for r in rejected)
 
 
+_HUGE = "x" * (200 << 10)  # Over csv's 128 KiB field limit.
+
+
+@pytest.mark.parametrize("field", range(5))
+@pytest.mark.parametrize("bad", ['"stray', f"{_HUGE}", f'"{_HUGE}"', f'"{_HUGE}'])
+def test_a_stray_quote_or_a_huge_field_spoils_only_its_row(field, bad):
+  good = [f"swiping up,good{i:07d},{i},{i + 10},train" for i in range(6)]
+  broken = good[2].split(",")
+  broken[field] = bad
+  lines = ["label,youtube_id,time_start,time_end,split", *good[:2], ",".join(broken), *good[2:]]
+  clips, rejected = annotations.parse_split("big.csv", "\r\n".join(lines).encode(), "train")
+  assert {f"good{i:07d}" for i in range(6)} <= {c.youtube_id for c in clips}
+  assert len(clips) + len(rejected) == 7 and all(r.reason.startswith("malformed row") for r in rejected)
+
+
+@pytest.mark.parametrize("header", ['"label,youtube_id,time_start,time_end,split', f"{_HUGE},youtube_id"])
+def test_a_csv_whose_header_cannot_be_read_is_an_error_naming_it(tmp_path, header):
+  path = tmp_path / "kinetics400" / "train.csv"
+  path.parent.mkdir()
+  path.write_text(f"{header}\nswiping up,abcdefghijk,1,11,train\n")
+  with pytest.raises(annotations.AnnotationError) as error:
+    annotations.read_annotations(annotations.find_sources(str(tmp_path), ["kinetics400"]), 1)
+  assert str(error.value).startswith(f"{path}: line 1") and "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("header", ["", "\n", "\n\n  \n", "\r\n,,\r\n"])
 def test_blank_lines_before_the_header_are_skipped(tmp_path, header):
   folder = tmp_path / "annotations"

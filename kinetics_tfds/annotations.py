@@ -211,8 +211,7 @@ def _rows_from_bytes(origin: str, data: bytes) -> tuple[bool, Iterator[tuple[int
     rows = [_json_row(youtube_id, entry) for youtube_id, entry in sorted(entries.items())]
     return any("label" in row for row in rows), iter(enumerate(rows, start=1))
   lines = _csv_lines(text)
-  blank = lambda row: not isinstance(row, str) and not any(field.strip() for field in row)  # noqa: E731
-  line_num, header = next(((n, row) for n, row in lines if not blank(row)), (0, []))
+  line_num, header = next(((n, row) for n, row in lines if isinstance(row, str) or any(map(str.strip, row))), (0, []))
   if isinstance(header, str):
     raise AnnotationError(f"{origin}: line {line_num}, its header, is {header}; download the annotations again")
   header = [field.strip().lower() for field in header]

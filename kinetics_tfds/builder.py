@@ -338,9 +338,15 @@ def _keyed_example(result: examples.Result):
 
 
 def _skip_line(result: examples.Result) -> str:
+  return _csv_line([result.split, result.key, result.reason])
+
+
+def _csv_line(fields: list[str]) -> str:
+  """One CSV line, without its end. csv quotes a field that holds a character of the line end it writes: with
+  \r\n, a key holding either (a JSON file's youtube_id may) stays one field when read back."""
   out = io.StringIO()
-  csv.writer(out, lineterminator="").writerow([result.split, result.key, result.reason])
-  return out.getvalue()
+  csv.writer(out, lineterminator="\r\n").writerow(fields)
+  return out.getvalue()[:-2]
 
 
 def _beam_examples(task_list: str, skipped_prefix: str):
@@ -388,18 +394,15 @@ def _collect_beam_skips(data_dir: str) -> list[annotations.Rejected]:
     path.unlink()
   rows = []
   for path in tfds.core.Path(data_dir).glob(".skipped-*"):
-    rows += [annotations.Rejected(*row) for row in csv.reader(path.read_text().splitlines())]
+    rows += _csv_rows(path)
     path.unlink()
   return rows
 
 
 def _write_skipped(data_dir: str, skipped: list[annotations.Rejected]) -> None:
-  out = io.StringIO()
-  writer = csv.writer(out, lineterminator="\n")
-  writer.writerow(["split", "key", "reason"])
-  for row in sorted(skipped, key=lambda r: (r.split, r.key, r.reason)):
-    writer.writerow([row.split, row.key, row.reason])
-  (tfds.core.Path(data_dir) / SKIPPED_FILE).write_text(out.getvalue())
+  rows = [[row.split, row.key, row.reason] for row in sorted(skipped, key=lambda r: (r.split, r.key, r.reason))]
+  text = "".join(_csv_line(fields) + "\n" for fields in [["split", "key", "reason"], *rows])
+  (tfds.core.Path(data_dir) / SKIPPED_FILE).write_bytes(text.encode())
 
 
 def _log_skipped(skipped: list[annotations.Rejected]) -> None:
@@ -411,5 +414,10 @@ def _log_skipped(skipped: list[annotations.Rejected]) -> None:
 
 def read_skipped(data_dir: str) -> list[annotations.Rejected]:
   """The skipped clips a build recorded in its version folder."""
-  text = (tfds.core.Path(data_dir) / SKIPPED_FILE).read_text()
-  return [annotations.Rejected(*row) for row in list(csv.reader(text.splitlines()))[1:]]
+  return _csv_rows(tfds.core.Path(data_dir) / SKIPPED_FILE)[1:]
+
+
+def _csv_rows(path: tfds.core.Path) -> list[annotations.Rejected]:
+  """The (split, key, reason) rows of a CSV file. Lines end at \n only (csv's newline=""): str.splitlines would
+  also split a malformed row's key at \x1c-\x1e, \x85 or U+2028."""
+  return [annotations.Rejected(*row) for row in csv.reader(io.StringIO(path.read_bytes().decode(), newline=""))]

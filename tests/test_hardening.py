@@ -25,6 +25,8 @@ from conftest import SMALL_CLIP
 from conftest import tfds_build
 from kinetics_tfds import annotations
 from kinetics_tfds import build_lock
+from kinetics_tfds import builder
+from kinetics_tfds import examples
 from kinetics_tfds import motion_clips
 from kinetics_tfds import video
 from kinetics_tfds.models import weights
@@ -388,3 +390,19 @@ def test_bad_weights_files_are_errors_naming_them(tmp_path):
     with pytest.raises(ValueError, match=message) as error:
       weights.read(str(weights_arg))
     assert str(tmp_path / name) in str(error.value)
+
+
+_LINE_BREAKS_OF_STR_SPLITLINES = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\r\n"
+
+
+def test_skip_lists_keep_keys_with_any_line_break_character(tmp_path):
+  """A malformed row's key holds what its file held: the lists a build writes and Beam's read back whole."""
+  skipped = [
+    annotations.Rejected("train", f"a{c}b_000000_000010", f"malformed row: {c!r}")
+    for c in _LINE_BREAKS_OF_STR_SPLITLINES
+  ]
+  builder._write_skipped(str(tmp_path), skipped)  # pylint: disable=protected-access
+  assert builder.read_skipped(str(tmp_path)) == sorted(skipped, key=lambda r: (r.split, r.key, r.reason))
+  lines = [builder._skip_line(examples.Result(r.split, r.key, reason=r.reason)) for r in skipped]  # pylint: disable=protected-access
+  (tmp_path / ".skipped-train-00000-of-00001").write_text("\n".join(lines) + "\n", newline="")
+  assert builder._collect_beam_skips(str(tmp_path)) == skipped  # pylint: disable=protected-access

@@ -5,6 +5,7 @@ import http.server
 import io
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -531,3 +532,45 @@ def test_what_a_server_sends_is_bounded(tmp_path, server):
   with pytest.raises(errors.OtherHost) as error:
     http_lib.fetch(f"{server.base_url}/400/val/moved.tar.gz", tmp_path / "moved.tar.gz", _FAST_RETRIES)
   assert errors.classify(error.value) == "other-host" and not server.gets("/elsewhere.tar.gz")
+
+
+def test_ctrl_c_stops_the_downloader_and_writes_its_report(tmp_path, server):
+  shards = [f"part_{i}.tar.gz" for i in range(20)]
+  server.files["/400/annotations/val.csv"] = b"youtube_id,time_start,time_end,split\n"
+  server.files["/400/val/k400_val_path.txt"] = "".join(f"{name}\n" for name in shards).encode()
+  for i, name in enumerate(shards):
+    server.files[f"/400/val/{name}"] = _tar({f"c{i:010d}_000000_000010.mp4": b"clip"})
+    server.faults[f"/400/val/{name}"] = ["slow"]  # Each takes a second.
+  manual = tmp_path / "manual"
+  run = subprocess.Popen(
+    [
+      sys.executable,
+      "-m",
+      "kinetics_tfds.download",
+      "--source=cvdf",
+      "--split=val",
+      "--num_workers=2",
+      f"--cvdf_base_url={server.base_url}",
+      f"--manual_dir={manual}",
+    ],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    deadline = time.monotonic() + 60
+    while len([m for m, *_ in server.requests if m == "GET"]) < 5:  # Annotations, list, then shards.
+      assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+      time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    _, stderr = run.communicate(timeout=30)
+    stopped_s = time.monotonic() - interrupted
+  finally:
+    run.kill()
+  assert run.returncode == 130 and stopped_s < 5, (run.returncode, stopped_s, stderr[-2000:])
+  assert "Interrupted" in stderr
+  report = _report(manual)
+  assert 0 < sum(row["status"] == "ok" for key, row in report.items() if key.startswith("400/val/part_")) < 10
+  time.sleep(1.5)  # What a cancelled queue would still have fetched by now.
+  assert len([p for m, p, _ in server.requests if m == "GET" and "/part_" in p]) < 10

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from kinetics_tfds import clips
+from kinetics_tfds.download import archives
 from kinetics_tfds.download import cvdf
 from kinetics_tfds.download import errors
 from kinetics_tfds.download import http as http_lib
@@ -574,3 +575,20 @@ def test_ctrl_c_stops_the_downloader_and_writes_its_report(tmp_path, server):
   assert 0 < sum(row["status"] == "ok" for key, row in report.items() if key.startswith("400/val/part_")) < 10
   time.sleep(1.5)  # What a cancelled queue would still have fetched by now.
   assert len([p for m, p, _ in server.requests if m == "GET" and "/part_" in p]) < 10
+
+
+def test_a_bomb_removes_only_the_files_it_created(tmp_path):
+  """A damaged shard that repeats another shard's clip name, then expands too far, leaves that clip in place."""
+  shared, own = "sssssssssss_000000_000010.mp4", "ooooooooooo_000000_000010.mp4"
+  (tmp_path / "part_0.tar.gz").write_bytes(_tar({shared: b"shard 0's clip"}))
+  assert archives.extract(tmp_path / "part_0.tar.gz", tmp_path / "val") == []
+  buffer = io.BytesIO()
+  with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+    for name, size in ((shared, 10), (own, 10), ("bomb.mp4", archives.MIN_LIMIT_BYTES + 1)):
+      info = tarfile.TarInfo(name)
+      info.size = size
+      tar.addfile(info, io.BytesIO(bytes(size)))
+  (tmp_path / "part_2.tar.gz").write_bytes(buffer.getvalue())
+  with pytest.raises(archives.ExpansionLimit):
+    archives.extract(tmp_path / "part_2.tar.gz", tmp_path / "val")
+  assert sorted(p.name for p in (tmp_path / "val").iterdir()) == [shared]  # Its own clip removed, not shard 0's.

@@ -10,7 +10,7 @@ JSON: the JSON is keyed by video id and cannot hold two clips of one video.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 import contextlib
 import csv
 import dataclasses
@@ -33,6 +33,24 @@ _SPLIT_NAMES = {name: split for split in SPLITS for name in (split, DEEPMIND_FIL
 _SPLIT_FILE_STEMS = {
   split: tuple(dict.fromkeys((DEEPMIND_FILE_STEMS[split], CVDF_FOLDERS[split], split))) for split in SPLITS
 }
+
+
+# What find_sources reads, for any version: `{stem}.{csv,json}` loose, in `annotations/` or in an archive's
+# folder (`kinetics700_2020_delta/`), and archives (`kinetics400.tar.gz`).
+_ARCHIVE_NAME = re.compile(r"^kinetics[0-9a-z_]{0,32}$")
+_SOURCE_FILE_NAMES = {
+  f"{stem}.{ext}" for stems in _SPLIT_FILE_STEMS.values() for stem in stems for ext in ("csv", "json")
+}
+
+
+def is_source_path(parts: Sequence[str]) -> bool:
+  """Whether a file below a manual folder (its folder names, then its name) is one find_sources may read."""
+  *folders, name = parts
+  if not folders and name.endswith(".tar.gz"):
+    return bool(_ARCHIVE_NAME.match(name.removesuffix(".tar.gz")))
+  if len(folders) > 1 or name not in _SOURCE_FILE_NAMES:
+    return False
+  return not folders or folders[0] == "annotations" or bool(_ARCHIVE_NAME.match(folders[0]))
 
 
 def split_named(name: str) -> str | None:

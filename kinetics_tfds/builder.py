@@ -210,7 +210,7 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _split_generators(self, dl_manager):
     manual_dir = self._remote_manual_dir or os.fspath(dl_manager.manual_dir)
     num_classes = self.builder_config.num_classes or self.NUM_CLASSES
-    with storage.local_annotations(manual_dir) as annotations_dir:
+    with storage.local_annotations(manual_dir, annotations.is_source_path) as annotations_dir:
       found = annotations.read_annotations(self._annotation_sources(dl_manager, annotations_dir), num_classes)
       kept = self._select(found, dl_manager, annotations_dir)
     self.info.features["label"].names = kept.classes

@@ -9,7 +9,7 @@ reads their settings from the environment, e.g. `FSSPEC_S3_ENDPOINT_URL` for an 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import contextlib
 import os
 import posixpath
@@ -122,11 +122,13 @@ def open_for_writing(path: str):
 
 
 @contextlib.contextmanager
-def local_annotations(manual_dir: str) -> Iterator[str]:
-  """A local folder with the manual folder's annotation files in their layout (only those).
+def local_annotations(manual_dir: str, wanted: Callable[[list[str]], bool]) -> Iterator[str]:
+  """A local folder with the manual folder's annotation files in their layout: those whose relative path
+  (folder names, then file name) is `wanted` (annotations.is_source_path).
 
   Annotation files are small and read whole, so they are copied rather than streamed; clips
-  are not copied here.
+  are not copied here. Only files a builder reads are: other keys may be anything an object store
+  holds (names too long for a local disk, `a.csv` beside `a.csv/b.csv`).
   """
   if not is_url(manual_dir):
     yield manual_dir
@@ -137,7 +139,7 @@ def local_annotations(manual_dir: str) -> Iterator[str]:
     for pattern in _ANNOTATION_GLOBS:
       for path in fs.glob(f"{top}/{pattern}"):
         parts = relative_parts(fs.unstrip_protocol(path), top)
-        if ".." in parts:  # An object key may hold `..`; its copy must not land outside `local`.
+        if not wanted(parts):  # Which also keeps a key holding `..` from landing outside `local`.
           continue
         target = os.path.join(local, *parts)
         os.makedirs(os.path.dirname(target), exist_ok=True)

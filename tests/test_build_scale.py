@@ -143,7 +143,13 @@ def _moto_s3():
     "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
   }
   try:
-    yield s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=env["FSSPEC_S3_ENDPOINT_URL"]), env
+    # A new instance, not the one s3fs cached for an earlier server that had the same port.
+    yield (
+      s3fs.S3FileSystem(
+        key="testing", secret="testing", endpoint_url=env["FSSPEC_S3_ENDPOINT_URL"], skip_instance_cache=True
+      ),
+      env,
+    )
   finally:
     server.stop()
 
@@ -311,17 +317,22 @@ def test_a_split_whose_every_clip_fails_is_left_out_and_reported(manual, tmp_pat
   assert not [n for n in os.listdir(folder) if n.startswith(".")]  # The split's record folder removed too.
 
 
+def _use_in_this_process(env: dict, monkeypatch) -> None:
+  """Points this process's s3:// at the moto server of `env`, as FSSPEC_S3_ENDPOINT_URL does a new process."""
+  fsspec = pytest.importorskip("fsspec")
+  settings = {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"], "key": "testing", "secret": "testing"}
+  # botocore's own retries, which would take ~15 s once the server is stopped, down to one try.
+  settings.update(config_kwargs={"retries": {"max_attempts": 1}})
+  monkeypatch.setitem(fsspec.config.conf, "s3", settings)
+
+
 def test_a_failing_store_stops_the_build_and_a_bad_file_does_not(manual, tmp_path, monkeypatch):
   """A clip is skipped for what its file is (unreadable, missing), never for an unreachable store or an unusable
   scratch folder: those raise storage.StoreError, after retries, and a build stops on it."""
-  fsspec = pytest.importorskip("fsspec")
   monkeypatch.setattr(storage, "COPY_RETRY_DELAYS_S", (0.01,))
   clip = annotations.Clip("corrupt0001", 0, 10, "swiping up", "train")
   with _moto_s3() as (fs, env):
-    settings = {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"], "key": "testing", "secret": "testing"}
-    # botocore's own retries, which would take ~15 s once the server is stopped, down to one try.
-    settings.update(config_kwargs={"retries": {"max_attempts": 1}})
-    monkeypatch.setitem(fsspec.config.conf, "s3", settings)
+    _use_in_this_process(env, monkeypatch)
     fs.mkdir("kinetics")
     fs.put(os.path.join(manual, "train", f"{clip.key}.mp4"), f"kinetics/{clip.key}.mp4")
 
@@ -338,3 +349,33 @@ def test_a_failing_store_stops_the_build_and_a_bad_file_does_not(manual, tmp_pat
   with pytest.raises(storage.StoreError, match="not copied to .* in 2 attempts"):  # The server is stopped.
     built(f"{clip.key}.mp4")
   assert not [n for n in os.listdir(tmp_path) if n.startswith(storage.COPY_PREFIX)]
+
+
+def test_only_annotation_files_are_copied_from_a_bucket(monkeypatch):
+  """Keys no builder reads are left in the store, whatever they are: too long for a local file name, a file and a
+  folder of one name, a `..`."""
+  wanted = [
+    "kinetics400.tar.gz",
+    "kinetics400/train.csv",
+    "kinetics700_2020_delta/validate.json",
+    "annotations/val.csv",
+    "test.csv",
+  ]
+  junk = [
+    "x" * 300 + ".csv",
+    "notes.csv",
+    "notes.csv/more.csv",
+    "kinetics400/" + "y" * 300 + "/train.csv",
+    "../train.csv",
+    "clips/train.csv",
+    "a.tar.gz",
+  ]
+  with _moto_s3() as (fs, env):
+    _use_in_this_process(env, monkeypatch)
+    fs.mkdir("junk")  # Not an earlier test's bucket: moto keeps buckets per process.
+    for key in wanted + junk:
+      fs.pipe(f"junk/k400/{key}", key.encode())
+    with storage.local_annotations("s3://junk/k400", annotations.is_source_path) as local:
+      copied = sorted(os.path.relpath(os.path.join(d, n), local) for d, _, names in os.walk(local) for n in names)
+      assert copied == sorted(wanted)
+      assert all(open(os.path.join(local, key), "rb").read() == key.encode() for key in wanted)

@@ -165,7 +165,15 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     )
 
   def download_and_prepare(self, **kwargs):
-    """TFDS's, holding this version's build claim, so a build beside it cannot remove its folder."""
+    """TFDS's, holding this version's build claim, so a build beside it cannot remove its folder.
+
+    A prepared dataset that is not to be overwritten is only opened, with no claim: nothing is written, so a
+    shared read-only data_dir works.
+    """
+    download_config = kwargs.get("download_config") or tfds.download.DownloadConfig()
+    if self.is_prepared() and not download_config.download_mode.overwrite_dataset:
+      super().download_and_prepare(**kwargs)
+      return
     with build_lock.exclusive(os.fspath(self.data_dir)):
       super().download_and_prepare(**kwargs)
 

@@ -379,3 +379,22 @@ def test_only_annotation_files_are_copied_from_a_bucket(monkeypatch):
       copied = sorted(os.path.relpath(os.path.join(d, n), local) for d, _, names in os.walk(local) for n in names)
       assert copied == sorted(wanted)
       assert all(open(os.path.join(local, key), "rb").read() == key.encode() for key in wanted)
+
+
+def _tree(folder) -> dict[str, bytes]:
+  return {
+    os.path.relpath(os.path.join(d, n), folder): open(os.path.join(d, n), "rb").read()
+    for d, _, names in os.walk(folder)
+    for n in names
+  }
+
+
+def test_a_prepared_dataset_is_opened_without_writing(manual, serial, tmp_path):
+  """A prepared dataset in a read-only data_dir (as shared on clusters) opens: download_and_prepare writes nothing,
+  no build claim either."""
+  built = build(manual, str(tmp_path / "built"), num_workers=1)
+  shared = tmp_path / "shared"
+  shutil.copytree(built, version_dir(shared))  # The dataset alone, as another machine sees it.
+  before = _tree(shared)
+  assert read(build(manual, str(shared), num_workers=1)) == serial
+  assert _tree(shared) == before

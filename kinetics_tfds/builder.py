@@ -16,11 +16,13 @@ import io
 import itertools
 import os
 import shutil
+import urllib.parse
 
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import example_serializer
+from tensorflow_datasets.core import registered
 from tensorflow_datasets.core import writer as writer_lib
 
 from kinetics_tfds import annotations
@@ -171,6 +173,16 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     shared read-only data_dir works.
     """
     download_config = kwargs.get("download_config") or tfds.download.DownloadConfig()
+    # TFDS's path parser knows a few schemes only (KeyError 'memory://'), and TensorFlow's file system, which
+    # checks dl_manager.manual_dir, has no s3://: a URL goes around both, and a file:// URL becomes its path.
+    manual_dir = os.fspath(download_config.manual_dir or "")
+    if manual_dir.startswith("file://"):
+      manual_dir = urllib.parse.unquote(urllib.parse.urlsplit(manual_dir).path)
+    self._remote_manual_dir = manual_dir if storage.is_url(manual_dir) else None
+    download_config = dataclasses.replace(
+      download_config, manual_dir=None if self._remote_manual_dir else manual_dir or None
+    )
+    kwargs["download_config"] = download_config
     if self.is_prepared() and not download_config.download_mode.overwrite_dataset:
       super().download_and_prepare(**kwargs)
       return
@@ -200,7 +212,10 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _version_clips(self, dl_manager, manual_dir: str, version: str, split: str) -> list[annotations.Clip]:
     """The clips of another version's split, for `exclude`: its archive in manual_dir, else downloaded."""
-    names = tfds.builder_cls(version).ANNOTATION_ARCHIVES
+    try:
+      names = tfds.builder_cls(version).ANNOTATION_ARCHIVES
+    except registered.DatasetNotFoundError:
+      raise subsets.SelectionError(f"exclude: {version!r} is not a Kinetics version such as kinetics400") from None
     sources = subsets.version_sources(manual_dir, names) or self._downloaded_sources(dl_manager, names)
     found = annotations.read_annotations(sources, None, [split]).clips.get(split)
     if not found:
@@ -275,9 +290,6 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _generate_splits(self, dl_manager, download_config):
     """Without Beam, the workers write the shards (shards.py): the build process encodes and copies
     nothing, so one machine is not bound by it. TFDS would encode and write every example there."""
-    # dl_manager.manual_dir checks the folder with TensorFlow's file system, which has no s3://.
-    configured = os.fspath(download_config.manual_dir or "")
-    self._remote_manual_dir = configured if storage.is_url(configured) else None
     if self._use_beam:
       return super()._generate_splits(dl_manager, download_config)
     split_infos = []

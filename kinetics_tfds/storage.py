@@ -36,8 +36,12 @@ def _filesystem(url: str):
 
 
 def root(manual_dir: str) -> str:
-  """The canonical form of a manual folder: a real local path, or the URL without a trailing /."""
-  return manual_dir.rstrip("/") if is_url(manual_dir) else os.path.realpath(manual_dir)
+  """The canonical form of a manual folder: a real local path, or the URL as its file system names what it lists
+  (`memory://k400` lists `memory:///k400/...`), without a trailing /."""
+  if not is_url(manual_dir):
+    return os.path.realpath(manual_dir)
+  fs = _filesystem(manual_dir)
+  return fs.unstrip_protocol(fs._strip_protocol(manual_dir)).rstrip("/")  # pylint: disable=protected-access
 
 
 def walk(manual_dir: str) -> Iterator[str]:

@@ -333,11 +333,11 @@ def test_a_failing_store_stops_the_build_and_a_bad_file_does_not(manual, tmp_pat
   clip = annotations.Clip("corrupt0001", 0, 10, "swiping up", "train")
   with _moto_s3() as (fs, env):
     _use_in_this_process(env, monkeypatch)
-    fs.mkdir("kinetics")
-    fs.put(os.path.join(manual, "train", f"{clip.key}.mp4"), f"kinetics/{clip.key}.mp4")
+    fs.mkdir("flaky")  # Not another test's bucket: moto keeps buckets per process.
+    fs.put(os.path.join(manual, "train", f"{clip.key}.mp4"), f"flaky/{clip.key}.mp4")
 
     def built(name: str, scratch: str = str(tmp_path)) -> examples_lib.Result:
-      located = clips_lib.Located(f"s3://kinetics/{name}", None)
+      located = clips_lib.Located(f"s3://flaky/{name}", None)
       return examples_lib.build(examples_lib.Task(clip, located, 25.0, 32, 90), scratch=scratch)
 
     assert built(f"{clip.key}.mp4").reason.startswith("unreadable")
@@ -372,7 +372,7 @@ def test_only_annotation_files_are_copied_from_a_bucket(monkeypatch):
   ]
   with _moto_s3() as (fs, env):
     _use_in_this_process(env, monkeypatch)
-    fs.mkdir("junk")  # Not an earlier test's bucket: moto keeps buckets per process.
+    fs.mkdir("junk")  # Not another test's bucket: moto keeps buckets per process.
     for key in wanted + junk:
       fs.pipe(f"junk/k400/{key}", key.encode())
     with storage.local_annotations("s3://junk/k400", annotations.is_source_path) as local:
@@ -398,3 +398,15 @@ def test_a_prepared_dataset_is_opened_without_writing(manual, serial, tmp_path):
   before = _tree(shared)
   assert read(build(manual, str(shared), num_workers=1)) == serial
   assert _tree(shared) == before
+
+
+def test_manual_dir_as_any_fsspec_url(manual, serial, tmp_path):
+  """file:// and schemes that TFDS's path parser does not know (memory://) build as a local folder does."""
+  fsspec = pytest.importorskip("fsspec")
+  assert read(build(f"file://{manual}", str(tmp_path / "file"), num_workers=1)) == serial
+  memory = fsspec.filesystem("memory")
+  memory.put(manual + "/", "/k400/", recursive=True)
+  try:  # The pool's workers would not see this process's memory; one worker runs in it.
+    assert read(build("memory://k400", str(tmp_path / "memory"), num_workers=1)) == serial
+  finally:
+    memory.rm("/k400", recursive=True)

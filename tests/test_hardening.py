@@ -23,11 +23,13 @@ import tensorflow_datasets as tfds
 from conftest import REPO
 from conftest import SMALL_CLIP
 from conftest import tfds_build
+import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import build_lock
 from kinetics_tfds import builder
 from kinetics_tfds import examples
 from kinetics_tfds import motion_clips
+from kinetics_tfds import subsets
 from kinetics_tfds import video
 from kinetics_tfds.models import weights
 from kinetics_tfds.training import config as config_lib
@@ -406,3 +408,38 @@ def test_skip_lists_keep_keys_with_any_line_break_character(tmp_path):
   lines = [builder._skip_line(examples.Result(r.split, r.key, reason=r.reason)) for r in skipped]  # pylint: disable=protected-access
   (tmp_path / ".skipped-train-00000-of-00001").write_text("\n".join(lines) + "\n", newline="")
   assert builder._collect_beam_skips(str(tmp_path)) == skipped  # pylint: disable=protected-access
+
+
+def test_a_names_file_that_is_not_utf8_is_an_error_naming_it(tmp_path):
+  names = tmp_path / "names.txt"
+  names.write_bytes("caf\xe9\n".encode("latin-1"))
+  with pytest.raises(subsets.SelectionError, match=f"^{names}: not UTF-8 text \\(byte 0xe9 at offset 3\\)"):
+    kinetics_tfds.KineticsConfig(classes=str(names))
+  with pytest.raises(subsets.SelectionError, match=f"^{names}: not UTF-8"):
+    subsets.exclusions([str(names)], load=None)
+
+
+def test_excluding_an_unknown_version_is_one_line(tmp_path):
+  manual = tmp_path / "manual"
+  motion_clips.write_annotations(str(manual / "kinetics400"), "train", [_JUMP])
+  config = kinetics_tfds.KineticsConfig(**{**_CONFIG, "num_classes": 1, "exclude": ("kinetics4000:validation",)})
+  dataset = tfds.builder("kinetics400", config=config, data_dir=str(tmp_path / "data"))
+  with pytest.raises(subsets.SelectionError, match="^exclude: 'kinetics4000' is not a Kinetics version"):
+    dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+
+
+def test_an_overlap_set_name_with_a_slash_is_one_line(tmp_path):
+  rows = tmp_path / "val.csv"
+  rows.write_text("label,youtube_id,time_start,time_end,split\nx,aaaaaaaaaaa,0,10,val\n")
+  done = _run(
+    [
+      sys.executable,
+      "-m",
+      "kinetics_tfds.overlap",
+      f"--annotations=a/b:validation={rows}",
+      f"--annotations=kinetics400:validation={rows}",
+      f"--out={tmp_path / 'out'}",
+    ]
+  )
+  assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+  assert "must be a file name: no '/'" in _our_stderr(done.stderr)[-1]

@@ -9,6 +9,7 @@ of `i3d.py` (`layer_name`: scope `a/b/c` is layer `a__b__c__conv_3d` and `a__b__
 can build numpy arrays and nothing else, because an ordinary unpickler runs whatever a tampered file names.
 """
 
+import collections
 import hashlib
 import importlib.util
 import os
@@ -18,8 +19,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 
 from absl import logging
+import h5py
 import keras
 import numpy as np
 
@@ -78,17 +81,11 @@ def load(model: keras.Model, weights: str | os.PathLike) -> None:
   """Loads `weights` (see `read`, or a Keras `.weights.h5` path) into an `i3d.InceptionI3D` model.
 
   Every layer must get a value of its shape, except the classifier: with another number of classes it keeps its
-  fresh initialisation (logged). Nothing is assigned unless everything fits. A Keras `.weights.h5` holds the whole
-  model as Keras saved it, and loads only into a model of its own num_classes.
+  fresh initialisation (logged). Nothing is assigned unless everything fits (a Keras file: unless only the
+  classifier does not).
   """
   if kind(weights) == "keras":
-    try:
-      model.load_weights(weights)
-    except (OSError, ValueError) as e:  # h5py's for a damaged file; Keras' (whole arrays follow) for other shapes.
-      raise WeightsError(
-        f"{weights}: not loadable into this model ({type(e).__name__}: {str(e).splitlines()[0].rstrip(':')}): "
-        "a damaged file, or one of another num_classes, which a Keras weights file cannot change"
-      ) from None
+    _load_keras(model, os.fspath(weights))
     return
   values = read(weights)
   assignments, fresh = [], []
@@ -106,6 +103,42 @@ def load(model: keras.Model, weights: str | os.PathLike) -> None:
     variable.assign(value)
   if fresh:
     logging.warning("%s: other classes than the model's, the classifier starts fresh (%s)", weights, ", ".join(fresh))
+
+
+def _load_keras(model: keras.Model, path: str) -> None:
+  """A `.weights.h5` Keras saved, of this model or of one with another number of classes (all but the classifier)."""
+  try:
+    model.load_weights(path)
+    return
+  except (OSError, ValueError) as e:  # h5py's for a damaged file; Keras' (whole arrays follow) for other shapes.
+    error = f"{type(e).__name__}: {str(e).splitlines()[0].rstrip(':')}"
+  fresh = _other_classes(model, path)
+  if fresh is None:
+    raise WeightsError(f"{path}: not loadable into this model ({error}): a damaged file, or another model's")
+  with warnings.catch_warnings():  # Keras warns of the skipped classifier with its whole arrays.
+    warnings.simplefilter("ignore")
+    model.load_weights(path, skip_mismatch=True)
+  logging.warning("%s: other classes than the model's, the classifier starts fresh (%s)", path, fresh)
+
+
+def _other_classes(model: keras.Model, path: str) -> str | None:
+  """ "N -> M" when the file's layers differ from the model's in the classifier's class count only, else None."""
+  stored = collections.Counter()
+  try:
+    with h5py.File(path, "r") as f:
+      f["layers"].visititems(lambda _, item: stored.update([item.shape]) if isinstance(item, h5py.Dataset) else None)
+  except (OSError, KeyError):
+    return None
+  classifier = model.get_layer(layer_name(_CLASSIFIER + "Conv3d_0c_1x1", "conv_3d"))
+  held = collections.Counter(tuple(v.shape) for v in model.weights)
+  ours = {tuple(classifier.kernel.shape), tuple(classifier.bias.shape)}
+  theirs = [shape for shape in stored - held]
+  others = {shape[-1] for shape in theirs}
+  if (
+    not set(held - stored) <= ours or len(others) != 1 or not {shape[:-1] for shape in theirs} <= {(1, 1, 1, 1024), ()}
+  ):
+    return None
+  return f"{others.pop()} -> {classifier.kernel.shape[-1]}"
 
 
 def kind(weights: str | os.PathLike) -> str:

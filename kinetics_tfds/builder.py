@@ -76,7 +76,7 @@ class KineticsConfig(tfds.core.BuilderConfig):
 
 def _selection_suffix(config: KineticsConfig) -> str:
   """`_5classes_max2_1a2b3c4d` for a subset or exclusion, so its build gets a folder of its own."""
-  suffix = f"_{len(config.classes)}classes" if config.classes is not None else ""
+  suffix = f"_{len(set(config.classes))}classes" if config.classes is not None else ""  # A name given twice is one.
   suffix += f"_max{config.max_per_class}" if config.max_per_class else ""
   if config.classes is not None or config.exclude:
     digest = subsets.rank(repr((config.classes, config.exclude)).replace(" ", "")).hex()[:8]

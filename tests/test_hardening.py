@@ -443,3 +443,8 @@ def test_an_overlap_set_name_with_a_slash_is_one_line(tmp_path):
   )
   assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
   assert "must be a file name: no '/'" in _our_stderr(done.stderr)[-1]
+
+
+def test_a_subset_folder_counts_each_class_once():
+  config = kinetics_tfds.KineticsConfig(classes=["swiping up", "swiping up", "swiping down"])
+  assert "_2classes_" in config.name

@@ -363,7 +363,7 @@ def _skip_line(result: examples.Result) -> str:
 
 def _csv_line(fields: list[str]) -> str:
   """One CSV line, without its end. csv quotes a field that holds a character of the line end it writes: with
-  \r\n, a key holding either (a JSON file's youtube_id may) stays one field when read back."""
+  CR LF, a key holding either (a JSON file's youtube_id may) stays one field when read back."""
   out = io.StringIO()
   csv.writer(out, lineterminator="\r\n").writerow(fields)
   return out.getvalue()[:-2]
@@ -438,6 +438,6 @@ def read_skipped(data_dir: str) -> list[annotations.Rejected]:
 
 
 def _csv_rows(path: tfds.core.Path) -> list[annotations.Rejected]:
-  """The (split, key, reason) rows of a CSV file. Lines end at \n only (csv's newline=""): str.splitlines would
-  also split a malformed row's key at \x1c-\x1e, \x85 or U+2028."""
+  """The (split, key, reason) rows of a CSV file. Lines end at LF only (csv's newline=""): str.splitlines would
+  also split a malformed row's key at U+001C-U+001E, U+0085 or U+2028."""
   return [annotations.Rejected(*row) for row in csv.reader(io.StringIO(path.read_bytes().decode(), newline=""))]

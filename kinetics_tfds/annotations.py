@@ -10,7 +10,7 @@ JSON: the JSON is keyed by video id and cannot hold two clips of one video.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 import contextlib
 import csv
 import dataclasses
@@ -33,6 +33,24 @@ _SPLIT_NAMES = {name: split for split in SPLITS for name in (split, DEEPMIND_FIL
 _SPLIT_FILE_STEMS = {
   split: tuple(dict.fromkeys((DEEPMIND_FILE_STEMS[split], CVDF_FOLDERS[split], split))) for split in SPLITS
 }
+
+
+# What find_sources reads, for any version: `{stem}.{csv,json}` loose, in `annotations/` or in an archive's
+# folder (`kinetics700_2020_delta/`), and archives (`kinetics400.tar.gz`).
+_ARCHIVE_NAME = re.compile(r"^kinetics[0-9a-z_]{0,32}$")
+_SOURCE_FILE_NAMES = {
+  f"{stem}.{ext}" for stems in _SPLIT_FILE_STEMS.values() for stem in stems for ext in ("csv", "json")
+}
+
+
+def is_source_path(parts: Sequence[str]) -> bool:
+  """Whether a file below a manual folder (its folder names, then its name) is one find_sources may read."""
+  *folders, name = parts
+  if not folders and name.endswith(".tar.gz"):
+    return bool(_ARCHIVE_NAME.match(name.removesuffix(".tar.gz")))
+  if len(folders) > 1 or name not in _SOURCE_FILE_NAMES:
+    return False
+  return not folders or folders[0] == "annotations" or bool(_ARCHIVE_NAME.match(folders[0]))
 
 
 def split_named(name: str) -> str | None:
@@ -210,26 +228,44 @@ def _rows_from_bytes(origin: str, data: bytes) -> tuple[bool, Iterator[tuple[int
       )
     rows = [_json_row(youtube_id, entry) for youtube_id, entry in sorted(entries.items())]
     return any("label" in row for row in rows), iter(enumerate(rows, start=1))
-  reader = csv.reader(io.StringIO(text))
-  header = next((row for row in reader if any(field.strip() for field in row)), [])
+  lines = _csv_lines(text)
+  line_num, header = next(((n, row) for n, row in lines if isinstance(row, str) or any(map(str.strip, row))), (0, []))
+  if isinstance(header, str):
+    raise AnnotationError(f"{origin}: line {line_num}, its header, is {header}; download the annotations again")
   header = [field.strip().lower() for field in header]
   missing = [column for column in _REQUIRED_COLUMNS if column not in header]
   if missing:
     raise AnnotationError(
-      f"{origin}: line {reader.line_num} has columns {header}, lacking {missing}; expected a Kinetics CSV "
+      f"{origin}: line {line_num} has columns {header}, lacking {missing}; expected a Kinetics CSV "
       "header such as label,youtube_id,time_start,time_end,split"
     )
 
   def rows() -> Iterator[tuple[int, dict]]:
-    for fields in reader:
+    for number, fields in lines:
+      if isinstance(fields, str):
+        yield number, {_PROBLEM: fields}
+        continue
       if not fields:
         continue  # Empty lines, as csv.DictReader skips them.
       row = dict(zip(header, fields))
       if len(fields) != len(header):
         row[_PROBLEM] = f"wrong number of fields ({len(fields)}, the header has {len(header)})"
-      yield reader.line_num, row
+      yield number, row
 
   return "label" in header, rows()
+
+
+def _csv_lines(text: str) -> Iterator[tuple[int, list[str] | str]]:
+  """(line number, its fields, or why it is not CSV) per line.
+
+  Each line is parsed alone (no Kinetics row spans lines), so a stray opening quote or a field over csv's
+  128 KiB limit spoils its own line only, not the rest of the file.
+  """
+  for number, line in enumerate(io.StringIO(text), 1):  # At \n only: \x1c or U+2028 may be inside a field.
+    try:
+      yield number, next(csv.reader([line.rstrip("\r\n")]), [])
+    except csv.Error as e:
+      yield number, f"not CSV ({e})"
 
 
 def _json_row(youtube_id: str, entry) -> dict:

@@ -19,6 +19,12 @@ import json
 import os
 import re
 
+from kinetics_tfds import user_error
+
+class DatasetError(user_error.UserError):
+  """A dataset that is not prepared, not an ArrayRecord build, or has no such split."""
+
+
 # What TFDS writes a config's examples under when a name has no config (the builder's DEFAULT_CONFIG_NAME).
 DEFAULT_CONFIG = "i3d_25fps_256"
 
@@ -34,7 +40,7 @@ def version_dir(dataset: str, data_dir: str | None = None) -> str:
   versions = [version] if version else os.listdir(config_dir) if os.path.isdir(config_dir) else []
   prepared = [v for v in versions if os.path.exists(os.path.join(config_dir, v, "dataset_info.json"))]
   if not prepared:
-    raise FileNotFoundError(
+    raise DatasetError(
       f"dataset {dataset} is not prepared in {data_dir}: build it with "
       f"`tfds build --imports=kinetics_tfds {name} --file_format=array_record --data_dir={data_dir} "
       "--manual_dir=<clips>`, or pass the --data_dir it was built in"
@@ -69,7 +75,7 @@ class Info:
   def files(self, split: str) -> list[str]:
     """The split's shard files, in shard order."""
     if self.file_format != "array_record":
-      raise ValueError(
+      raise DatasetError(
         f"{self.path} holds {self.file_format} files: readers without TensorFlow read ArrayRecord builds "
         "(`tfds build ... --file_format=array_record`); read this one with kinetics_tfds.pipeline (tf.data)"
       )
@@ -81,7 +87,7 @@ class Info:
 
   def _split(self, split: str) -> dict:
     if split not in self._splits:
-      raise ValueError(f"{self.path} has no split {split!r}; it has {sorted(self._splits)}")
+      raise DatasetError(f"{self.path} has no split {split!r}; it has {sorted(self._splits)}")
     return self._splits[split]
 
 

@@ -16,11 +16,13 @@ import io
 import itertools
 import os
 import shutil
+import urllib.parse
 
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import example_serializer
+from tensorflow_datasets.core import registered
 from tensorflow_datasets.core import writer as writer_lib
 
 from kinetics_tfds import annotations
@@ -74,7 +76,7 @@ class KineticsConfig(tfds.core.BuilderConfig):
 
 def _selection_suffix(config: KineticsConfig) -> str:
   """`_5classes_max2_1a2b3c4d` for a subset or exclusion, so its build gets a folder of its own."""
-  suffix = f"_{len(config.classes)}classes" if config.classes is not None else ""
+  suffix = f"_{len(set(config.classes))}classes" if config.classes is not None else ""  # A name given twice is one.
   suffix += f"_max{config.max_per_class}" if config.max_per_class else ""
   if config.classes is not None or config.exclude:
     digest = subsets.rank(repr((config.classes, config.exclude)).replace(" ", "")).hex()[:8]
@@ -165,7 +167,25 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     )
 
   def download_and_prepare(self, **kwargs):
-    """TFDS's, holding this version's build claim, so a build beside it cannot remove its folder."""
+    """TFDS's, holding this version's build claim, so a build beside it cannot remove its folder.
+
+    A prepared dataset that is not to be overwritten is only opened, with no claim: nothing is written, so a
+    shared read-only data_dir works.
+    """
+    download_config = kwargs.get("download_config") or tfds.download.DownloadConfig()
+    # TFDS's path parser knows a few schemes only (KeyError 'memory://'), and TensorFlow's file system, which
+    # checks dl_manager.manual_dir, has no s3://: a URL goes around both, and a file:// URL becomes its path.
+    manual_dir = os.fspath(download_config.manual_dir or "")
+    if manual_dir.startswith("file://"):
+      manual_dir = urllib.parse.unquote(urllib.parse.urlsplit(manual_dir).path)
+    self._remote_manual_dir = manual_dir if storage.is_url(manual_dir) else None
+    download_config = dataclasses.replace(
+      download_config, manual_dir=None if self._remote_manual_dir else manual_dir or None
+    )
+    kwargs["download_config"] = download_config
+    if self.is_prepared() and not download_config.download_mode.overwrite_dataset:
+      super().download_and_prepare(**kwargs)
+      return
     with build_lock.exclusive(os.fspath(self.data_dir)):
       super().download_and_prepare(**kwargs)
 
@@ -192,7 +212,10 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _version_clips(self, dl_manager, manual_dir: str, version: str, split: str) -> list[annotations.Clip]:
     """The clips of another version's split, for `exclude`: its archive in manual_dir, else downloaded."""
-    names = tfds.builder_cls(version).ANNOTATION_ARCHIVES
+    try:
+      names = tfds.builder_cls(version).ANNOTATION_ARCHIVES
+    except registered.DatasetNotFoundError:
+      raise subsets.SelectionError(f"exclude: {version!r} is not a Kinetics version such as kinetics400") from None
     sources = subsets.version_sources(manual_dir, names) or self._downloaded_sources(dl_manager, names)
     found = annotations.read_annotations(sources, None, [split]).clips.get(split)
     if not found:
@@ -210,7 +233,7 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _split_generators(self, dl_manager):
     manual_dir = self._remote_manual_dir or os.fspath(dl_manager.manual_dir)
     num_classes = self.builder_config.num_classes or self.NUM_CLASSES
-    with storage.local_annotations(manual_dir) as annotations_dir:
+    with storage.local_annotations(manual_dir, annotations.is_source_path) as annotations_dir:
       found = annotations.read_annotations(self._annotation_sources(dl_manager, annotations_dir), num_classes)
       kept = self._select(found, dl_manager, annotations_dir)
     self.info.features["label"].names = kept.classes
@@ -267,9 +290,6 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _generate_splits(self, dl_manager, download_config):
     """Without Beam, the workers write the shards (shards.py): the build process encodes and copies
     nothing, so one machine is not bound by it. TFDS would encode and write every example there."""
-    # dl_manager.manual_dir checks the folder with TensorFlow's file system, which has no s3://.
-    configured = os.fspath(download_config.manual_dir or "")
-    self._remote_manual_dir = configured if storage.is_url(configured) else None
     if self._use_beam:
       return super()._generate_splits(dl_manager, download_config)
     split_infos = []
@@ -277,12 +297,19 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       if download_config.max_examples_per_split is not None:
         records = itertools.islice(records, download_config.max_examples_per_split)
       written = list(records)
-      template = self._get_filename_template(split_name=split)
       folder = self._records_dir(split)
+      if not written:  # Every clip was skipped (and is in skipped_clips.csv); TFDS cannot shard no examples.
+        logging.warning("%s: none of its clips could be built (see %s); the split is left out.", split, SKIPPED_FILE)
+        shutil.rmtree(folder)
+        continue
+      template = self._get_filename_template(split_name=split)
       if self.info.file_format == tfds.core.FileFormat.TFRECORD:
         planned = shards.plan(split, written, folder, template, download_config.get_shard_config())
         logging.info("%s: writing %d shards.", split, len(planned))
-        shard_lengths = list(parallel.bounded_map(shards.assemble, planned, self._num_workers))
+        shard_lengths = []
+        for shard, length in zip(planned, parallel.bounded_map(shards.assemble, planned, self._num_workers)):
+          shards.remove_records(shard)
+          shard_lengths.append(length)
       else:  # Other formats through TFDS's writer, in this process.
         shard_lengths = self._write_with_tfds(split, written, folder, template, download_config)
       shutil.rmtree(folder)
@@ -331,9 +358,15 @@ def _keyed_example(result: examples.Result):
 
 
 def _skip_line(result: examples.Result) -> str:
+  return _csv_line([result.split, result.key, result.reason])
+
+
+def _csv_line(fields: list[str]) -> str:
+  """One CSV line, without its end. csv quotes a field that holds a character of the line end it writes: with
+  CR LF, a key holding either (a JSON file's youtube_id may) stays one field when read back."""
   out = io.StringIO()
-  csv.writer(out, lineterminator="").writerow([result.split, result.key, result.reason])
-  return out.getvalue()
+  csv.writer(out, lineterminator="\r\n").writerow(fields)
+  return out.getvalue()[:-2]
 
 
 def _beam_examples(task_list: str, skipped_prefix: str):
@@ -381,18 +414,15 @@ def _collect_beam_skips(data_dir: str) -> list[annotations.Rejected]:
     path.unlink()
   rows = []
   for path in tfds.core.Path(data_dir).glob(".skipped-*"):
-    rows += [annotations.Rejected(*row) for row in csv.reader(path.read_text().splitlines())]
+    rows += _csv_rows(path)
     path.unlink()
   return rows
 
 
 def _write_skipped(data_dir: str, skipped: list[annotations.Rejected]) -> None:
-  out = io.StringIO()
-  writer = csv.writer(out, lineterminator="\n")
-  writer.writerow(["split", "key", "reason"])
-  for row in sorted(skipped, key=lambda r: (r.split, r.key, r.reason)):
-    writer.writerow([row.split, row.key, row.reason])
-  (tfds.core.Path(data_dir) / SKIPPED_FILE).write_text(out.getvalue())
+  rows = [[row.split, row.key, row.reason] for row in sorted(skipped, key=lambda r: (r.split, r.key, r.reason))]
+  text = "".join(_csv_line(fields) + "\n" for fields in [["split", "key", "reason"], *rows])
+  (tfds.core.Path(data_dir) / SKIPPED_FILE).write_bytes(text.encode())
 
 
 def _log_skipped(skipped: list[annotations.Rejected]) -> None:
@@ -404,5 +434,10 @@ def _log_skipped(skipped: list[annotations.Rejected]) -> None:
 
 def read_skipped(data_dir: str) -> list[annotations.Rejected]:
   """The skipped clips a build recorded in its version folder."""
-  text = (tfds.core.Path(data_dir) / SKIPPED_FILE).read_text()
-  return [annotations.Rejected(*row) for row in list(csv.reader(text.splitlines()))[1:]]
+  return _csv_rows(tfds.core.Path(data_dir) / SKIPPED_FILE)[1:]
+
+
+def _csv_rows(path: tfds.core.Path) -> list[annotations.Rejected]:
+  """The (split, key, reason) rows of a CSV file. Lines end at LF only (csv's newline=""): str.splitlines would
+  also split a malformed row's key at U+001C-U+001E, U+0085 or U+2028."""
+  return [annotations.Rejected(*row) for row in csv.reader(io.StringIO(path.read_bytes().decode(), newline=""))]

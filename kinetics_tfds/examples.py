@@ -78,7 +78,8 @@ class Result:
 
 
 def build(task: Task, scratch: str | None = None) -> Result:
-  """Decodes and encodes one clip; never raises for a bad file. A remote clip is copied to `scratch`
+  """Decodes and encodes one clip; never raises for a bad file, only for a failing store (storage.StoreError).
+  A remote clip is copied to `scratch`
   (default: storage.scratch_dir()) for the decoder, and deleted after."""
   clip = task.clip
   if task.located is None:
@@ -98,6 +99,8 @@ def build(task: Task, scratch: str | None = None) -> Result:
     return Result(clip.split, clip.key, reason=str(e))
   except FileNotFoundError:  # Listed by the scan, gone from the bucket since.
     return Result(clip.split, clip.key, reason="missing file")
+  except storage.StoreError:  # The store's or the scratch disk's fault, not the clip's: the build stops.
+    raise
   except Exception as e:  # pylint: disable=broad-except  # OpenCV raises cv2.error on odd files.
     return Result(clip.split, clip.key, reason=f"decoder error: {type(e).__name__}: {e}")
   seconds = len(frames.jpegs) / (task.fps or frames.source_fps)

@@ -156,6 +156,8 @@ def main(argv: list[str]) -> None:
     name, sep, path = entry.partition("=")
     if not sep or not os.path.isfile(os.path.expanduser(path)):
       raise app.UsageError(f"--annotations {entry!r}: give version:split=PATH of an existing file")
+    if not name or "/" in name or "\0" in name:  # It names the files of keys/.
+      raise app.UsageError(f"--annotations {entry!r}: the set's name, before '=', must be a file name: no '/'")
     sets.append(from_file(name, path))
   if FLAGS.versions:
     if not FLAGS.annotations_dir:

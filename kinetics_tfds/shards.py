@@ -82,10 +82,20 @@ def plan(split: str, written: list[tuple[str, int]], records_dir: str, template,
 
 
 def assemble(shard: Shard) -> int:
-  """Concatenates a shard's record files into it, deleting each once copied; returns its length."""
+  """Concatenates a shard's record files into it; returns its length.
+
+  The records are left in place: a worker that dies midway is rerun (parallel.bounded_map) and needs them all.
+  The build deletes them with `remove_records` once the shard is written.
+  """
   with storage.open_for_writing(shard.path) as out:
     for path in shard.records:
       with open(path, "rb") as record:
         shutil.copyfileobj(record, out, 1 << 22)
-      os.remove(path)
   return len(shard.records)
+
+
+def remove_records(shard: Shard) -> None:
+  """Deletes a written shard's record files, so a split's records and shards are on disk together only for
+  the shards in flight."""
+  for path in shard.records:
+    os.remove(path)

@@ -9,14 +9,18 @@ reads their settings from the environment, e.g. `FSSPEC_S3_ENDPOINT_URL` for an 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import contextlib
 import os
 import posixpath
 import tempfile
+import time
+
+from absl import logging
 
 SCRATCH_ENV = "KINETICS_TFDS_SCRATCH"
 COPY_PREFIX = "kinetics_tfds_clip_"
+COPY_RETRY_DELAYS_S = (2.0, 8.0, 32.0)  # Waits before the retries of a remote clip's copy.
 # Annotation files a manual folder may hold (see annotations.find_sources), relative to its root.
 _ANNOTATION_GLOBS = ("*.csv", "*.json", "*.tar.gz", "*/*.csv", "*/*.json")
 
@@ -32,8 +36,12 @@ def _filesystem(url: str):
 
 
 def root(manual_dir: str) -> str:
-  """The canonical form of a manual folder: a real local path, or the URL without a trailing /."""
-  return manual_dir.rstrip("/") if is_url(manual_dir) else os.path.realpath(manual_dir)
+  """The canonical form of a manual folder: a real local path, or the URL as its file system names what it lists
+  (`memory://k400` lists `memory:///k400/...`), without a trailing /."""
+  if not is_url(manual_dir):
+    return os.path.realpath(manual_dir)
+  fs = _filesystem(manual_dir)
+  return fs.unstrip_protocol(fs._strip_protocol(manual_dir)).rstrip("/")  # pylint: disable=protected-access
 
 
 def walk(manual_dir: str) -> Iterator[str]:
@@ -64,23 +72,50 @@ def scratch_dir() -> str:
   return folder
 
 
+class StoreError(OSError):
+  """A remote clip could not be copied to local scratch: the store or the scratch disk is at fault, not the clip."""
+
+
 @contextlib.contextmanager
 def local_copy(path: str, folder: str | None = None) -> Iterator[str]:
   """A local path holding the file: the path itself, or a copy in `folder` (default: scratch_dir())
   deleted on exit. A process that dies mid-decode cannot delete it: give a folder its caller removes.
 
-  A remote file that is not there raises FileNotFoundError, as a local one would.
+  A remote file that is not there raises FileNotFoundError, as a local one would. Any other failure to copy
+  (an unreachable store, a full scratch disk) is retried after each of COPY_RETRY_DELAYS_S, then raised as
+  StoreError: a build must stop on it rather than report clips that are not at fault as bad.
   """
   if not is_url(path):
     yield path
     return
-  fd, local = tempfile.mkstemp(prefix=COPY_PREFIX, suffix=posixpath.splitext(path)[1], dir=folder or scratch_dir())
+  folder = folder or scratch_dir()
+  try:
+    fd, local = tempfile.mkstemp(prefix=COPY_PREFIX, suffix=posixpath.splitext(path)[1], dir=folder)
+  except OSError as e:
+    raise StoreError(f"{folder}: cannot hold a copy of {path} ({type(e).__name__}: {e}); set ${SCRATCH_ENV}") from e
   os.close(fd)
   try:
-    _filesystem(path).get_file(path, local)
+    _copy(path, local)
     yield local
   finally:
     os.remove(local)
+
+
+def _copy(path: str, local: str) -> None:
+  for attempt, delay in enumerate((*COPY_RETRY_DELAYS_S, None), 1):
+    try:
+      _filesystem(path).get_file(path, local)
+      return
+    except FileNotFoundError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # Each file system raises its own (botocore, aiohttp).
+      if delay is None:
+        raise StoreError(
+          f"{path}: not copied to {local} in {attempt} attempts ({type(e).__name__}: {e}); the build stops "
+          "rather than skip clips that are not at fault: rerun it once the store and the scratch disk work"
+        ) from e
+      logging.warning("%s: copy failed (%s: %s); retrying in %.0f s.", path, type(e).__name__, e, delay)
+      time.sleep(delay)
 
 
 def open_for_writing(path: str):
@@ -91,11 +126,13 @@ def open_for_writing(path: str):
 
 
 @contextlib.contextmanager
-def local_annotations(manual_dir: str) -> Iterator[str]:
-  """A local folder with the manual folder's annotation files in their layout (only those).
+def local_annotations(manual_dir: str, wanted: Callable[[list[str]], bool]) -> Iterator[str]:
+  """A local folder with the manual folder's annotation files in their layout: those whose relative path
+  (folder names, then file name) is `wanted` (annotations.is_source_path).
 
   Annotation files are small and read whole, so they are copied rather than streamed; clips
-  are not copied here.
+  are not copied here. Only files a builder reads are: other keys may be anything an object store
+  holds (names too long for a local disk, `a.csv` beside `a.csv/b.csv`).
   """
   if not is_url(manual_dir):
     yield manual_dir
@@ -106,7 +143,7 @@ def local_annotations(manual_dir: str) -> Iterator[str]:
     for pattern in _ANNOTATION_GLOBS:
       for path in fs.glob(f"{top}/{pattern}"):
         parts = relative_parts(fs.unstrip_protocol(path), top)
-        if ".." in parts:  # An object key may hold `..`; its copy must not land outside `local`.
+        if not wanted(parts):  # Which also keeps a key holding `..` from landing outside `local`.
           continue
         target = os.path.join(local, *parts)
         os.makedirs(os.path.dirname(target), exist_ok=True)

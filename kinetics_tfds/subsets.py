@@ -59,8 +59,13 @@ def read_names(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
   if isinstance(value, str):
     if not os.path.isfile(os.path.expanduser(value)):
       raise SelectionError(f"classes: {value} is not a file of class names (give a list of names, or a file)")
-    with open(os.path.expanduser(value), encoding="utf-8") as f:
-      lines = [line.strip() for line in f]
+    try:
+      with open(os.path.expanduser(value), encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    except UnicodeDecodeError as e:
+      raise SelectionError(
+        f"{value}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as UTF-8"
+      ) from None
     return tuple(line for line in lines if line and not line.startswith("#"))
   return tuple(value)
 

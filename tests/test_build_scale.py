@@ -8,6 +8,7 @@ from concurrent.futures.process import BrokenProcessPool
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from conftest import SMALL_CLIP
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import builder
+from kinetics_tfds import clips as clips_lib
 from kinetics_tfds import examples as examples_lib
 from kinetics_tfds import motion_clips
 from kinetics_tfds import parallel
@@ -141,7 +143,13 @@ def _moto_s3():
     "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
   }
   try:
-    yield s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=env["FSSPEC_S3_ENDPOINT_URL"]), env
+    # A new instance, not the one s3fs cached for an earlier server that had the same port.
+    yield (
+      s3fs.S3FileSystem(
+        key="testing", secret="testing", endpoint_url=env["FSSPEC_S3_ENDPOINT_URL"], skip_instance_cache=True
+      ),
+      env,
+    )
   finally:
     server.stop()
 
@@ -289,3 +297,116 @@ def test_a_crashing_worker_loses_only_its_item():
   assert list(results) == [0, 10, 20, 30, 40, "crashed 5", 60, 70, 80, 90, 100, 110]
   with pytest.raises(BrokenProcessPool):
     list(parallel.bounded_map(_segfault_on_5, range(12), num_workers=2))
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_a_split_whose_every_clip_fails_is_left_out_and_reported(manual, tmp_path, num_workers):
+  """Every validation clip junk: the build keeps train and lists each validation clip in skipped_clips.csv."""
+  broken = tmp_path / "manual"
+  shutil.copytree(manual, broken)
+  validation = sorted((broken / "val").iterdir())
+  for path in validation:
+    path.write_bytes(b"junk" * 50)
+  folder = build(str(broken), str(tmp_path / "data"), num_workers=num_workers)
+  examples, _ = read(folder)
+  assert {split for split, _ in examples} == {"train"} and len(examples) == 12
+  assert set(tfds.builder_from_directory(folder).info.splits) == {"train"}
+  skipped = {r.key: r for r in builder.read_skipped(folder)}
+  assert {p.stem for p in validation} <= set(skipped)
+  assert all(skipped[p.stem].split == "validation" for p in validation)
+  assert not [n for n in os.listdir(folder) if n.startswith(".")]  # The split's record folder removed too.
+
+
+def _use_in_this_process(env: dict, monkeypatch) -> None:
+  """Points this process's s3:// at the moto server of `env`, as FSSPEC_S3_ENDPOINT_URL does a new process."""
+  fsspec = pytest.importorskip("fsspec")
+  settings = {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"], "key": "testing", "secret": "testing"}
+  # botocore's own retries, which would take ~15 s once the server is stopped, down to one try.
+  settings.update(config_kwargs={"retries": {"max_attempts": 1}})
+  monkeypatch.setitem(fsspec.config.conf, "s3", settings)
+
+
+def test_a_failing_store_stops_the_build_and_a_bad_file_does_not(manual, tmp_path, monkeypatch):
+  """A clip is skipped for what its file is (unreadable, missing), never for an unreachable store or an unusable
+  scratch folder: those raise storage.StoreError, after retries, and a build stops on it."""
+  monkeypatch.setattr(storage, "COPY_RETRY_DELAYS_S", (0.01,))
+  clip = annotations.Clip("corrupt0001", 0, 10, "swiping up", "train")
+  with _moto_s3() as (fs, env):
+    _use_in_this_process(env, monkeypatch)
+    fs.mkdir("flaky")  # Not another test's bucket: moto keeps buckets per process.
+    fs.put(os.path.join(manual, "train", f"{clip.key}.mp4"), f"flaky/{clip.key}.mp4")
+
+    def built(name: str, scratch: str = str(tmp_path)) -> examples_lib.Result:
+      located = clips_lib.Located(f"s3://flaky/{name}", None)
+      return examples_lib.build(examples_lib.Task(clip, located, 25.0, 32, 90), scratch=scratch)
+
+    assert built(f"{clip.key}.mp4").reason.startswith("unreadable")
+    assert built("gone.mp4").reason == "missing file"
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(storage.StoreError, match=f"^{not_a_folder}: cannot hold a copy"):
+      built(f"{clip.key}.mp4", scratch=str(not_a_folder))
+  with pytest.raises(storage.StoreError, match="not copied to .* in 2 attempts"):  # The server is stopped.
+    built(f"{clip.key}.mp4")
+  assert not [n for n in os.listdir(tmp_path) if n.startswith(storage.COPY_PREFIX)]
+
+
+def test_only_annotation_files_are_copied_from_a_bucket(monkeypatch):
+  """Keys no builder reads are left in the store, whatever they are: too long for a local file name, a file and a
+  folder of one name, a `..`."""
+  wanted = [
+    "kinetics400.tar.gz",
+    "kinetics400/train.csv",
+    "kinetics700_2020_delta/validate.json",
+    "annotations/val.csv",
+    "test.csv",
+  ]
+  junk = [
+    "x" * 300 + ".csv",
+    "notes.csv",
+    "notes.csv/more.csv",
+    "kinetics400/" + "y" * 300 + "/train.csv",
+    "../train.csv",
+    "clips/train.csv",
+    "a.tar.gz",
+  ]
+  with _moto_s3() as (fs, env):
+    _use_in_this_process(env, monkeypatch)
+    fs.mkdir("junk")  # Not another test's bucket: moto keeps buckets per process.
+    for key in wanted + junk:
+      fs.pipe(f"junk/k400/{key}", key.encode())
+    with storage.local_annotations("s3://junk/k400", annotations.is_source_path) as local:
+      copied = sorted(os.path.relpath(os.path.join(d, n), local) for d, _, names in os.walk(local) for n in names)
+      assert copied == sorted(wanted)
+      assert all(open(os.path.join(local, key), "rb").read() == key.encode() for key in wanted)
+
+
+def _tree(folder) -> dict[str, bytes]:
+  return {
+    os.path.relpath(os.path.join(d, n), folder): open(os.path.join(d, n), "rb").read()
+    for d, _, names in os.walk(folder)
+    for n in names
+  }
+
+
+def test_a_prepared_dataset_is_opened_without_writing(manual, serial, tmp_path):
+  """A prepared dataset in a read-only data_dir (as shared on clusters) opens: download_and_prepare writes nothing,
+  no build claim either."""
+  built = build(manual, str(tmp_path / "built"), num_workers=1)
+  shared = tmp_path / "shared"
+  shutil.copytree(built, version_dir(shared))  # The dataset alone, as another machine sees it.
+  before = _tree(shared)
+  assert read(build(manual, str(shared), num_workers=1)) == serial
+  assert _tree(shared) == before
+
+
+def test_manual_dir_as_any_fsspec_url(manual, serial, tmp_path):
+  """file:// and schemes that TFDS's path parser does not know (memory://) build as a local folder does."""
+  fsspec = pytest.importorskip("fsspec")
+  assert read(build(f"file://{manual}", str(tmp_path / "file"), num_workers=1)) == serial
+  memory = fsspec.filesystem("memory")
+  memory.put(manual + "/", "/k400/", recursive=True)
+  try:  # The pool's workers would not see this process's memory; one worker runs in it.
+    assert read(build("memory://k400", str(tmp_path / "memory"), num_workers=1)) == serial
+  finally:
+    memory.rm("/k400", recursive=True)

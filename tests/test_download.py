@@ -5,10 +5,12 @@ import http.server
 import io
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 import urllib.parse
 
 import cv2
@@ -16,8 +18,10 @@ import numpy as np
 import pytest
 
 from kinetics_tfds import clips
+from kinetics_tfds.download import archives
 from kinetics_tfds.download import cvdf
 from kinetics_tfds.download import errors
+from kinetics_tfds.download import http as http_lib
 from kinetics_tfds.download import report as report_lib
 from kinetics_tfds.download import segment
 from kinetics_tfds.download import youtube
@@ -34,7 +38,10 @@ class _State:
   def __init__(self, base_url: str):
     self.base_url = base_url
     self.files: dict[str, bytes] = {}
-    self.faults: dict[str, list] = {}  # path -> faults for its next GETs: an HTTP status or "drop".
+    # path -> faults for its next GETs: an HTTP status, "drop" (half the body), "bad-range" (a 206 from byte 1),
+    # "slow" (1 s before answering), "endless" or "trickle" (a body without end, or of a byte every 0.2 s).
+    self.faults: dict[str, list] = {}
+    self.redirects: dict[str, str] = {}  # path -> the URL a 302 sends to
     self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
     self.lock = threading.Lock()
 
@@ -64,11 +71,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     if too_many or isinstance(fault, int):
       self.send_error(503 if too_many else fault)
       return
+    if path in state.redirects:
+      self.send_response(302)
+      self.send_header("Location", state.redirects[path])
+      self.end_headers()
+      return
+    if fault == "slow":
+      time.sleep(1)
+    if fault in ("endless", "trickle"):
+      self._send_without_end(fault)
+      return
     data = state.files.get(path)
     if data is None:
       self.send_error(404)
       return
     start = int(re.match(r"bytes=(\d+)-", rng).group(1)) if rng else 0
+    if fault == "bad-range":
+      start, rng = 1, rng or "bytes=1-"
     self.send_response(206 if rng else 200)
     if rng:
       self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -79,6 +98,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     if send_body:
       body = data[start:]
       self.wfile.write(body[: len(body) // 2] if fault == "drop" else body)
+
+  def _send_without_end(self, fault: str) -> None:
+    """A body without a length that goes on until the client hangs up (or, trickling, for 2 minutes)."""
+    self.send_response(200)
+    self.end_headers()
+    try:
+      for _ in range(600):
+        self.wfile.write(b"x" if fault == "trickle" else bytes(1 << 16))
+        self.wfile.flush()
+        time.sleep(0.2 if fault == "trickle" else 0)
+    except OSError:  # The client hung up.
+      pass
 
   def log_message(self, *args):
     del args
@@ -461,3 +492,103 @@ def test_decompression_bomb_is_refused_and_what_it_wrote_removed(tmp_path, serve
     for p in manual.rglob("*")
     if p.is_file() and p.name != report_lib.FILE_NAME and p.parent.name != "annotations" and not p.name.endswith(".txt")
   ] == []
+
+
+@pytest.mark.parametrize("fault", [416, "bad-range"])
+def test_a_download_that_must_restart_is_retried(tmp_path, server, fault):
+  """A .part that is not a prefix of the file (416), or a 206 of other bytes than asked: restarted, not failed."""
+  data = bytes(range(256)) * 40
+  server.files["/400/val/a.tar.gz"] = data
+  server.faults["/400/val/a.tar.gz"] = [fault]
+  dest = tmp_path / "a.tar.gz"
+  dest.with_name("a.tar.gz" + http_lib.PART).write_bytes(b"not a prefix")
+  assert http_lib.fetch(f"{server.base_url}/400/val/a.tar.gz", dest, _FAST_RETRIES) == len(data)
+  assert dest.read_bytes() == data
+  assert errors.classify(errors.IncompleteDownload("asked for bytes from 12, got bytes 1-")) == "network"
+
+
+def test_what_a_server_sends_is_bounded(tmp_path, server):
+  """An endless list is refused at http_lib.MAX_LIST_BYTES, on a dry run and a real one, with no .part left; a
+  trickling body fails at the attempt's deadline; a redirect to another host is not followed."""
+  server.files["/400/annotations/val.csv"] = b"youtube_id,time_start,time_end,split\n"
+  server.files["/400/val/k400_val_path.txt"] = b"a.tar.gz\n"
+  server.faults["/400/val/k400_val_path.txt"] = ["endless"] * 2
+  for dry_run in (True, False):
+    manual = tmp_path / f"manual_{dry_run}"
+    counts = _cvdf(manual, server, ["val"], dry_run=dry_run)
+    assert counts["failed:too-large"] == 1, counts
+    assert not [p for p in manual.rglob("*") if p.name.endswith(http_lib.PART)]
+
+  server.files["/400/val/slow.tar.gz"] = b"y" * 100
+  server.faults["/400/val/slow.tar.gz"] = ["trickle"] * 2
+  policy = errors.RetryPolicy(attempts=2, base_delay_s=0.01, deadline_s=0.5)
+  start = time.monotonic()
+  with pytest.raises(TimeoutError) as error:
+    http_lib.fetch(f"{server.base_url}/400/val/slow.tar.gz", tmp_path / "slow.tar.gz", policy)
+  assert time.monotonic() - start < 5 and errors.classify(error.value) == "network"
+
+  server.files["/elsewhere.tar.gz"] = b"z"
+  port = server.base_url.rsplit(":", 1)[1]
+  server.redirects["/400/val/moved.tar.gz"] = f"http://localhost:{port}/elsewhere.tar.gz"  # Another host name.
+  with pytest.raises(errors.OtherHost) as error:
+    http_lib.fetch(f"{server.base_url}/400/val/moved.tar.gz", tmp_path / "moved.tar.gz", _FAST_RETRIES)
+  assert errors.classify(error.value) == "other-host" and not server.gets("/elsewhere.tar.gz")
+
+
+def test_ctrl_c_stops_the_downloader_and_writes_its_report(tmp_path, server):
+  shards = [f"part_{i}.tar.gz" for i in range(20)]
+  server.files["/400/annotations/val.csv"] = b"youtube_id,time_start,time_end,split\n"
+  server.files["/400/val/k400_val_path.txt"] = "".join(f"{name}\n" for name in shards).encode()
+  for i, name in enumerate(shards):
+    server.files[f"/400/val/{name}"] = _tar({f"c{i:010d}_000000_000010.mp4": b"clip"})
+    server.faults[f"/400/val/{name}"] = ["slow"]  # Each takes a second.
+  manual = tmp_path / "manual"
+  run = subprocess.Popen(
+    [
+      sys.executable,
+      "-m",
+      "kinetics_tfds.download",
+      "--source=cvdf",
+      "--split=val",
+      "--num_workers=2",
+      f"--cvdf_base_url={server.base_url}",
+      f"--manual_dir={manual}",
+    ],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    deadline = time.monotonic() + 60
+    while len([m for m, *_ in server.requests if m == "GET"]) < 5:  # Annotations, list, then shards.
+      assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+      time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    _, stderr = run.communicate(timeout=30)
+    stopped_s = time.monotonic() - interrupted
+  finally:
+    run.kill()
+  assert run.returncode == 130 and stopped_s < 5, (run.returncode, stopped_s, stderr[-2000:])
+  assert "Interrupted" in stderr
+  report = _report(manual)
+  assert 0 < sum(row["status"] == "ok" for key, row in report.items() if key.startswith("400/val/part_")) < 10
+  time.sleep(1.5)  # What a cancelled queue would still have fetched by now.
+  assert len([p for m, p, _ in server.requests if m == "GET" and "/part_" in p]) < 10
+
+
+def test_a_bomb_removes_only_the_files_it_created(tmp_path):
+  """A damaged shard that repeats another shard's clip name, then expands too far, leaves that clip in place."""
+  shared, own = "sssssssssss_000000_000010.mp4", "ooooooooooo_000000_000010.mp4"
+  (tmp_path / "part_0.tar.gz").write_bytes(_tar({shared: b"shard 0's clip"}))
+  assert archives.extract(tmp_path / "part_0.tar.gz", tmp_path / "val") == []
+  buffer = io.BytesIO()
+  with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+    for name, size in ((shared, 10), (own, 10), ("bomb.mp4", archives.MIN_LIMIT_BYTES + 1)):
+      info = tarfile.TarInfo(name)
+      info.size = size
+      tar.addfile(info, io.BytesIO(bytes(size)))
+  (tmp_path / "part_2.tar.gz").write_bytes(buffer.getvalue())
+  with pytest.raises(archives.ExpansionLimit):
+    archives.extract(tmp_path / "part_2.tar.gz", tmp_path / "val")
+  assert sorted(p.name for p in (tmp_path / "val").iterdir()) == [shared]  # Its own clip removed, not shard 0's.

@@ -23,9 +23,13 @@ import tensorflow_datasets as tfds
 from conftest import REPO
 from conftest import SMALL_CLIP
 from conftest import tfds_build
+import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import build_lock
+from kinetics_tfds import builder
+from kinetics_tfds import examples
 from kinetics_tfds import motion_clips
+from kinetics_tfds import subsets
 from kinetics_tfds import video
 from kinetics_tfds.models import weights
 from kinetics_tfds.training import config as config_lib
@@ -212,6 +216,31 @@ def test_no_annotation_row_can_fail_a_build():
   assert len(rejected) == len(entries) - 1 and all(r.reason.startswith("malformed row") for r in rejected)
 
 
+_HUGE = "x" * (200 << 10)  # Over csv's 128 KiB field limit.
+
+
+@pytest.mark.parametrize("field", range(5))
+@pytest.mark.parametrize("bad", ['"stray', f"{_HUGE}", f'"{_HUGE}"', f'"{_HUGE}'])
+def test_a_stray_quote_or_a_huge_field_spoils_only_its_row(field, bad):
+  good = [f"swiping up,good{i:07d},{i},{i + 10},train" for i in range(6)]
+  broken = good[2].split(",")
+  broken[field] = bad
+  lines = ["label,youtube_id,time_start,time_end,split", *good[:2], ",".join(broken), *good[2:]]
+  clips, rejected = annotations.parse_split("big.csv", "\r\n".join(lines).encode(), "train")
+  assert {f"good{i:07d}" for i in range(6)} <= {c.youtube_id for c in clips}
+  assert len(clips) + len(rejected) == 7 and all(r.reason.startswith("malformed row") for r in rejected)
+
+
+@pytest.mark.parametrize("header", ['"label,youtube_id,time_start,time_end,split', f"{_HUGE},youtube_id"])
+def test_a_csv_whose_header_cannot_be_read_is_an_error_naming_it(tmp_path, header):
+  path = tmp_path / "kinetics400" / "train.csv"
+  path.parent.mkdir()
+  path.write_text(f"{header}\nswiping up,abcdefghijk,1,11,train\n")
+  with pytest.raises(annotations.AnnotationError) as error:
+    annotations.read_annotations(annotations.find_sources(str(tmp_path), ["kinetics400"]), 1)
+  assert str(error.value).startswith(f"{path}: line 1") and "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("header", ["", "\n", "\n\n  \n", "\r\n,,\r\n"])
 def test_blank_lines_before_the_header_are_skipped(tmp_path, header):
   folder = tmp_path / "annotations"
@@ -363,3 +392,59 @@ def test_bad_weights_files_are_errors_naming_them(tmp_path):
     with pytest.raises(ValueError, match=message) as error:
       weights.read(str(weights_arg))
     assert str(tmp_path / name) in str(error.value)
+
+
+_LINE_BREAKS_OF_STR_SPLITLINES = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\r\n"
+
+
+def test_skip_lists_keep_keys_with_any_line_break_character(tmp_path):
+  """A malformed row's key holds what its file held: the lists a build writes and Beam's read back whole."""
+  skipped = [
+    annotations.Rejected("train", f"a{c}b_000000_000010", f"malformed row: {c!r}")
+    for c in _LINE_BREAKS_OF_STR_SPLITLINES
+  ]
+  builder._write_skipped(str(tmp_path), skipped)  # pylint: disable=protected-access
+  assert builder.read_skipped(str(tmp_path)) == sorted(skipped, key=lambda r: (r.split, r.key, r.reason))
+  lines = [builder._skip_line(examples.Result(r.split, r.key, reason=r.reason)) for r in skipped]  # pylint: disable=protected-access
+  (tmp_path / ".skipped-train-00000-of-00001").write_text("\n".join(lines) + "\n", newline="")
+  assert builder._collect_beam_skips(str(tmp_path)) == skipped  # pylint: disable=protected-access
+
+
+def test_a_names_file_that_is_not_utf8_is_an_error_naming_it(tmp_path):
+  names = tmp_path / "names.txt"
+  names.write_bytes("caf\xe9\n".encode("latin-1"))
+  with pytest.raises(subsets.SelectionError, match=f"^{names}: not UTF-8 text \\(byte 0xe9 at offset 3\\)"):
+    kinetics_tfds.KineticsConfig(classes=str(names))
+  with pytest.raises(subsets.SelectionError, match=f"^{names}: not UTF-8"):
+    subsets.exclusions([str(names)], load=None)
+
+
+def test_excluding_an_unknown_version_is_one_line(tmp_path):
+  manual = tmp_path / "manual"
+  motion_clips.write_annotations(str(manual / "kinetics400"), "train", [_JUMP])
+  config = kinetics_tfds.KineticsConfig(**{**_CONFIG, "num_classes": 1, "exclude": ("kinetics4000:validation",)})
+  dataset = tfds.builder("kinetics400", config=config, data_dir=str(tmp_path / "data"))
+  with pytest.raises(subsets.SelectionError, match="^exclude: 'kinetics4000' is not a Kinetics version"):
+    dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+
+
+def test_an_overlap_set_name_with_a_slash_is_one_line(tmp_path):
+  rows = tmp_path / "val.csv"
+  rows.write_text("label,youtube_id,time_start,time_end,split\nx,aaaaaaaaaaa,0,10,val\n")
+  done = _run(
+    [
+      sys.executable,
+      "-m",
+      "kinetics_tfds.overlap",
+      f"--annotations=a/b:validation={rows}",
+      f"--annotations=kinetics400:validation={rows}",
+      f"--out={tmp_path / 'out'}",
+    ]
+  )
+  assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+  assert "must be a file name: no '/'" in _our_stderr(done.stderr)[-1]
+
+
+def test_a_subset_folder_counts_each_class_once():
+  config = kinetics_tfds.KineticsConfig(classes=["swiping up", "swiping up", "swiping down"])
+  assert "_2classes_" in config.name

@@ -230,6 +230,17 @@ def test_other_classes_load_all_but_the_classifier(model, kinetics400, caplog):
   _assert_same_weights(loaded, model, but=(_CLASSIFIER,))
 
 
+def test_keras_weights_of_other_classes_load_all_but_the_classifier(model, tmp_path, caplog):
+  model.save_weights(tmp_path / "i3d.weights.h5")
+  loaded = i3d.InceptionI3D(num_classes=7, weights=tmp_path / "i3d.weights.h5", include_rescaling=False)
+  assert "the classifier starts fresh (400 -> 7)" in caplog.text
+  _assert_same_weights(loaded, model, but=(_CLASSIFIER,))
+  other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(7)])
+  other.save_weights(tmp_path / "dense.weights.h5")
+  with pytest.raises(weights.WeightsError, match="dense.weights.h5: not loadable into this model .*another model's"):
+    i3d.InceptionI3D(num_classes=7, weights=tmp_path / "dense.weights.h5", include_rescaling=False)
+
+
 def test_keras_weights_round_trip(model, tmp_path):
   model.save_weights(tmp_path / "i3d.weights.h5")
   _assert_same_weights(i3d.InceptionI3D(weights=tmp_path / "i3d.weights.h5", include_rescaling=False), model)

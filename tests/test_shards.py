@@ -2,6 +2,7 @@
 
 import os
 import random
+import signal
 
 import pytest
 import tensorflow_datasets as tfds
@@ -16,6 +17,7 @@ from kinetics_tfds import annotations
 from kinetics_tfds import builder
 from kinetics_tfds import clips
 from kinetics_tfds import examples
+from kinetics_tfds import parallel
 from kinetics_tfds import shards
 
 
@@ -84,6 +86,8 @@ def test_shards_are_byte_equal_to_tfds_writer(tmp_path):
     "train", [(k, len(r)) for k, r in records.items()], str(records_dir), template("ours"), shard_config
   )
   assert [shards.assemble(s) for s in planned] == tfds_lengths
+  for shard in planned:
+    shards.remove_records(shard)
   assert not os.listdir(records_dir)
   names = sorted(os.listdir(tmp_path / "tfds"))
   assert len(names) == 3 and names == sorted(os.listdir(tmp_path / "ours"))
@@ -99,3 +103,32 @@ def test_damaged_record_is_refused(tmp_path):
   open(path, "wb").write(bytes(data))
   with pytest.raises(ValueError, match="CRC"):
     shards.read_record(path)
+
+
+def _assemble_then_die_once(shard: shards.Shard) -> int:
+  """shards.assemble in a worker that is killed, once in all, after it has copied the records."""
+  length = shards.assemble(shard)
+  marker = os.path.join(os.path.dirname(shard.path), "died")
+  if not os.path.exists(marker):
+    with open(marker, "w") as f:
+      f.write(shard.path)
+    os.kill(os.getpid(), signal.SIGKILL)
+  return length
+
+
+def test_a_worker_killed_while_joining_a_shard_is_rerun(tmp_path):
+  """The rerun of a shard finds every record: assemble leaves them for the build to delete after."""
+  records = {f"clip{i:07d}_000000_000010": bytes([i]) * (100 + i) for i in range(12)}
+  for key, record in records.items():
+    shards.write_record(str(tmp_path / key), record)
+  template = naming.ShardedFileTemplate(
+    data_dir=tmp_path, dataset_name="kinetics400", split="train", filetype_suffix="tfrecord"
+  )
+  planned = shards.plan(
+    "train", [(k, len(r)) for k, r in records.items()], str(tmp_path), template, shard_utils.ShardConfig(num_shards=3)
+  )
+  framed = {path: open(path, "rb").read() for shard in planned for path in shard.records}
+  assert list(parallel.bounded_map(_assemble_then_die_once, planned, num_workers=2)) == [4, 4, 4]
+  assert open(tmp_path / "died").read() in {shard.path for shard in planned}  # A worker died.
+  for shard in planned:
+    assert open(shard.path, "rb").read() == b"".join(framed[path] for path in shard.records)

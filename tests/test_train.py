@@ -173,13 +173,13 @@ def test_resumes_after_sigkill_to_a_new_total(tmp_path):
 
 
 def _train_dense(
-  model_dir, total_steps, checkpoint_steps, classes=3, optimizer="sgd", steps_per_execution=1, printer=None
+  model_dir, total_steps, checkpoint_steps, classes=3, optimizer="sgd", steps_per_execution=1, printer=None, loss=None
 ):
   """`loop.train` on a Dense model: checkpoints in seconds."""
   model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(classes)])
   model.compile(
     optimizer,
-    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     steps_per_execution=steps_per_execution,
   )
   data = synthetic.Repeated((np.ones((2, 3), np.float32), np.zeros((2,), np.int32)), steps=100)
@@ -352,7 +352,7 @@ def test_batch_must_divide_over_replicas():
 
 
 def test_missing_dataset_says_how_to_build(tmp_path):
-  with pytest.raises(FileNotFoundError, match="kinetics600 is not prepared.*tfds build"):
+  with pytest.raises(datasets.DatasetError, match="kinetics600 is not prepared.*tfds build"):
     datasets.prepared_builder("kinetics600", str(tmp_path))
   with pytest.raises(ValueError, match="must be one of"):
     datasets.prepared_builder("ucf101", str(tmp_path))
@@ -382,3 +382,29 @@ def test_help_lists_every_setting_from_a_wrapper_script():
   for field in dataclasses.fields(config_lib.Config):
     flag = f"--[no]{field.name}: " if field.type is bool else f"--{field.name}: "
     assert flag in shown and field.metadata["help"][:30] in shown, field.name
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(tmp_path):
+  # Least squares at a learning rate that multiplies the error by -59 a step: inf by step ~11, then NaN.
+  with pytest.raises(loop.Diverged, match=r"loss (nan|inf) at step \d+; .*latest.weights.h5 is the last finite"):
+    _train_dense(tmp_path, 60, 1, classes=1, optimizer=keras.optimizers.SGD(10.0), loss="mse")
+  with h5py.File(tmp_path / loop.CHECKPOINT) as f:
+    arrays = []
+    f.visititems(lambda _, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset) else None)
+  assert arrays and all(np.all(np.isfinite(a)) for a in arrays)
+  assert _checkpoint_step(tmp_path / loop.CHECKPOINT) >= 1
+  assert not (tmp_path / loop.FINAL_WEIGHTS).exists()
+
+
+def test_a_users_mistake_in_a_run_is_one_line_and_a_damaged_file_is_named(tmp_path):
+  """--mode=eval on a model_dir whose final weights are truncated (as a kill mid-write left them before
+  loop.train wrote them atomically); --model_dir naming a file."""
+  truncated = tmp_path / loop.FINAL_WEIGHTS
+  _train_dense(tmp_path, 1, 1)
+  truncated.write_bytes(truncated.read_bytes()[:3000])
+  result = _script("--synthetic", "--mode=eval", f"--model_dir={tmp_path}", *_TINY)
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert f"i3d.py: error: {truncated}: not loadable into this model (" in result.stderr
+  assert "truncated file" in result.stderr  # h5py's reason, before any check of the model's shapes.
+  with pytest.raises(config_lib.ConfigError, match=f"^--model_dir={truncated} is a file"):
+    config_lib.Config(model_dir=str(truncated))

@@ -14,6 +14,7 @@ per shard, annotation file, clip and refused archive member. Exits with status 1
 failed, saying how many.
 """
 
+import os
 import pathlib
 import sys
 
@@ -55,6 +56,12 @@ _RETRIES = flags.DEFINE_integer("retries", 5, "Attempts per file on 5xx, 429 and
 _RETRY_DELAY = flags.DEFINE_float(
   "retry_base_delay_s", 2.0, "First wait before a retry; doubles on each further attempt."
 )
+_DEADLINE = flags.DEFINE_float(
+  "deadline_s",
+  errors.RetryPolicy.deadline_s,
+  "Longest one attempt at one file may take; a server that sends too slowly fails it, and it is retried.",
+  lower_bound=1,
+)
 _CLASSES = flags.DEFINE_string(
   "classes",
   None,
@@ -79,9 +86,30 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   manual_dir = pathlib.Path(_MANUAL_DIR.value).expanduser()
-  policy = errors.RetryPolicy(_RETRIES.value, _RETRY_DELAY.value)
-  classes = _classes()
+  policy = errors.RetryPolicy(_RETRIES.value, _RETRY_DELAY.value, _DEADLINE.value)
   report = report_lib.Report(None if _DRY_RUN.value else manual_dir / report_lib.FILE_NAME)
+  try:
+    _download(manual_dir, policy, report)
+  except KeyboardInterrupt:
+    report.close()
+    print(
+      f"Interrupted: what was done is in {manual_dir / report_lib.FILE_NAME}; a rerun resumes the rest.",
+      file=sys.stderr,
+      flush=True,
+    )
+    # Downloads still running on their threads cannot be stopped, and the interpreter would wait for them at
+    # exit: leave now. Their .part files are resumed by the rerun.
+    os._exit(130)
+  failed = report.close()["failed"]
+  if failed:
+    where = "the warnings above" if _DRY_RUN.value else manual_dir / report_lib.FILE_NAME
+    sys.exit(
+      f"{failed} items failed, with their reasons in {where}; a rerun retries those that may pass (network, 5xx, 429)."
+    )
+
+
+def _download(manual_dir: pathlib.Path, policy: errors.RetryPolicy, report: report_lib.Report) -> None:
+  classes = _classes()
   if _SOURCE.value == "cvdf":
     if _MAX_PER_CLASS.value:
       raise app.UsageError("--max_per_class: the mirror's archives hold whole classes; use --source=youtube")
@@ -121,12 +149,6 @@ def main(argv: list[str]) -> None:
       )
     except subsets.SelectionError as error:  # A class the annotation file does not name.
       raise app.UsageError(f"--classes/--max_per_class: {error}") from None
-  failed = report.close()["failed"]
-  if failed:
-    where = "the warnings above" if _DRY_RUN.value else manual_dir / report_lib.FILE_NAME
-    sys.exit(
-      f"{failed} items failed, with their reasons in {where}; a rerun retries those that may pass (network, 5xx, 429)."
-    )
 
 
 def _classes() -> tuple[str, ...] | None:

@@ -8,7 +8,7 @@ filter then checks every written member a second time.
 
 Expansion is bounded: clips barely compress, so an archive whose members add up to more than
 MAX_EXPANSION times its own size (and over MIN_LIMIT_BYTES) is a decompression bomb, not a shard;
-what it had written is removed and ExpansionLimit raised.
+the files it had created are removed (not those it overwrote: other shards' files) and ExpansionLimit raised.
 """
 
 import os
@@ -61,10 +61,12 @@ def extract(archive: pathlib.Path, target: pathlib.Path) -> list[tuple[str, str]
           f"{archive.name} expands beyond {limit} bytes ({MAX_EXPANSION}x its size): a decompression bomb, not a shard"
         )
       if not reason:
+        path = os.path.join(root, member.name)
+        existed = os.path.lexists(path)  # Another shard's file of the same name: never this one's to remove.
         try:
           tar.extract(member, root, filter="data")
-          if member.isfile():
-            written.append(os.path.join(root, member.name))
+          if member.isfile() and not existed:
+            written.append(path)
         except tarfile.FilterError as error:
           reason = type(error).__name__
       if reason:

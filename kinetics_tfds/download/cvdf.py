@@ -78,7 +78,7 @@ def _shard_urls(
   elif dry_run:
     listing = http.read_text(list_url, policy)
   else:
-    http.fetch(list_url, cached, policy)
+    http.fetch(list_url, cached, policy, max_bytes=http.MAX_LIST_BYTES)
     listing = cached.read_text()
   return [_rebase(line, list_url, base_url) for line in filter(None, map(str.strip, listing.splitlines()))]
 

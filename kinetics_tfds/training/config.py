@@ -5,6 +5,7 @@ TensorFlow or JAX start.
 """
 
 import dataclasses
+import os
 
 from kinetics_tfds import user_error
 
@@ -137,6 +138,8 @@ class Config:
     if not self.learning_rate > 0:
       raise ConfigError(f"--learning_rate must be positive, got {self.learning_rate}")
     parse_views(self.eval_views)
+    if os.path.exists(self.model_dir) and not os.path.isdir(self.model_dir):
+      raise ConfigError(f"--model_dir={self.model_dir} is a file, not a folder")
 
 
 class ConfigError(user_error.UserError):

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from kinetics_tfds import sampling
+from kinetics_tfds import user_error
 from kinetics_tfds.training import synthetic
 
 FINAL_WEIGHTS = "model.weights.h5"
@@ -104,7 +105,11 @@ def train(
   progress = Progress(global_batch, min(log_every, steps_per_epoch) or 1, printer, initial_step)
   losses = [None]
   if epochs:
-    callbacks = [Checkpoint(checkpoint), progress, tensorboard(os.path.join(model_dir, "logs"), log_every)]
+    callbacks = [
+      Checkpoint(checkpoint, initial_step),
+      progress,
+      tensorboard(os.path.join(model_dir, "logs"), log_every),
+    ]
     history = model.fit(
       data,
       epochs=epochs,
@@ -114,7 +119,7 @@ def train(
       shuffle=False,  # Every reader shuffles as it reads.
     )
     losses = history.history.get("loss") or losses
-  model.save_weights(os.path.join(model_dir, FINAL_WEIGHTS))
+  save_weights(model, os.path.join(model_dir, FINAL_WEIGHTS))
   return {
     "steps": _step(model),  # Fewer than planned where the data ran out.
     "initial_step": initial_step,
@@ -124,19 +129,41 @@ def train(
   }
 
 
-class Checkpoint(keras.callbacks.Callback):
-  """Saves weights and optimizer state at each epoch's end: to a new file that then replaces the last, so that a
-  kill while saving leaves the last checkpoint whole."""
+class Diverged(user_error.UserError):
+  """The loss became NaN or infinite: training stopped, its last finite checkpoint kept."""
 
-  def __init__(self, path: str):
+
+class Checkpoint(keras.callbacks.Callback):
+  """Saves weights and optimizer state at each epoch's end (`save_weights`), and stops a run whose loss is no
+  longer finite before it saves: non-finite weights would replace the last good state that a rerun resumes from.
+  """
+
+  def __init__(self, path: str, initial_step: int = 0):
     super().__init__()
-    self.path = path
+    self.path, self.initial_step = path, initial_step
+
+  def on_epoch_begin(self, epoch, logs=None):  # Steps counted as Progress counts them.
+    self._epoch_start = self.initial_step + epoch * self.params["steps"]
+
+  def on_train_batch_end(self, batch, logs=None):
+    loss = (logs or {}).get("loss")
+    if loss is not None and not math.isfinite(float(loss)):
+      kept = f"{self.path} is the last finite checkpoint" if os.path.exists(self.path) else "no checkpoint was saved"
+      raise Diverged(
+        f"training diverged: loss {float(loss)} at step {self._epoch_start + batch + 1}; {kept}; lower "
+        "--learning_rate (or raise --warmup_fraction) and rerun"
+      )
 
   def on_epoch_end(self, epoch, logs=None):
-    os.makedirs(os.path.dirname(self.path), exist_ok=True)
-    partial = self.path.replace(".weights.h5", ".partial.weights.h5")  # Keras wants the suffix.
-    self.model.save_weights(partial, overwrite=True)
-    os.replace(partial, self.path)
+    save_weights(self.model, self.path)
+
+
+def save_weights(model, path: str) -> None:
+  """model.save_weights to a new file that then replaces `path`, so a kill while saving leaves the last whole."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  partial = path.replace(".weights.h5", ".partial.weights.h5")  # Keras wants the suffix.
+  model.save_weights(partial, overwrite=True)
+  os.replace(partial, path)
 
 
 def _restore(model, checkpoint: str) -> int:
@@ -155,8 +182,8 @@ def _restore(model, checkpoint: str) -> int:
   return step
 
 
-def _another_model(checkpoint: str, why: str) -> ValueError:
-  return ValueError(
+def _another_model(checkpoint: str, why: str) -> user_error.UserError:
+  return user_error.UserError(
     f"{checkpoint} is a checkpoint of another model or optimizer (another --num_classes or --optimizer?): {why}; "
     "use a new --model_dir, or delete this one to start over"
   )
@@ -200,7 +227,7 @@ def evaluate(model, batches, class_names, *, fill_to: int = 1, predictions_out: 
     keys.extend(batch["key"])
     labels.update(zip((k.decode() for k in batch["key"]), batch["label"].tolist()))
   if not keys:
-    raise ValueError("the evaluation split yielded no clips")
+    raise user_error.UserError("the evaluation split (--eval_split) yielded no clips")
   per_video = sampling.aggregate(keys, np.concatenate(scores))
   ranked = {key: np.argsort(-score)[:5] for key, score in per_video.items()}
   if predictions_out:

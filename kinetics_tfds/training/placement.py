@@ -11,8 +11,10 @@ import os
 
 import keras
 
+from kinetics_tfds import user_error
 
-class PlacementError(RuntimeError):
+
+class PlacementError(user_error.UserError):
   """The requested devices cannot be used (an unreachable TPU, a batch that does not split over replicas)."""
 
 

@@ -13,6 +13,7 @@ import os
 import keras
 
 from kinetics_tfds.models import i3d
+from kinetics_tfds.models import weights as weights_lib
 from kinetics_tfds.training import config as config_lib
 from kinetics_tfds.training import inputs
 from kinetics_tfds.training import loop
@@ -89,8 +90,10 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
   elif weights is None:
     final = os.path.join(config.model_dir, loop.FINAL_WEIGHTS)
     if not os.path.exists(final):
-      raise FileNotFoundError(f"--mode=eval needs --weights or a trained model in --model_dir ({final} is missing)")
-    model.load_weights(final)
+      raise config_lib.ConfigError(
+        f"--mode=eval needs --weights or a trained model in --model_dir ({final} is missing)"
+      )
+    weights_lib.load(model, final)
   if config.mode != "train":
     if clips is not None:
       summary.update(loop.benchmark_predict(model, clips.clips, config.eval_steps))
@@ -121,7 +124,7 @@ def _total_steps(config, data):
   if config.train_steps:
     return config.train_steps
   if data is None:
-    raise ValueError("--synthetic needs --train_steps")
+    raise config_lib.ConfigError("--synthetic needs --train_steps")
   return config.epochs * math.ceil(data.num_examples(config.split) / config.batch_size)
 
 

@@ -2,21 +2,25 @@
 
 Builds a small Kinetics-like dataset with the real builder (10 s clips, 340x256 source, stored at
 25 fps, short side 256, JPEG quality 90: the i3d_25fps_256 settings; cached in --work_dir), then
-times, in one run, taking turns so a busy machine slows all three alike:
+times, in one run, taking turns so a busy machine slows all alike:
 
-  pipeline     `input.train_dataset`: clips per second, as a training loop receives them.
+  pipeline     `pipeline.train_dataset`: clips per second, as a training loop receives them.
   limit        a bare loop running only `tf.io.decode_and_crop_jpeg` on the frames the pipeline
                samples (the same clips, windows and crops), as parallel as the pipeline.
   full decode  `tfds` with its default decoding (every frame of every clip), then the same
                sampling, crop and flip.
+  tf_free      the reader without TensorFlow (`loaders.TrainClips`, the same views) over an ArrayRecord
+               build of the same clips, in one thread: per core, what a Grain or DataLoader worker does.
 
 It also times reading, parsing and sampling alone (nothing decoded), and records CPU time per clip
 for each: on a shared machine CPU time says more than wall time. Prints one JSON line:
 clips_per_s, limit_clips_per_s, ratio_to_limit, full_decode_clips_per_s, speedup_vs_full_decode,
-cpu_ms_per_clip and the settings.
+cpu_ms_per_clip, tf_free_per_core_ratio_to_pipeline (CPU per clip of tf.data over that of tf_free) and the
+settings.
 """
 
 import functools
+import itertools
 import json
 import os
 import resource
@@ -34,10 +38,13 @@ os.environ.setdefault(_BFC, "true")
 from absl import app
 from absl import flags
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from kinetics_tfds import KineticsConfig
+from kinetics_tfds import array_records
+from kinetics_tfds import loaders
 from kinetics_tfds import motion_clips
 from kinetics_tfds import pipeline
 from kinetics_tfds import sampling
@@ -62,15 +69,17 @@ _WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/kinetics_tfds_input_benchmark"
 _SEED = 0
 
 
-def build_dataset(work_dir: str, num_clips: int, seconds: float) -> tfds.core.DatasetBuilder:
-  """The kinetics400 builder over synthetic 340x256 clips at the i3d_25fps_256 settings; built once per size."""
+def build_dataset(work_dir: str, num_clips: int, seconds: float, file_format: str = "tfrecord"):
+  """The kinetics400 builder over synthetic 340x256 clips at the i3d_25fps_256 settings, in `file_format`; built
+  once per size and format."""
   classes = len(motion_clips.MOTIONS)
   if num_clips % classes:
     raise app.UsageError(f"--num_clips must be a multiple of {classes}")
   config = KineticsConfig(
     name=f"i3d_{num_clips}clips_{seconds:g}s", fps=25.0, short_side=256, jpeg_quality=90, num_classes=classes
   )
-  builder = tfds.builder("kinetics400", config=config, data_dir=os.path.join(work_dir, "data"))
+  data_dir = os.path.join(work_dir, "data" if file_format == "tfrecord" else f"data_{file_format}")
+  builder = tfds.builder("kinetics400", config=config, data_dir=data_dir, file_format=file_format)
   if not builder.is_prepared():
     manual = os.path.join(work_dir, config.name, "manual")
     motion_clips.make_manual_dir(
@@ -137,6 +146,18 @@ def full_decode_dataset(builder) -> tf.data.Dataset:
   return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
+def tf_free_batches(builder):
+  """The reader without TensorFlow (`loaders.TrainClips` over the ArrayRecord build of the same clips), in this
+  process alone: the same views as the pipeline, batched."""
+  source = array_records.Source(array_records.Info(builder.data_dir), "train")
+  settings = dict(num_frames=_NUM_FRAMES.value, frame_stride=_FRAME_STRIDE.value, image_size=_IMAGE_SIZE.value)
+  clips = loaders.TrainClips(source, loaders.Order(len(source), seed=_SEED), **settings)
+  batch = _BATCH_SIZE.value
+  for start in itertools.count(0, batch):
+    views = [clips[position] for position in range(start, start + batch)]
+    yield np.stack([clip for clip, _ in views]), np.array([label for _, label in views])
+
+
 def cpu_seconds() -> float:
   usage = resource.getrusage(resource.RUSAGE_SELF)
   return usage.ru_utime + usage.ru_stime
@@ -151,7 +172,7 @@ def timed_pass(iterator, steps: int, batch_size: int) -> tuple[float, float]:
   return clips / (time.perf_counter() - start), 1000 * (cpu_seconds() - start_cpu) / clips
 
 
-def measure(dataset: tf.data.Dataset, steps: int, batch_size: int) -> list[tuple[float, float]]:
+def measure(dataset, steps: int, batch_size: int) -> list[tuple[float, float]]:
   """--passes timed passes after a warm-up, on an iterator of its own.
 
   The iterator is dropped before the next measurement starts: a live one keeps decoding into its
@@ -167,12 +188,15 @@ def main(argv):
   builder = build_dataset(_WORK_DIR.value, _NUM_CLIPS.value, _SECONDS.value)
   batch = _BATCH_SIZE.value
   sampling = dict(num_frames=_NUM_FRAMES.value, frame_stride=_FRAME_STRIDE.value, image_size=_IMAGE_SIZE.value)
+  array_record = build_dataset(_WORK_DIR.value, _NUM_CLIPS.value, _SECONDS.value, "array_record")
   runs = {  # name: (dataset of batches, batches per timed pass)
     "pipeline": (pipeline.train_dataset(builder, batch_size=batch, seed=_SEED, **sampling), _STEPS.value),
     "limit": (limit_dataset(builder, _STEPS.value * batch), _STEPS.value),
     "full_decode": (full_decode_dataset(builder), _FULL_DECODE_STEPS.value),
     # Where the rest goes: reading, parsing and sampling alone, nothing decoded.
     "read_and_sample": (pipeline.train_views(builder, seed=_SEED, **sampling).batch(batch).prefetch(2), _STEPS.value),
+    # One process, one thread, no TensorFlow: what each Grain or DataLoader worker does.
+    "tf_free": (tf_free_batches(array_record), _STEPS.value),
   }
   passes = {name: [] for name in runs}
   for round_ in range(_ROUNDS.value):
@@ -192,6 +216,9 @@ def main(argv):
         "read_and_sample_clips_per_s": round(rate["read_and_sample"], 2),
         "cpu_ms_per_clip": cpu_ms,
         "cpu_ratio_to_limit": round(cpu_ms["limit"] / cpu_ms["pipeline"], 3),
+        # Per core: clips per CPU second of the reader without TensorFlow against the tf.data pipeline's.
+        "tf_free_clips_per_cpu_s": round(1000 / cpu_ms["tf_free"], 2),
+        "tf_free_per_core_ratio_to_pipeline": round(cpu_ms["pipeline"] / cpu_ms["tf_free"], 3),
         "num_frames": _NUM_FRAMES.value,
         "frame_stride": _FRAME_STRIDE.value,
         "image_size": _IMAGE_SIZE.value,

@@ -21,6 +21,7 @@ import re
 
 from kinetics_tfds import user_error
 
+
 class DatasetError(user_error.UserError):
   """A dataset that is not prepared, not an ArrayRecord build, or has no such split."""
 

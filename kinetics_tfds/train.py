@@ -1,6 +1,6 @@
 r"""Trains and/or evaluates the Keras I3D on Kinetics, on CPU, all local GPUs, TF_CONFIG workers or a TPU.
 
-  python -m kinetics_tfds.train --dataset=kinetics400 --data_dir=gs://bucket/tfds --model_dir=/tmp/i3d \
+  python -m kinetics_tfds.train --dataset=kinetics400 --data_dir=gs://bucket/tfds --model_dir=~/i3d_k400 \
       --tpu=local
   KERAS_BACKEND=jax kinetics-train --synthetic --mode=train --batch_size=16 --precision=mixed_bfloat16
 
@@ -13,6 +13,7 @@ there.
 
 import dataclasses
 import json
+import os
 import sys
 import types
 
@@ -63,6 +64,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = config_from_flags()
   # Keras (and with it TensorFlow or JAX) starts only once the flags are known to be good.
+  if not config.synthetic or os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+    command.import_tensorflow()
   from kinetics_tfds.training import placement  # pylint: disable=g-import-not-at-top
   from kinetics_tfds.training import run  # pylint: disable=g-import-not-at-top
 

@@ -106,26 +106,25 @@ def train_and_evaluate(builder: tfds.core.DatasetBuilder, work_dir: str, train_s
   return {"model_dir": model_dir, **{key: summary[key] for key in keys}}
 
 
-def report(result: dict, work_dir: str) -> str:
-  """The result in a few lines: where the dataset is and what it holds, how good and how fast the model is."""
-  built = result["built"]
+def built_lines(built: dict) -> list[str]:
+  """Where the dataset is and what it holds, in a few lines."""
   splits = ", ".join(f"{count} {split}" for split, count in built["splits"].items())
-  lines = [
+  return [
     f"Built {built['dataset']}: {splits} clips of {len(built['classes'])} classes "
     f"({', '.join(built['classes'])}), {'x'.join(map(str, built['video_shape_of_first_example']))} each",
     f"  in {built['data_dir']}",
     f"  read it with {built['load_with']}",
   ]
-  if "i3d" in result:
-    i3d = result["i3d"]
-    lines += [
-      f"I3D after {i3d['steps']} steps: top-1 {i3d['top1']:.3f}, top-5 {i3d['top5']:.3f} on {i3d['videos']} "
-      f"held-out videos; training {i3d['train_clips_per_second']:.1f} clips/s, "
-      f"evaluation {i3d['eval_clips_per_second']:.1f} clips/s",
-      f"  weights, summary.json and TensorBoard logs in {i3d['model_dir']}",
-    ]
-  lines.append(f"Details: {os.path.join(work_dir, RESULT_FILE)}; log: {os.path.join(work_dir, LOG_FILE)}")
-  return "\n".join(lines)
+
+
+def i3d_lines(i3d: dict) -> list[str]:
+  """How accurate and how fast the model is, in two lines."""
+  return [
+    f"I3D after {i3d['steps']} steps: top-1 {i3d['top1']:.3f}, top-5 {i3d['top5']:.3f} on {i3d['videos']} held-out "
+    f"videos; training {i3d['train_clips_per_second']:.1f} clips/s, evaluation {i3d['eval_clips_per_second']:.1f} "
+    "clips/s",
+    f"  weights, summary.json and TensorBoard logs in {i3d['model_dir']}",
+  ]
 
 
 def _log_quietly(work_dir: str) -> None:
@@ -153,13 +152,15 @@ def main(argv: list[str]) -> None:
   command.import_tensorflow()
   builder = build_sample(work_dir, _TRAIN_CLIPS.value, _VALIDATION_CLIPS.value)
   result = {"built": describe(builder)}
+  print("\n".join(built_lines(result["built"])), flush=True)
   if _TRAIN_STEPS.value:
     print(f"Training I3D from scratch on {builder.info.splits['train'].num_examples} clips:", flush=True)
     verbose = flags.FLAGS["verbosity"].present  # Then the log on the terminal has the progress lines.
     result["i3d"] = train_and_evaluate(builder, work_dir, _TRAIN_STEPS.value, logging.info if verbose else _progress)
+    print("\n".join(i3d_lines(result["i3d"])))
   with open(os.path.join(work_dir, RESULT_FILE), "w") as f:
     json.dump(result, f, indent=1)
-  print(report(result, work_dir))
+  print(f"Everything measured: {os.path.join(work_dir, RESULT_FILE)}; the log: {os.path.join(work_dir, LOG_FILE)}")
 
 
 def run_main() -> None:

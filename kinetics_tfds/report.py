@@ -255,7 +255,7 @@ def _bar_figure(built_ax, skipped_ax, splits: dict) -> None:
   skipped_ax.tick_params(labelleft=False)
   if kinds:
     skipped_ax.bar_label(skipped_ax.containers[-1], labels=[str(int(v)) for v in left], padding=2, fontsize=8)
-    skipped_ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=1)
+    skipped_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
 
 def figures(data: dict, out: pathlib.Path) -> dict[str, str]:
@@ -269,7 +269,7 @@ def figures(data: dict, out: pathlib.Path) -> dict[str, str]:
 
   def save(fig, name: str, title: str) -> None:  # The page gives the title.
     fig.tight_layout()
-    fig.savefig(out / name, dpi=80)
+    fig.savefig(out / name, dpi=80, bbox_inches="tight")  # With a legend beside the axes.
     made[title] = name
 
   kinds = {k for s in data["splits"].values() for k in s["skipped_by_reason"]}

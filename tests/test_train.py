@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 
 import h5py
 import keras
@@ -102,6 +103,13 @@ def test_tensorboard_has_training_and_evaluation_scalars(motion_builder, tmp_pat
   evaluation = _scalars(tmp_path / loop.LOGS / "eval")
   for name in ("top1", "top5", "eval_clips_per_second"):
     assert evaluation[name] == [(3, pytest.approx(summary[name], rel=1e-5))], name
+  # --mode=eval of the final weights: their step too, and no Keras warning about the optimizer state in the file.
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    again = run_lib.run(dataclasses.replace(config, mode="eval"), builder=motion_builder)
+  assert not [w for w in caught if "optimizer" in str(w.message)], [str(w.message) for w in caught]
+  assert [step for step, _ in _scalars(tmp_path / loop.LOGS / "eval")["top1"]] == [3, 3]
+  assert again["top1"] == summary["top1"]
 
 
 def _scalars(log_dir) -> dict[str, list[tuple[int, float]]]:

@@ -256,6 +256,9 @@ def _bar_figure(built_ax, skipped_ax, splits: dict) -> None:
   if kinds:
     skipped_ax.bar_label(skipped_ax.containers[-1], labels=[str(int(v)) for v in left], padding=2, fontsize=8)
     skipped_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+  else:
+    skipped_ax.set_xticks([])
+    skipped_ax.text(0.5, 0.5, "none", ha="center", va="center", transform=skipped_ax.transAxes)
 
 
 def figures(data: dict, out: pathlib.Path) -> dict[str, str]:
@@ -344,6 +347,12 @@ def page(data: dict, made: dict[str, str], out: pathlib.Path) -> str:
     for i, t in enumerate(data["thinnest_classes"])
   )
   header = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in columns)
+  without_clips = (
+    f'<span data-key="classes_without_clips">{data["classes_without_clips"]}</span> of {data["num_classes"]} classes '
+    "have no clip here (report.json's clips_per_class names them); of the others, these have the fewest:"
+    if data["classes_without_clips"]
+    else f"All {data['num_classes']} classes have clips here; these have the fewest:"
+  )
   images = "".join(f"<h2>{html.escape(title)}</h2>{_image(out, name, title)}" for title, name in made.items())
   return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(data["dataset"])}: dataset report</title>
@@ -356,8 +365,7 @@ Skipped clips are listed, with their reasons, in skipped_clips.csv there.</p>
 <h2>Skipped clips by reason</h2><table id="reasons"><tr><th>split</th><th>reason</th><th>clips</th></tr>
 {"".join(reasons)}</table>
 <h2>Thinnest classes ({html.escape(data["class_counts_split"])})</h2>
-<p><span data-key="classes_without_clips">{data["classes_without_clips"]}</span> of {data["num_classes"]} classes
-have no clip here (report.json's clips_per_class names them); of the others, these have the fewest:</p>
+<p>{without_clips}</p>
 <table id="thinnest"><tr><th>class</th><th>clips</th></tr>{thin}</table>
 {images}
 </body></html>

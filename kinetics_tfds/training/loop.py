@@ -32,7 +32,7 @@ class Progress(keras.callbacks.Callback):
     super().__init__()
     self.global_batch, self.every, self.printer = global_batch, every, printer
     self.initial_step = initial_step
-    self._writer = summary_writer(log_dir) if log_dir else None
+    self.log_dir, self._writer = log_dir, None  # The writer is made at the first point: a run may take no step.
     self._first = self._last = None  # (step, time) at the end of the first and of the latest step
     self._logs = {}  # Keras' running means of loss and metrics over the interval's epoch
 
@@ -62,6 +62,8 @@ class Progress(keras.callbacks.Callback):
     loss, top1 = self._logs.get("loss", float("nan")), self._logs.get("top1", float("nan"))
     speed = f"{clips_per_second:.1f} clips/s" if clips_per_second else "first step (compiles)"
     self.printer(f"step {step}: loss {loss:.4f} top1 {top1:.3f} {speed}")
+    if self.log_dir:  # Once: None where TensorFlow is missing.
+      self._writer, self.log_dir = summary_writer(self.log_dir), None
     if self._writer:
       scalars = {**self._logs, "clips_per_second": clips_per_second}
       write_scalars(self._writer, step, {name: value for name, value in scalars.items() if value is not None})

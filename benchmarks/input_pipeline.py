@@ -133,9 +133,9 @@ def full_decode_dataset(builder) -> tf.data.Dataset:
       [tf.int32, tf.int32, tf.bool],
       stateful=False,
     )
-    y, x, side, _ = tf.unstack(window)
+    y, x, side, _ = tf.unstack(tf.ensure_shape(window, [4]))
     clip = tf.gather(video, indices)[:, y : y + side, x : x + side]
-    clip = tf.cond(flip, lambda: tf.reverse(clip, [2]), lambda: clip)
+    clip = tf.cond(tf.ensure_shape(flip, []), lambda: tf.reverse(clip, [2]), lambda: clip)
     return tf.ensure_shape(clip, [num_frames, image_size, image_size, 3]), tf.cast(example["label"], tf.int32)
 
   read_config = tfds.ReadConfig(shuffle_seed=_SEED, try_autocache=False)

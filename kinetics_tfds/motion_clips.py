@@ -71,10 +71,12 @@ def make_manual_dir(
   clips_per_class: dict[str, int] | None = None,
   classes: dict[str, tuple[int, int]] | None = None,
   seed: int = 0,
+  segment_s: int = 10,
   **clip_kwargs,
 ) -> dict[str, list[annotations.Clip]]:
   """A manual folder as DeepMind + CVDF users have it: `<archive_name>/{train,validate}.csv` and
-  clips in `train/` and `val/`. Returns the clips written, per split.
+  clips in `train/` and `val/`, each annotated with a segment of `segment_s` seconds (Kinetics' 10; a
+  segment much longer than the clip is built with a warning). Returns the clips written, per split.
   """
   classes = classes or MOTIONS
   clips_per_class = clips_per_class or {"train": 8, "validation": 4}
@@ -87,7 +89,7 @@ def make_manual_dir(
       for _ in range(count):
         counter += 1
         youtube_id = f"synth{counter:06d}"[:11]
-        clip = annotations.Clip(youtube_id, counter, counter + 10, label, split)
+        clip = annotations.Clip(youtube_id, counter, counter + segment_s, label, split)
         write_clip(
           os.path.join(manual_dir, folder, f"{clip.key}.mp4"),
           motion=motion,

@@ -24,6 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 import contextlib
 import datetime
 import itertools
+import logging as std_logging
 import multiprocessing
 import os
 import sys
@@ -49,8 +50,8 @@ def default_workers() -> int:
   return len(os.sched_getaffinity(0))
 
 
-def _init_worker(lifeline) -> None:
-  """Makes a worker one core's worth of OpenCV, and makes it exit when the build does.
+def _init_worker(lifeline, log_setup) -> None:
+  """Makes a worker one core's worth of OpenCV, log as the build does, and exit when the build does.
 
   OpenCV decodes with about one FFmpeg thread per core and resizes in parallel: in N workers on
   N cores that is N-fold oversubscription, which costs CPU time (measured: ~10-20% per clip).
@@ -60,7 +61,20 @@ def _init_worker(lifeline) -> None:
   """
   os.environ["OPENCV_FFMPEG_THREADS"] = "1"  # Read by every VideoCapture open.
   cv2.setNumThreads(1)
+  if log_setup:
+    formatter, level = log_setup
+    std_logging.basicConfig(level=level, force=True)  # To stderr, in place of whatever an import set up.
+    std_logging.getLogger().handlers[0].setFormatter(formatter)
   threading.Thread(target=_exit_at_eof, args=(lifeline,), daemon=True).start()
+
+
+def _log_setup():
+  """The format and level of this process's log where it logs through absl's handler (a command's, or `tfds build`'s
+  own `WARNING[file.py]: ...`), for its workers to log alike; None elsewhere."""
+  handler = logging.get_absl_handler()
+  if handler not in std_logging.getLogger().handlers:
+    return None
+  return handler.python_handler.formatter, logging.get_absl_logger().getEffectiveLevel()
 
 
 def _exit_at_eof(lifeline) -> None:
@@ -103,7 +117,7 @@ def _pool(num_workers: int, fn: Callable) -> futures.ProcessPoolExecutor:
   context = multiprocessing.get_context("forkserver")
   context.set_forkserver_preload([fn.__module__])
   return futures.ProcessPoolExecutor(
-    num_workers, mp_context=context, initializer=_init_worker, initargs=(_lifeline_reader(),)
+    num_workers, mp_context=context, initializer=_init_worker, initargs=(_lifeline_reader(), _log_setup())
   )
 
 

@@ -1,15 +1,16 @@
 r"""A report on a prepared Kinetics dataset: what was built, what was skipped and why, and what the frames look like.
 
   python -m kinetics_tfds.report --dataset=kinetics400/small_10fps_128 --data_dir=~/tensorflow_datasets \
-      --out=/tmp/k400_report
+      --out=k400_report
 
 writes `report.html` (one self-contained page, the figures inlined), the figures as PNGs and
 `report.json` with every number and figure's data in the page. Per split: annotated, built and
-skipped clips by reason (from `skipped_clips.csv`), clips per class (the thinnest named), clip
-length in frames and source fps, bytes on disk per split and per clip; and a contact sheet of
-frames from a few clips of some classes, to see at a glance that orientation, colour and crop are
-right. The records are read once, through `kinetics_tfds.pipeline.records` (JPEG strings, nothing
-decoded); only the contact sheet's frames are decoded. Copies of Kinetics differ (K400 validation
+skipped clips by reason (from `skipped_clips.csv`), clips per class (how many classes have none,
+the thinnest of the others named), clip length in frames and source fps, bytes on disk per split
+and per clip; and a contact sheet of frames from a few clips of classes spread over those that
+have clips, to see at a glance that orientation, colour and crop are right. The records are read
+once, through `kinetics_tfds.pipeline.records` (JPEG strings, nothing decoded); only the contact
+sheet's frames are decoded. Copies of Kinetics differ (K400 validation
 has 19,906 rows, people report 17,747 to 19,818 usable clips): this says what yours holds.
 """
 
@@ -32,20 +33,19 @@ import cv2
 import matplotlib
 from matplotlib import figure as mpl_figure  # Figures without pyplot: no global state, no display needed.
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 import tqdm
 
 from kinetics_tfds import builder as builder_lib
 from kinetics_tfds import command
-from kinetics_tfds import pipeline
 from kinetics_tfds import subsets
 
 HTML_FILE, JSON_FILE, SHEET_FILE = "report.html", "report.json", "contact_sheet.png"
 TILE_HEIGHT = 96  # Contact sheet frames are resized to this height, aspect kept (cv2.INTER_AREA).
 _BAND = 18  # Pixels of caption above each contact-sheet row.
 _MIN_SHEET_WIDTH = 400  # Room for a caption above a narrow (portrait, or one-frame) clip.
-_THINNEST = 10
+_THINNEST = 10  # Classes named as the thinnest, of those with clips.
+_UNLABELED = "(unlabeled)"  # The contact sheet's caption for a clip of an unlabeled test split.
 
 
 @dataclasses.dataclass
@@ -83,11 +83,11 @@ def reason_kind(reason: str) -> str:
   return re.sub(r"\s*'.*$", "", reason.split(":")[0])
 
 
-def _sheet_classes(names: Sequence[str], count: int) -> list[str]:
-  """`count` classes spread evenly over the class list."""
-  if len(names) <= count:
-    return list(names)
-  return [names[int(i)] for i in np.linspace(0, len(names) - 1, count).round()]
+def _spread(items: Sequence, count: int) -> list:
+  """`count` items spread evenly over `items`, in order."""
+  if len(items) <= count:
+    return list(items)
+  return [items[int(i)] for i in np.linspace(0, len(items) - 1, count).round()]
 
 
 def _histogram(values: Sequence[float], bins: int = 20) -> dict:
@@ -108,8 +108,13 @@ def collect(builder: tfds.core.DatasetBuilder, sheet_classes: int, sheet_clips: 
     skipped = builder_lib.read_skipped(builder.data_dir)
   except FileNotFoundError:
     skipped = []
-  labeled_split = next((s for s in ("train", "validation", "test") if s in builder.info.splits), None)
-  chosen = set(_sheet_classes(names, sheet_classes))
+  from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow: not for --help)
+
+  # The contact sheet and the class counts come from the first split that has clips. Which classes have clips is
+  # known only at the end of its pass (a partial build or a subset may have a few), so each class keeps its tiles:
+  # at most sheet_clips x sheet_frames JPEG frames.
+  built_splits = [s for s in ("train", "validation", "test") if s in builder.info.splits]
+  sheet_split = next((s for s in built_splits if builder.info.splits[s].num_examples), None)
   sheet: dict[str, list] = collections.defaultdict(list)  # label -> heap of (-rank, key, tile)
   splits = {}
   per_class: dict[str, collections.Counter] = {}
@@ -123,8 +128,8 @@ def collect(builder: tfds.core.DatasetBuilder, sheet_classes: int, sheet_clips: 
       fps.append(float(example["source_fps"]))
       clip_bytes.append(int(sum(len(j) for j in jpegs)))
       classes[label] += 1
-      if split == labeled_split and label in chosen:
-        _offer(sheet[label], key, label, jpegs, sheet_clips, sheet_frames)
+      if split == sheet_split:
+        _offer(sheet[label], key, label or _UNLABELED, jpegs, sheet_clips, sheet_frames)
     reasons = collections.Counter(reason_kind(r.reason) for r in skipped if r.split == split)
     disk = sum(p.stat().st_size for p in _split_files(builder, split))
     built = len(frames)
@@ -152,9 +157,11 @@ def collect(builder: tfds.core.DatasetBuilder, sheet_classes: int, sheet_clips: 
       "skipped_by_reason": dict(reasons),
     }
   counts = {name: {split: per_class[split][name] for split in per_class} for name in names}
-  thin_split = labeled_split or ""
-  thinnest = sorted(names, key=lambda n: (counts[n].get(thin_split, 0), n))[:_THINNEST]
-  tiles = [tile for label in sorted(sheet) for _, _, tile in sorted(sheet[label], reverse=True)]
+  thin_split = sheet_split or ""
+  with_clips = [n for n in names if counts[n].get(thin_split, 0)]
+  thinnest = sorted(with_clips, key=lambda n: (counts[n][thin_split], n))[:_THINNEST]
+  shown = _spread([label for label in [*names, None] if label in sheet], sheet_classes)
+  tiles = [tile for label in shown for _, _, tile in sorted(sheet[label], reverse=True)]
   return {
     "dataset": f"{builder.name}/{builder.builder_config.name if builder.builder_config else ''}",
     "version": str(builder.version),
@@ -163,7 +170,8 @@ def collect(builder: tfds.core.DatasetBuilder, sheet_classes: int, sheet_clips: 
     "splits": splits,
     "clips_per_class": counts,
     "class_counts_split": thin_split,
-    "thinnest_classes": [{"class": n, "clips": counts[n].get(thin_split, 0)} for n in thinnest],
+    "classes_without_clips": len(names) - len(with_clips),
+    "thinnest_classes": [{"class": n, "clips": counts[n][thin_split]} for n in thinnest],
     "_tiles": tiles,
   }
 
@@ -184,6 +192,8 @@ def _offer(heap: list, key: str, label: str, jpegs, keep: int, num_frames: int) 
 
 def _decode(jpeg: bytes) -> np.ndarray:
   """RGB uint8, decoded as TFDS decodes a stored frame (tf.io.decode_jpeg)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (not for --help)
+
   return tf.io.decode_jpeg(jpeg, channels=3).numpy()
 
 
@@ -225,21 +235,30 @@ def contact_sheet(tiles: Sequence[_Tile]) -> tuple[np.ndarray, list[dict]]:
   return sheet, placed
 
 
-def _bar_figure(ax, splits: dict) -> None:
-  """Per split: built, then each skip reason, stacked."""
+def _bar_figure(built_ax, skipped_ax, splits: dict) -> None:
+  """Per split: built clips, and beside them, on a scale of their own, skipped clips stacked by reason; each bar
+  labelled with its count. On one scale a few built clips vanish beside thousands of missing ones."""
   names = list(splits)
+  bars = built_ax.barh(names, [splits[n]["built"] for n in names], color="tab:green")
+  built_ax.bar_label(bars, padding=2, fontsize=8)
+  built_ax.set_xlabel("built clips")
+  built_ax.margins(x=0.25)
   kinds = sorted({k for s in splits.values() for k in s["skipped_by_reason"]})
   left = np.zeros(len(names))
-  built = np.array([splits[n]["built"] for n in names], np.float64)
-  ax.barh(names, built, color="tab:green", label="built")
-  left += built
   colors = matplotlib.colormaps["tab20"]
   for i, kind in enumerate(kinds):
     values = np.array([splits[n]["skipped_by_reason"].get(kind, 0) for n in names], np.float64)
-    ax.barh(names, values, left=left, color=colors(i % 20), label=f"skipped: {kind}")
+    skipped_ax.barh(names, values, left=left, color=colors(i % 20), label=kind)
     left += values
-  ax.set_xlabel("clips")
-  ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2)
+  skipped_ax.set_xlabel("skipped clips, by reason")
+  skipped_ax.margins(x=0.25)
+  skipped_ax.tick_params(labelleft=False)
+  if kinds:
+    skipped_ax.bar_label(skipped_ax.containers[-1], labels=[str(int(v)) for v in left], padding=2, fontsize=8)
+    skipped_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+  else:
+    skipped_ax.set_xticks([])
+    skipped_ax.text(0.5, 0.5, "none", ha="center", va="center", transform=skipped_ax.transAxes)
 
 
 def figures(data: dict, out: pathlib.Path) -> dict[str, str]:
@@ -253,11 +272,12 @@ def figures(data: dict, out: pathlib.Path) -> dict[str, str]:
 
   def save(fig, name: str, title: str) -> None:  # The page gives the title.
     fig.tight_layout()
-    fig.savefig(out / name, dpi=80)
+    fig.savefig(out / name, dpi=80, bbox_inches="tight")  # With a legend beside the axes.
     made[title] = name
 
-  fig, ax = new(2 + 0.5 * len(data["splits"]))
-  _bar_figure(ax, data["splits"])
+  kinds = {k for s in data["splits"].values() for k in s["skipped_by_reason"]}
+  fig = mpl_figure.Figure(figsize=(8, 1.5 + 0.4 * len(data["splits"]) + 0.2 * len(kinds)))
+  _bar_figure(*fig.subplots(1, 2, sharey=True), data["splits"])
   save(fig, "splits.png", "Annotated clips per split: built and skipped, by reason")
 
   split = data["class_counts_split"]
@@ -327,6 +347,12 @@ def page(data: dict, made: dict[str, str], out: pathlib.Path) -> str:
     for i, t in enumerate(data["thinnest_classes"])
   )
   header = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in columns)
+  without_clips = (
+    f'<span data-key="classes_without_clips">{data["classes_without_clips"]}</span> of {data["num_classes"]} classes '
+    "have no clip here (report.json's clips_per_class names them); of the others, these have the fewest:"
+    if data["classes_without_clips"]
+    else f"All {data['num_classes']} classes have clips here; these have the fewest:"
+  )
   images = "".join(f"<h2>{html.escape(title)}</h2>{_image(out, name, title)}" for title, name in made.items())
   return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(data["dataset"])}: dataset report</title>
@@ -339,6 +365,7 @@ Skipped clips are listed, with their reasons, in skipped_clips.csv there.</p>
 <h2>Skipped clips by reason</h2><table id="reasons"><tr><th>split</th><th>reason</th><th>clips</th></tr>
 {"".join(reasons)}</table>
 <h2>Thinnest classes ({html.escape(data["class_counts_split"])})</h2>
+<p>{without_clips}</p>
 <table id="thinnest"><tr><th>class</th><th>clips</th></tr>{thin}</table>
 {images}
 </body></html>
@@ -355,9 +382,12 @@ def write(
   sheet, data["contact_sheet"] = contact_sheet(data.pop("_tiles"))
   cv2.imwrite(os.fspath(folder / SHEET_FILE), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
   charts = list(figures(data, folder).items())
-  made = dict(
-    charts[:1] + [("Contact sheet: frames evenly spaced through clips of some classes", SHEET_FILE)] + charts[1:]
-  )  # The sheet right after the counts: the first thing to look at.
+  shown = len({tile["label"] for tile in data["contact_sheet"]})
+  title = (
+    f"Contact sheet ({data['class_counts_split']}): frames evenly spaced through clips of {shown} of the "
+    f"{data['num_classes'] - data['classes_without_clips']} classes with clips"
+  )
+  made = dict(charts[:1] + [(title, SHEET_FILE)] + charts[1:])  # The sheet right after the counts: look at it first.
   data["figures"] = made
   (folder / JSON_FILE).write_text(json.dumps(data, indent=1))
   (folder / HTML_FILE).write_text(page(data, made, folder))
@@ -372,7 +402,9 @@ def define_flags() -> None:
   flags.DEFINE_string("dataset", None, "A prepared dataset: kinetics400, or kinetics400/<config>.")
   flags.DEFINE_string("data_dir", None, "TFDS data folder the dataset was built into.")
   flags.DEFINE_string("out", None, "Folder for report.html, report.json and the PNGs.")
-  flags.DEFINE_integer("sheet_classes", 8, "Classes on the contact sheet.", lower_bound=1)
+  flags.DEFINE_integer(
+    "sheet_classes", 8, "Classes on the contact sheet, spread evenly over those with clips.", lower_bound=1
+  )
   flags.DEFINE_integer("sheet_clips", 2, "Clips per class on the contact sheet.", lower_bound=1)
   flags.DEFINE_integer("sheet_frames", 6, "Frames per clip, evenly spaced.", lower_bound=1)
 
@@ -380,6 +412,7 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  command.import_tensorflow()
   try:
     builder = open_dataset(FLAGS.dataset, FLAGS.data_dir)
   except FileNotFoundError as error:

@@ -1,6 +1,6 @@
 r"""Trains and/or evaluates the Keras I3D on Kinetics, on CPU, all local GPUs, TF_CONFIG workers or a TPU.
 
-  python -m kinetics_tfds.train --dataset=kinetics400 --data_dir=gs://bucket/tfds --model_dir=/tmp/i3d \
+  python -m kinetics_tfds.train --dataset=kinetics400 --data_dir=gs://bucket/tfds --model_dir=~/i3d_k400 \
       --tpu=local
   KERAS_BACKEND=jax kinetics-train --synthetic --mode=train --batch_size=16 --precision=mixed_bfloat16
 
@@ -13,6 +13,7 @@ there.
 
 import dataclasses
 import json
+import os
 import types
 
 from absl import app
@@ -62,6 +63,9 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = config_from_flags()
   # Keras (and with it TensorFlow or JAX) starts only once the flags are known to be good.
+  tf_data = not config.synthetic and config.loader == "tfdata"
+  if tf_data or os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+    command.import_tensorflow()
   from kinetics_tfds.training import run  # pylint: disable=g-import-not-at-top
 
   # A user's mistake (user_error.UserError) ends as one line (the package's exception hook); a bug, as a traceback.

@@ -15,9 +15,9 @@ class UserError(ValueError):
 
 
 def program() -> str:
-  """How the user started this process: `tfds`, `i3d.py` or `python -m kinetics_tfds.download`."""
+  """How the user started this process: `tfds`, `i3d.py`, `kinetics-report` or `python -m kinetics_tfds.download`."""
   spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-  if spec is not None and spec.name.endswith("__main__"):
+  if spec is not None:
     return f"python -m {spec.name.removesuffix('.__main__')}"
   return os.path.basename(sys.argv[0]) or "python"
 

@@ -45,6 +45,9 @@ def _open(path: str) -> cv2.VideoCapture:
     raise VideoError("missing file")
   if os.path.getsize(path) == 0:
     raise VideoError("zero-byte file")
+  # FFmpeg's messages (`[h264 @ 0x55…] Invalid NAL unit size`) name no file, and a clip that does not decode whole is
+  # skipped with its reason in skipped_clips.csv: quiet, unless set otherwise. Read when OpenCV first uses FFmpeg.
+  os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
   capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
   if not capture.isOpened():
     raise VideoError("unreadable: not a video, or its index (moov atom) is missing")

@@ -87,7 +87,8 @@ def test_worker_pool_matches_serial(manual, serial, tmp_path):
 
 
 def test_array_record_through_tfds_writer(manual, serial, tmp_path):
-  """Formats other than TFRecord go through TFDS's writer; random access reads them without TensorFlow."""
+  """Formats other than TFRecord go through TFDS's writer; `as_data_source` reads an ArrayRecord build by index (its
+  examples decoded by TFDS's features, with TensorFlow: this test's process imports it)."""
   dataset = tfds.builder(
     "kinetics400",
     config=kinetics_tfds.KineticsConfig(**CONFIG),

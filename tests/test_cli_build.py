@@ -175,7 +175,7 @@ def test_path_form_inside_the_package_with_a_user_config(tmp_path):
     str(manual), archive_name="kinetics700", clips_per_class={"train": 1}, **SMALL_CLIP
   )
   config = '{"name": "tiny", "fps": 5, "short_side": 32, "num_classes": 4}'
-  _run(
+  result = _run(
     [
       TFDS,
       "build",
@@ -189,6 +189,8 @@ def test_path_form_inside_the_package_with_a_user_config(tmp_path):
     ],
     cwd=_PACKAGE,
   )
+  # 1 s clips of 10 s segments: the workers' warnings, in TFDS's command's log format as the rest of its log.
+  assert "WARNING[examples.py]: " in result.stderr and "WARNING:absl:" not in result.stderr, result.stderr[-3000:]
   ds = tfds.load("kinetics700/tiny", split="train", data_dir=str(tmp_path / "data"))
   videos = [ex["video"].shape for ex in ds]
   assert len(videos) == len(written["train"]) and all(s[0] == 5 and min(s[1:3]) == 32 for s in videos)

@@ -16,8 +16,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 import conftest
+from conftest import SMALL_CLIP
 import kinetics_tfds
 from kinetics_tfds import __main__ as main_job
+from kinetics_tfds import annotations
+from kinetics_tfds import motion_clips
 from kinetics_tfds import report
 
 _LABELS = conftest.SHARED_LABELS
@@ -183,6 +186,59 @@ def test_report_on_the_main_jobs_sample(sample_build, tmp_path):
   _check_sheet(builder, out, data)
   assert {t["label"] for t in data["contact_sheet"]} == set(_LABELS)
   _chromium_opens(out / report.HTML_FILE, tmp_path / "sample.png")
+
+
+_PARTIAL = [f"class {i:02d}" for i in range(40)]
+# Clips per class where there are any: none of these is among the 8 that an even spread over all 40 classes picks.
+_WITH_CLIPS = {"class 02": 2, "class 03": 1, "class 30": 1}
+
+
+@pytest.fixture(scope="module")
+def partial_manual_dir(tmp_path_factory) -> pathlib.Path:
+  """A partial download: 40 classes annotated, clips of 3 of them; every other row's file is missing."""
+  root = tmp_path_factory.mktemp("report_partial")
+  rows = []
+  for i, label in enumerate(_PARTIAL):
+    for n in range(_WITH_CLIPS.get(label, 1)):
+      clip = annotations.Clip(f"part{i:03d}{n:04d}", 0, 1, label, "train")
+      rows.append(clip)
+      if label in _WITH_CLIPS:
+        motion_clips.write_clip(str(root / "train" / f"{clip.key}.mp4"), seed=len(rows), **SMALL_CLIP)
+  motion_clips.write_annotations(str(root / "kinetics400"), "train", rows)
+  return root
+
+
+@pytest.mark.parametrize(
+  "config, classes",
+  [
+    (kinetics_tfds.KineticsConfig(name="partial", fps=10.0, short_side=48, num_classes=len(_PARTIAL)), _PARTIAL),
+    # A subset whose classes mostly have no clip either.
+    (
+      kinetics_tfds.KineticsConfig(
+        name="subset", fps=10.0, short_side=48, num_classes=len(_PARTIAL), classes=_PARTIAL[:4] + _PARTIAL[30:]
+      ),
+      _PARTIAL[:4] + _PARTIAL[30:],
+    ),
+  ],
+)
+def test_contact_sheet_shows_clips_of_a_partial_build(partial_manual_dir, tmp_path, config, classes):
+  builder = tfds.builder("kinetics400", config=config, data_dir=str(tmp_path / "data"), num_workers=1)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(partial_manual_dir)))
+  names = builder.info.features["label"].names
+  assert names == classes
+  data = report.write(builder, str(tmp_path / "report"))
+  assert {t["label"] for t in data["contact_sheet"]} == set(_WITH_CLIPS)
+  _check_sheet(builder, tmp_path / "report", data)
+  assert data["classes_without_clips"] == len(names) - len(_WITH_CLIPS)
+  assert data["thinnest_classes"] == [
+    {"class": "class 03", "clips": 1},
+    {"class": "class 30", "clips": 1},
+    {"class": "class 02", "clips": 2},
+  ]
+  _check_page(tmp_path / "report", data)
+  # Fewer places than classes with clips: spread over those, first and last kept.
+  two = report.write(builder, str(tmp_path / "two"), sheet_classes=2)
+  assert list(dict.fromkeys(t["label"] for t in two["contact_sheet"])) == ["class 02", "class 30"]
 
 
 def test_command_line(sample_build, tmp_path):

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 
 import h5py
 import keras
@@ -86,6 +87,42 @@ def test_deterministic_runs_repeat_themselves(motion_builder, tmp_path):
   assert trained[0].keys() == trained[1].keys() and len(trained[0]) > 100
   for key, value in trained[0].items():
     np.testing.assert_array_equal(value, trained[1][key], err_msg=key)
+
+
+def test_tensorboard_has_training_and_evaluation_scalars(motion_builder, tmp_path):
+  """A run shorter than --log_every still writes its training points, at its last step, and its evaluation."""
+  config = motion_clips.training_config(str(tmp_path), 3, log_every=50, eval_views="1x1", deterministic=True)
+  lines = []
+  summary = run_lib.run(config, builder=motion_builder, printer=lines.append)
+  train = _scalars(tmp_path / loop.LOGS / "train")
+  assert set(train) >= {"loss", "top1", "clips_per_second"} and train["loss"][0][0] == 3, train
+  # The progress line, its TensorBoard point and the summary agree on speed: steps 2 and 3, after the first's compile.
+  speed = summary["train_clips_per_second"]
+  assert lines == [f"step 3: loss {train['loss'][0][1]:.4f} top1 {train['top1'][0][1]:.3f} {speed:.1f} clips/s"]
+  assert train["clips_per_second"] == [(3, pytest.approx(speed, rel=1e-5))]
+  evaluation = _scalars(tmp_path / loop.LOGS / "eval")
+  for name in ("top1", "top5", "eval_clips_per_second"):
+    assert evaluation[name] == [(3, pytest.approx(summary[name], rel=1e-5))], name
+  # --mode=eval of the final weights: their step too, and no Keras warning about the optimizer state in the file.
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    again = run_lib.run(dataclasses.replace(config, mode="eval"), builder=motion_builder)
+  assert not [w for w in caught if "optimizer" in str(w.message)], [str(w.message) for w in caught]
+  assert [step for step, _ in _scalars(tmp_path / loop.LOGS / "eval")["top1"]] == [3, 3]
+  assert again["top1"] == summary["top1"]
+
+
+def _scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+  """Each scalar tag's (step, value) points, as TensorBoard's own event reader reads them."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  events = event_accumulator.EventAccumulator(str(log_dir), size_guidance={event_accumulator.TENSORS: 0})
+  events.Reload()
+  return {
+    tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
+    for tag in events.Tags()[event_accumulator.TENSORS]
+  }
 
 
 def _arrays(weights_file):

@@ -2,6 +2,8 @@
 
 import math
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -112,3 +114,20 @@ def _truncate(path):
   size = os.path.getsize(path)
   with open(path, "r+b") as f:
     f.truncate(size // 2)
+
+
+def test_ffmpeg_says_nothing_of_a_corrupt_file(shared_data):
+  """FFmpeg's messages name no file; the clip's reason (here in the VideoError) does. In a fresh process: FFmpeg reads
+  its log level once."""
+  code = (
+    "from kinetics_tfds import video\n"
+    "try:\n"
+    f"  video.decode({str(shared_data / 'kinetics' / 'videos' / 'decord_corrupted.mp4')!r}, fps=10, short_side=64,"
+    " jpeg_quality=80)\n"
+    "except video.VideoError as e:\n"
+    "  print(e)\n"
+  )
+  env = {name: value for name, value in os.environ.items() if name != "OPENCV_FFMPEG_LOGLEVEL"}
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.startswith("truncated or corrupt") and result.stderr == "", result.stdout + result.stderr

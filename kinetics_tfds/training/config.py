@@ -34,7 +34,9 @@ class Config:
   split: str = _setting("train", "Training split.")
   eval_split: str = _setting("validation", "Evaluation split.")
   model_dir: str = _setting(
-    "/tmp/i3d", "A local folder: checkpoints, TensorBoard logs, final weights and summary.json."
+    os.path.join("~", "kinetics_tfds", "i3d"),
+    "A local folder: checkpoints, TensorBoard logs (logs/train, logs/eval), final weights and summary.json. The "
+    "default is per user; a rerun there resumes, so give each run its own.",
   )
   weights: str = _setting(
     "none",
@@ -54,7 +56,9 @@ class Config:
   epochs: int = _setting(40, "Passes over the training split (used when --train_steps is 0).")
   train_steps: int = _setting(0, "Training steps; 0: from --epochs.")
   checkpoint_steps: int = _setting(
-    500, "Steps between checkpoints (the resume points); the run's steps are rounded up to whole intervals."
+    500,
+    "Most steps between checkpoints (the resume points): a run is cut into equal intervals of at most this many "
+    "steps, each rounded up to whole --steps_per_execution, so it may take a few steps more than --train_steps.",
   )
   log_every: int = _setting(50, "Steps between progress lines and TensorBoard points.")
   optimizer: str = _setting("sgd", "SGD with momentum (DeepMind's) or Adam(W).", OPTIMIZERS)
@@ -112,6 +116,7 @@ class Config:
 
   def __post_init__(self):
     """Every value checked before anything is built: a bad flag is one line naming it, not a late TF error."""
+    self.model_dir = os.path.expanduser(self.model_dir)
     for name in (
       "batch_size",
       "eval_batch_size",

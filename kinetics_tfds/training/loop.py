@@ -6,7 +6,6 @@ trains to its own total: the step it resumes at is the optimizer's iteration cou
 schedule reads too), not an epoch count, so a rerun may ask for more steps or another interval.
 """
 
-import importlib
 import json
 import math
 import os
@@ -23,36 +22,53 @@ from kinetics_tfds.training import synthetic
 FINAL_WEIGHTS = "model.weights.h5"
 # In model_dir. Where Keras' BackupAndRestore, which this project used before, kept it: older runs resume too.
 CHECKPOINT = os.path.join("backup", "latest.weights.h5")
+LOGS = "logs"  # In model_dir: TensorBoard's train/ and eval/ runs.
 
 
 class Progress(keras.callbacks.Callback):
-  """Logs step, loss, accuracy and clips/s every `every` steps, and measures steady-state speed: from the end of a
-  run's first step (which traces and compiles) to the end of its last. `initial_step`: where the run resumed."""
+  """Every `every` steps and at a run's last: a progress line (step, loss, accuracy, clips/s) and the same numbers as
+  TensorBoard scalars in `log_dir`, where TensorFlow is installed. Speed is steady-state, as in the run's summary: from
+  the end of its first step (which traces and compiles) on. `initial_step`: where the run resumed."""
 
-  def __init__(self, global_batch: int, every: int, printer=print, initial_step: int = 0):
+  def __init__(self, global_batch: int, every: int, printer=print, initial_step: int = 0, log_dir: str | None = None):
     super().__init__()
     self.global_batch, self.every, self.printer = global_batch, every, printer
     self.initial_step = initial_step
+    self.log_dir, self._writer = log_dir, None  # The writer is made at the first point: a run may take no step.
     self._first = self._last = None  # (step, time) at the end of the first and of the latest step
+    self._logs = {}  # Keras' running means of loss and metrics over the interval's epoch
 
   # Steps are counted from epoch and batch, not read from the optimizer: on JAX its variables are stale mid-epoch.
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch_start = self.initial_step + epoch * self.params["steps"]
     if self._last is None:
-      self._logged = (self._epoch_start, time.perf_counter())
+      self._logged = (self._epoch_start, time.perf_counter())  # (step, time) of the latest line
 
   def on_train_batch_end(self, batch, logs=None):
     self._last = (self._epoch_start + batch + 1, time.perf_counter())
     self._first = self._first or self._last
+    self._logs = logs or {}
+    if self._last[0] - self._logged[0] >= self.every:
+      self._log()
+
+  def on_train_end(self, logs=None):
+    if self._last and self._last[0] > self._logged[0]:
+      self._log()
+    if self._writer:
+      self._writer.close()
+
+  def _log(self):
     step, now = self._last
-    if step - self._logged[0] < self.every:
-      return
-    logs = logs or {}
-    clips_per_second = (step - self._logged[0]) * self.global_batch / (now - self._logged[1])
-    self.printer(
-      f"step {step}: loss {logs.get('loss', float('nan')):.4f} top1 {logs.get('top1', float('nan')):.3f} "
-      f"{clips_per_second:.1f} clips/s"
-    )
+    start = max(self._first, self._logged)  # Not the first step's compile.
+    clips_per_second = (step - start[0]) * self.global_batch / (now - start[1]) if step > start[0] else None
+    loss, top1 = self._logs.get("loss", float("nan")), self._logs.get("top1", float("nan"))
+    speed = f"{clips_per_second:.1f} clips/s" if clips_per_second else "first step (compiles)"
+    self.printer(f"step {step}: loss {loss:.4f} top1 {top1:.3f} {speed}")
+    if self.log_dir:  # Once: None where TensorFlow is missing.
+      self._writer, self.log_dir = summary_writer(self.log_dir), None
+    if self._writer:
+      scalars = {**self._logs, "clips_per_second": clips_per_second}
+      write_scalars(self._writer, step, {name: value for name, value in scalars.items() if value is not None})
     self._logged = self._last
 
   @property
@@ -65,15 +81,33 @@ class Progress(keras.callbacks.Callback):
     return self.global_batch / self.step_time_s if self.step_time_s else None
 
 
-def tensorboard(log_dir: str, update_freq: int):
-  """Keras' TensorBoard callback; None (logged) where TensorFlow or TensorBoard, which it writes with, is missing."""
-  for module in ("tensorflow", "tensorboard"):
-    try:
-      importlib.import_module(module)
-    except ImportError:
-      logging.warning("%s is not installed: no TensorBoard logs", module)
-      return None
-  return keras.callbacks.TensorBoard(log_dir, update_freq=update_freq, write_graph=False)
+def summary_writer(log_dir: str):
+  """A TensorBoard summary writer (TensorFlow's); None, logged, where TensorFlow is missing."""
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (not on the JAX-only path)
+  except ImportError:
+    logging.warning("tensorflow is not installed: no TensorBoard logs")
+    return None
+  return tf.summary.create_file_writer(log_dir)
+
+
+def write_scalars(writer, step: int, scalars: dict) -> None:
+  """`scalars` at `step`, flushed: a point shows in TensorBoard as soon as it is logged."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  with writer.as_default():
+    for name, value in scalars.items():
+      tf.summary.scalar(name, float(value), step=step)
+  writer.flush()
+
+
+def write_evaluation(log_dir: str, step: int, results: dict) -> None:
+  """An evaluation's top-1, top-5 and clips/s as TensorBoard scalars at the training step of the weights evaluated."""
+  writer = summary_writer(log_dir)
+  if writer:
+    names = ("top1", "top5", "eval_clips_per_second")
+    write_scalars(writer, step, {name: results[name] for name in names if results.get(name) is not None})
+    writer.close()
 
 
 def train(
@@ -102,26 +136,21 @@ def train(
   # Keras runs whole executions of `steps_per_execution` steps, also at an epoch's end: plan what it will run.
   per_execution = model.steps_per_execution
   steps_per_epoch = per_execution * math.ceil(remaining / epochs / per_execution) if epochs else 0
-  progress = Progress(global_batch, min(log_every, steps_per_epoch) or 1, printer, initial_step)
+  progress = Progress(global_batch, log_every, printer, initial_step, os.path.join(model_dir, LOGS, "train"))
   losses = [None]
   if epochs:
-    callbacks = [
-      Checkpoint(checkpoint, initial_step),
-      progress,
-      tensorboard(os.path.join(model_dir, "logs"), log_every),
-    ]
     history = model.fit(
       data,
       epochs=epochs,
       steps_per_epoch=steps_per_epoch,
-      callbacks=[c for c in callbacks if c],
+      callbacks=[Checkpoint(checkpoint, initial_step), progress],
+      shuffle=False,  # Every reader shuffles as it reads; Keras would warn that it cannot.
       verbose=0,
-      shuffle=False,  # Every reader shuffles as it reads.
     )
     losses = history.history.get("loss") or losses
   save_weights(model, os.path.join(model_dir, FINAL_WEIGHTS))
   return {
-    "steps": _step(model),  # Fewer than planned where the data ran out.
+    "steps": step(model),  # Fewer than planned where the data ran out.
     "initial_step": initial_step,
     "train_clips_per_second": progress.clips_per_second,
     "step_time_s": progress.step_time_s,
@@ -176,10 +205,10 @@ def _restore(model, checkpoint: str) -> int:
     model.load_weights(checkpoint)
   except ValueError as e:  # Keras' message goes on to print whole arrays: its first line names the layer.
     raise _another_model(checkpoint, str(e).splitlines()[0].rstrip(":")) from None
-  step = _step(model)
-  if not step:  # Keras skips another optimizer's state with a warning; a checkpoint is saved after a step.
+  reached = step(model)
+  if not reached:  # Keras skips another optimizer's state with a warning; a checkpoint is saved after a step.
     raise _another_model(checkpoint, "its optimizer state does not fit this optimizer")
-  return step
+  return reached
 
 
 def _another_model(checkpoint: str, why: str) -> user_error.UserError:
@@ -189,7 +218,8 @@ def _another_model(checkpoint: str, why: str) -> user_error.UserError:
   )
 
 
-def _step(model) -> int:
+def step(model) -> int:
+  """The optimizer's step: where training reached (0 for weights loaded without optimizer state)."""
   return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 

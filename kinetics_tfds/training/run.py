@@ -93,8 +93,10 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
       raise config_lib.ConfigError(
         f"--mode=eval needs --weights or a trained model in --model_dir ({final} is missing)"
       )
+    model.optimizer.build(model.trainable_variables)  # The file holds its state and step: Keras warns if unbuilt.
     weights_lib.load(model, final)
   if config.mode != "train":
+    step = loop.step(model)  # What it was trained to: its TensorBoard points line up with training's.
     if clips is not None:
       summary.update(loop.benchmark_predict(model, clips.clips, config.eval_steps))
     else:
@@ -114,6 +116,7 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
           predictions_out=config.predictions_out,
         )
       )
+    loop.write_evaluation(os.path.join(config.model_dir, loop.LOGS, "eval"), step, summary)
   summary["config"] = dataclasses.asdict(config)
   with open(os.path.join(config.model_dir, "summary.json"), "w") as f:
     json.dump(summary, f)

@@ -43,6 +43,8 @@ setuptools.setup(
     # Manual folders (clips, annotations) on object storage; fsspec picks the file system by URL.
     "gcs": ["gcsfs>=2024.6"],
     "s3": ["s3fs>=2024.6"],
+    # Grain, JAX's data loader, for kinetics_tfds.loaders.grain_train and kinetics-train --loader=grain.
+    "grain": ["grain>=0.2.18"],
     # moto's server and gcp-storage-emulator are the loopback S3 and GCS the object-storage builds are
     # tested against.
     "test": [
@@ -50,6 +52,7 @@ setuptools.setup(
       "pytest-xdist>=3",
       "h5py>=3",  # Reads Keras weights files (Keras requires it too).
       "jax[cpu]>=0.10",
+      "grain>=0.2.18",
       "dill",
       "imageio-ffmpeg>=0.5",
       "s3fs>=2024.6",

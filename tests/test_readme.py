@@ -34,7 +34,8 @@ def test_the_readme_has_python_examples():
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> pathlib.Path:
   """A home folder whose ~/tensorflow_datasets holds kinetics400's default and small configs, built from two train and
-  one validation clip (the other 397 classes' rows have no file), as the README's build step makes them."""
+  one validation clip (the other 397 classes' rows have no file), as the README's build step makes them, and
+  ~/array_record the small config built as ArrayRecord."""
   home = tmp_path_factory.mktemp("home")
   manual = home / "k400"
   classes = [f"class {i:03d}" for i in range(400)]
@@ -44,8 +45,14 @@ def home(tmp_path_factory) -> pathlib.Path:
       path = manual / annotations.CVDF_FOLDERS[split] / f"{row.key}.mp4"
       motion_clips.write_clip(str(path), seed=n, **SMALL_CLIP)
     motion_clips.write_annotations(str(manual / "kinetics400"), split, rows)
-  for config in ("i3d_25fps_256", "small_10fps_128"):
-    builder = tfds.builder(f"kinetics400/{config}", data_dir=str(home / "tensorflow_datasets"), num_workers=1)
+  builds = [
+    ("i3d_25fps_256", "tensorflow_datasets", "tfrecord"),
+    ("small_10fps_128", "tensorflow_datasets", "tfrecord"),
+  ]
+  for config, data_dir, file_format in [*builds, ("small_10fps_128", "array_record", "array_record")]:
+    builder = tfds.builder(
+      f"kinetics400/{config}", data_dir=str(home / data_dir), num_workers=1, file_format=file_format
+    )
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
   return home
 
@@ -56,8 +63,8 @@ def test_readme_python_example_runs(block, request):
   if why:
     pytest.skip(f"this README example {why}")
   home = request.getfixturevalue("home")
-  # `D` is the README's name for a data_dir.
-  code = f"D = {str(home / 'tensorflow_datasets')!r}\n{block}"
+  # `D` is the README's name for a data_dir, `A` for that of an ArrayRecord build.
+  code = f"D = {str(home / 'tensorflow_datasets')!r}\nA = {str(home / 'array_record')!r}\n{block}"
   result = subprocess.run(
     [sys.executable, "-c", code],
     env={**os.environ, "HOME": str(home), "PYTHONPATH": str(REPO)},

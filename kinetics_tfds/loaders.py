@@ -39,7 +39,10 @@ def decode_frames(jpegs, indices, window, image_size: int, flip: bool = False, d
     crop = decoded[index][y : y + height, x : x + width]
     if (height, width) != (image_size, image_size):
       crop = cv2.resize(crop, (image_size, image_size), interpolation=cv2.INTER_LINEAR)
-    out[t] = crop[:, ::-1] if flip else crop
+    if flip:
+      cv2.flip(crop, 1, dst=out[t])  # NumPy's reversed-stride copy costs as much as decoding the frame.
+    else:
+      out[t] = crop
   return out
 
 

@@ -10,6 +10,7 @@ import importlib
 import json
 import math
 import os
+import tempfile
 import time
 
 from absl import logging
@@ -84,10 +85,13 @@ def train(
   global_batch: int,
   log_every: int = 10,
   printer=print,
+  writes: bool = True,
 ) -> dict:
   """Fits `model` from model_dir's last checkpoint, if any, to about `total_steps` (the remaining steps rounded up to
   whole checkpoint intervals of whole executions) and saves its final weights. Build the model in the scope of the
-  run's distribution strategy and call this there too: a checkpoint is loaded before `fit`.
+  run's distribution strategy and call this there too: a checkpoint is loaded before `fit`. `writes` False: one of
+  several processes that is not process 0, which reads model_dir's checkpoint (all resume from one step) but
+  leaves checkpoints, TensorBoard logs and the final weights to process 0.
 
   Returns steps (where the run ended), initial_step (where it started), train clips/s, step time and the last loss.
   """
@@ -103,12 +107,16 @@ def train(
   progress = Progress(global_batch, min(log_every, steps_per_epoch) or 1, printer, initial_step)
   losses = [None]
   if epochs:
-    callbacks = [Checkpoint(checkpoint), progress, tensorboard(os.path.join(model_dir, "logs"), log_every)]
+    logs = tensorboard(os.path.join(model_dir, "logs"), log_every) if writes else None
+    callbacks = [Checkpoint(checkpoint, writes), progress, logs]
     history = model.fit(
       data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=[c for c in callbacks if c], verbose=0
     )
     losses = history.history.get("loss") or losses
-  model.save_weights(os.path.join(model_dir, FINAL_WEIGHTS))
+  if writes:
+    model.save_weights(os.path.join(model_dir, FINAL_WEIGHTS))
+  else:
+    _save_unwritten(model)
   return {
     "steps": _step(model),  # Fewer than planned where the data ran out.
     "initial_step": initial_step,
@@ -120,17 +128,27 @@ def train(
 
 class Checkpoint(keras.callbacks.Callback):
   """Saves weights and optimizer state at each epoch's end: to a new file that then replaces the last, so that a
-  kill while saving leaves the last checkpoint whole."""
+  kill while saving leaves the last checkpoint whole. `writes` False: see `_save_unwritten`."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, writes: bool = True):
     super().__init__()
-    self.path = path
+    self.path, self.writes = path, writes
 
   def on_epoch_end(self, epoch, logs=None):
+    if not self.writes:
+      _save_unwritten(self.model)
+      return
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
     partial = self.path.replace(".weights.h5", ".partial.weights.h5")  # Keras wants the suffix.
     self.model.save_weights(partial, overwrite=True)
     os.replace(partial, self.path)
+
+
+def _save_unwritten(model) -> None:
+  """Where process 0 saves, another process saves too, into a file it deletes: saving takes part in collectives
+  (on JAX it creates a variable, and JAX checks that every process gives it the same value)."""
+  with tempfile.TemporaryDirectory() as folder:
+    model.save_weights(os.path.join(folder, FINAL_WEIGHTS))
 
 
 def _restore(model, checkpoint: str) -> int:
@@ -173,11 +191,14 @@ def predict_batch(model, batch: dict, fill_to: int = 1) -> np.ndarray:
   return model.predict_on_batch(inputs)[:rows]
 
 
-def evaluate(model, batches, class_names, *, fill_to: int = 1, predictions_out: str | None = None) -> dict:
+def evaluate(model, batches, class_names, *, fill_to: int = 1, predictions_out: str | None = None, gather=None) -> dict:
   """Runs `model` over eval batches (`predict_batch`, filled up to `fill_to`), averages each video's views'
   softmax scores (`input.aggregate`), and reports top-1/top-5 per video and views/s. The first call of each shape,
   which compiles, is not timed; `eval_shapes` counts them. With `predictions_out`, writes one JSON line per video:
   key, label and the top-5 names and scores.
+
+  `gather` (`cluster.gather`): each of several processes evaluated its own videos, all views of each (shares of
+  whole examples); every process then reports on all videos, each counted once, and views/s of all together.
   """
   from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
 
@@ -195,9 +216,24 @@ def evaluate(model, batches, class_names, *, fill_to: int = 1, predictions_out: 
     scores.append(_softmax(logits))
     keys.extend(batch["key"])
     labels.update(zip((k.decode() for k in batch["key"]), batch["label"].tolist()))
-  if not keys:
+  per_video = pipeline.aggregate(keys, np.concatenate(scores)) if keys else {}
+  counts = {"views": len(keys), "views_timed": views_timed, "seconds": seconds, "shapes": len(shapes)}
+  if gather is not None:
+    parts = gather(
+      {
+        "keys": np.array(list(per_video), str),
+        "labels": np.array([labels[key] for key in per_video], np.int64),
+        "scores": np.array(list(per_video.values())).reshape(len(per_video), len(class_names)),
+        **{name: np.array(value) for name, value in counts.items()},
+      }
+    )
+    per_video = {str(key): score for part in parts for key, score in zip(part["keys"], part["scores"])}
+    labels = {str(key): int(label) for part in parts for key, label in zip(part["keys"], part["labels"])}
+    # The processes ran at once: their time is the longest of theirs.
+    totals = {name: [part[name].item() for part in parts] for name in counts}
+    counts = {name: (max if name in ("seconds", "shapes") else sum)(values) for name, values in totals.items()}
+  if not per_video:
     raise ValueError("the evaluation split yielded no clips")
-  per_video = pipeline.aggregate(keys, np.concatenate(scores))
   ranked = {key: np.argsort(-score)[:5] for key, score in per_video.items()}
   if predictions_out:
     os.makedirs(os.path.dirname(os.path.abspath(predictions_out)), exist_ok=True)
@@ -216,11 +252,11 @@ def evaluate(model, batches, class_names, *, fill_to: int = 1, predictions_out: 
         )
   return {
     "videos": len(per_video),
-    "views": len(keys),
+    "views": counts["views"],
     "top1": float(np.mean([top[0] == labels[key] for key, top in ranked.items()])),
     "top5": float(np.mean([labels[key] in top for key, top in ranked.items()])),
-    "eval_clips_per_second": views_timed / seconds if seconds else None,
-    "eval_shapes": len(shapes),
+    "eval_clips_per_second": counts["views_timed"] / counts["seconds"] if counts["seconds"] else None,
+    "eval_shapes": counts["shapes"],
   }
 
 

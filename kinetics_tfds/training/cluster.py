@@ -119,9 +119,12 @@ def _tf_all_gather(strategy) -> Callable[[np.ndarray], np.ndarray]:
   """[processes, ...]: `values` of each worker, gathered over the replicas (each worker's first replica's row)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+  @tf.function  # A replica context's collectives run in a graph.
+  def replicas_gather(values):
+    return strategy.run(lambda v: tf.distribute.get_replica_context().all_gather(v[None], axis=0), (values,))
+
   def all_gather(values):
-    gathered = strategy.run(lambda v: tf.distribute.get_replica_context().all_gather(v[None], axis=0), (values,))
-    rows = strategy.experimental_local_results(gathered)[0].numpy()
+    rows = strategy.experimental_local_results(replicas_gather(tf.constant(values)))[0].numpy()
     return rows[:: len(strategy.extended.worker_devices)]
 
   return all_gather

@@ -120,10 +120,10 @@ def _run(config, builder, printer, placement):
       padded = num_clips is None and (eval_batch > 1 or placement.platform != "cpu")
       if process.count > 1:
         # Each process evaluates its own videos, as many batches as they fill: its own devices, no collective.
-        model = _local_model(model, config, len(class_names), jit_compile, padded)
+        model = _twin(model, config, len(class_names), jit_compile, padded, local=True)
       elif padded:
         with placement.scope():
-          model = _local_model(model, config, len(class_names), jit_compile, padded)
+          model = _twin(model, config, len(class_names), jit_compile, padded)
       summary["eval_batch"] = eval_batch
       summary.update(
         loop.evaluate(
@@ -164,7 +164,6 @@ def _train_data(config, builder, placement):
   process = placement.process
   kwargs = dict(
     split=cluster.split_share(builder, config.split, process),
-    batch_size=config.batch_size,
     num_frames=config.num_frames,
     frame_stride=config.frame_stride,
     image_size=config.image_size,
@@ -179,8 +178,8 @@ def _train_data(config, builder, placement):
   if process.count > 1:  # JAX: this process's rows of each global batch.
     return pipeline.train_dataset(builder, batch_size=config.batch_size // process.count, **kwargs)
   if placement.strategy is not None:  # TensorFlow: one pipeline per worker, a share of the batch per replica.
-    return pipeline.distributed_train_dataset(placement.strategy, builder, **kwargs)
-  return pipeline.train_dataset(builder, **kwargs)
+    return pipeline.distributed_train_dataset(placement.strategy, builder, batch_size=config.batch_size, **kwargs)
+  return pipeline.train_dataset(builder, batch_size=config.batch_size, **kwargs)
 
 
 def _per_worker(strategy, global_batch: int, batches):
@@ -197,14 +196,14 @@ def _tf_batches(arrays, batch_size: int):
   return tf.data.Dataset.from_tensor_slices(arrays).repeat().batch(batch_size)
 
 
-def _local_model(model, config, num_classes, jit_compile, padded_clips):
+def _twin(model, config, num_classes, jit_compile, padded_clips, local=False):
   """`model`'s twin with its weights, compiled alike, for evaluation: with `padded_clips` for whole clips batched
-  padded; built outside any strategy's scope, and on JAX with this process's devices alone."""
-  if keras.backend.backend() == "jax" and keras.distribution.distribution() is not None:
+  padded. `local`: on JAX on this process's devices alone (call outside any TensorFlow strategy's scope)."""
+  if local and keras.backend.backend() == "jax":
     import jax  # pylint: disable=g-import-not-at-top
 
-    local = jax.local_devices()
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=local) if len(local) > 1 else None)
+    devices = jax.local_devices()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices) if len(devices) > 1 else None)
   twin = i3d.InceptionI3D(num_classes, dropout_rate=config.dropout_rate, fast=jit_compile, padded_clips=padded_clips)
   for layer in twin.layers:
     if layer.weights:

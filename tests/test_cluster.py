@@ -156,8 +156,10 @@ def _checkpoint_step(path) -> int:
 
 
 @pytest.mark.parametrize("backend", ["jax"])
-def test_a_killed_process_ends_the_other_and_both_resume(backend, tmp_path):
-  args = [*_TINY, "--mode=train", "--checkpoint_steps=2"]
+def test_a_killed_process_ends_the_other_and_both_resume(backend, kinetics400_two_clips, tmp_path):
+  """Training on the real clips' split, one clip for each process (a split's share, through tf.data)."""
+  data = ["--split=validation", f"--data_dir={kinetics400_two_clips}", "--batch_size=2"]
+  args = ["--num_frames=8", "--image_size=32", "--log_every=1", *data, "--mode=train", "--checkpoint_steps=2"]
   first, second = _start(backend, 2, tmp_path, *args, "--train_steps=1000")
   checkpoint = tmp_path / loop.CHECKPOINT
   for line in first.stdout:

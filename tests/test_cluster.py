@@ -108,6 +108,8 @@ def test_two_processes_train_as_one(backend, tmp_path):
   two_out, other_out = _finish(_start(backend, 2, tmp_path / "two", *args))
   (one_out,) = _finish(_start(backend, 1, tmp_path / "one", *args, devices=2))
   one, two = _summary(one_out), _summary(two_out)
+  print(f"{backend}: losses of one process {_losses(one_out)}, {one['final_loss']}")
+  print(f"{backend}: losses of two processes {_losses(two_out)}, {two['final_loss']}")
   assert (one["placement"], two["placement"]) == ("2 cpu device(s)", "2 cpu device(s) of 2 processes")
   assert len(_losses(one_out)) == 3 and _losses(one_out) == _losses(two_out) == _losses(other_out)
   assert two["final_loss"] < _losses(two_out)[0] - 0.5, two  # The steps learn: equal losses say something.

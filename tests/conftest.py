@@ -1,5 +1,5 @@
-"""What the tests share: the read-only ../shared folder beside the repo (real Kinetics files), the
-size of the clips they write, small enough to build in milliseconds, and running a benchmark."""
+"""What the tests share: the read-only ../shared folder beside the repo (real Kinetics files), a build of two of
+its real clips, the size of the clips they write, small enough to build in milliseconds, and running a benchmark."""
 
 import collections
 import json
@@ -40,6 +40,30 @@ def shared_data() -> pathlib.Path:
   if not data.is_dir():
     pytest.skip(f"{data} is missing: the real Kinetics files live in ../shared beside the repo")
   return data
+
+
+@pytest.fixture(scope="session")
+def kinetics400_two_clips(shared_data, tmp_path_factory) -> pathlib.Path:
+  """A data_dir: the real builder's default config over two real clips; the 398 other classes' rows have no file."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (only the tests that build need it)
+
+  from kinetics_tfds import annotations  # pylint: disable=g-import-not-at-top
+  from kinetics_tfds import motion_clips  # pylint: disable=g-import-not-at-top
+
+  root = tmp_path_factory.mktemp("k400")
+  videos = {"cleaning pool": "mmaction2_tests_test.mp4", "flipping pancake": "decord_flipping_a_pancake.mkv"}
+  classes = (shared_data / "kinetics" / "label_maps" / "kinetics400.txt").read_text().splitlines()
+  rows = [annotations.Clip(f"clip{i:03d}", 0, 10, label, "validation") for i, label in enumerate(classes)]
+  for row in rows:
+    if row.label in videos:
+      source = shared_data / "kinetics" / "videos" / videos[row.label]
+      (root / "manual" / "val").mkdir(parents=True, exist_ok=True)
+      (root / "manual" / "val" / f"{row.key}{source.suffix}").symlink_to(source)
+  motion_clips.write_annotations(str(root / "manual" / "kinetics400"), "validation", rows)
+  builder = tfds.builder("kinetics400", data_dir=str(root / "data"), num_workers=1)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root / "manual")))
+  assert builder.info.splits["validation"].num_examples == 2
+  return root / "data"
 
 
 def tfds_build(dataset: str, manual, data_dir, config: str, *flags: str) -> list[str]:

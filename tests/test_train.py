@@ -22,7 +22,6 @@ import tensorflow_datasets as tfds
 
 from conftest import REPO
 import kinetics_tfds
-from kinetics_tfds import annotations
 from kinetics_tfds import motion_clips
 from kinetics_tfds.models import i3d
 from kinetics_tfds.training import config as config_lib
@@ -131,25 +130,6 @@ def _arrays(weights_file):
   with h5py.File(weights_file) as f:
     f.visititems(lambda key, item: arrays.update({key: item[()]}) if isinstance(item, h5py.Dataset) else None)
   return arrays
-
-
-@pytest.fixture(scope="module")
-def kinetics400_two_clips(shared_data, tmp_path_factory):
-  """The real builder's default config over two real clips; the 398 other classes' rows have no file."""
-  root = tmp_path_factory.mktemp("k400")
-  videos = {"cleaning pool": "mmaction2_tests_test.mp4", "flipping pancake": "decord_flipping_a_pancake.mkv"}
-  classes = (shared_data / "kinetics" / "label_maps" / "kinetics400.txt").read_text().splitlines()
-  rows = [annotations.Clip(f"clip{i:03d}", 0, 10, label, "validation") for i, label in enumerate(classes)]
-  for row in rows:
-    if row.label in videos:
-      source = shared_data / "kinetics" / "videos" / videos[row.label]
-      (root / "manual" / "val").mkdir(parents=True, exist_ok=True)
-      (root / "manual" / "val" / f"{row.key}{source.suffix}").symlink_to(source)
-  motion_clips.write_annotations(str(root / "manual" / "kinetics400"), "validation", rows)
-  builder = tfds.builder("kinetics400", data_dir=str(root / "data"), num_workers=1)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root / "manual")))
-  assert builder.info.splits["validation"].num_examples == 2
-  return root / "data"
 
 
 def test_eval_kinetics400_weights_on_real_clips(kinetics400_two_clips, tmp_path):

@@ -9,6 +9,7 @@ schedule reads too), not an epoch count, so a rerun may ask for more steps or an
 import json
 import math
 import os
+import tempfile
 import time
 
 from absl import logging
@@ -120,10 +121,13 @@ def train(
   global_batch: int,
   log_every: int = 10,
   printer=print,
+  writes: bool = True,
 ) -> dict:
   """Fits `model` from model_dir's last checkpoint, if any, to about `total_steps` (the remaining steps rounded up to
   whole checkpoint intervals of whole executions) and saves its final weights. Build the model in the scope of the
-  run's distribution strategy and call this there too: a checkpoint is loaded before `fit`.
+  run's distribution strategy and call this there too: a checkpoint is loaded before `fit`. `writes` False: one of
+  several processes that is not process 0, which reads model_dir's checkpoint (all resume from one step) but
+  leaves checkpoints, TensorBoard logs and the final weights to process 0.
 
   Returns steps (where the run ended), initial_step (where it started), train clips/s, step time and the last loss.
   """
@@ -136,19 +140,23 @@ def train(
   # Keras runs whole executions of `steps_per_execution` steps, also at an epoch's end: plan what it will run.
   per_execution = model.steps_per_execution
   steps_per_epoch = per_execution * math.ceil(remaining / epochs / per_execution) if epochs else 0
-  progress = Progress(global_batch, log_every, printer, initial_step, os.path.join(model_dir, LOGS, "train"))
+  logs = os.path.join(model_dir, LOGS, "train") if writes else None
+  progress = Progress(global_batch, log_every, printer, initial_step, logs)
   losses = [None]
   if epochs:
     history = model.fit(
       data,
       epochs=epochs,
       steps_per_epoch=steps_per_epoch,
-      callbacks=[Checkpoint(checkpoint, initial_step), progress],
+      callbacks=[Checkpoint(checkpoint, initial_step, writes), progress],
       shuffle=False,  # Every reader shuffles as it reads; Keras would warn that it cannot.
       verbose=0,
     )
     losses = history.history.get("loss") or losses
-  save_weights(model, os.path.join(model_dir, FINAL_WEIGHTS))
+  if writes:
+    save_weights(model, os.path.join(model_dir, FINAL_WEIGHTS))
+  else:
+    _save_unwritten(model)
   return {
     "steps": step(model),  # Fewer than planned where the data ran out.
     "initial_step": initial_step,
@@ -165,11 +173,12 @@ class Diverged(user_error.UserError):
 class Checkpoint(keras.callbacks.Callback):
   """Saves weights and optimizer state at each epoch's end (`save_weights`), and stops a run whose loss is no
   longer finite before it saves: non-finite weights would replace the last good state that a rerun resumes from.
+  `writes` False: see `_save_unwritten`.
   """
 
-  def __init__(self, path: str, initial_step: int = 0):
+  def __init__(self, path: str, initial_step: int = 0, writes: bool = True):
     super().__init__()
-    self.path, self.initial_step = path, initial_step
+    self.path, self.initial_step, self.writes = path, initial_step, writes
 
   def on_epoch_begin(self, epoch, logs=None):  # Steps counted as Progress counts them.
     self._epoch_start = self.initial_step + epoch * self.params["steps"]
@@ -184,7 +193,10 @@ class Checkpoint(keras.callbacks.Callback):
       )
 
   def on_epoch_end(self, epoch, logs=None):
-    save_weights(self.model, self.path)
+    if self.writes:
+      save_weights(self.model, self.path)
+    else:
+      _save_unwritten(self.model)
 
 
 def save_weights(model, path: str) -> None:
@@ -193,6 +205,13 @@ def save_weights(model, path: str) -> None:
   partial = path.replace(".weights.h5", ".partial.weights.h5")  # Keras wants the suffix.
   model.save_weights(partial, overwrite=True)
   os.replace(partial, path)
+
+
+def _save_unwritten(model) -> None:
+  """Where process 0 saves, another process saves too, into a file it deletes: saving takes part in collectives
+  (on JAX it creates a variable, and JAX checks that every process gives it the same value)."""
+  with tempfile.TemporaryDirectory() as folder:
+    model.save_weights(os.path.join(folder, FINAL_WEIGHTS))
 
 
 def _restore(model, checkpoint: str) -> int:
@@ -236,11 +255,14 @@ def predict_batch(model, batch: dict, fill_to: int = 1) -> np.ndarray:
   return model.predict_on_batch(inputs)[:rows]
 
 
-def evaluate(model, batches, class_names, *, fill_to: int = 1, predictions_out: str | None = None) -> dict:
+def evaluate(model, batches, class_names, *, fill_to: int = 1, predictions_out: str | None = None, gather=None) -> dict:
   """Runs `model` over eval batches (`predict_batch`, filled up to `fill_to`), averages each video's views'
   softmax scores (`sampling.aggregate`), and reports top-1/top-5 per video and views/s. The first call of each shape,
   which compiles, is not timed; `eval_shapes` counts them. With `predictions_out`, writes one JSON line per video:
   key, label and the top-5 names and scores.
+
+  `gather` (`cluster.gather`): each of several processes evaluated its own videos, all views of each (shares of
+  whole examples); every process then reports on all videos, each counted once, and views/s of all together.
   """
   keys, labels, scores = [], {}, []
   shapes = set()
@@ -256,9 +278,24 @@ def evaluate(model, batches, class_names, *, fill_to: int = 1, predictions_out: 
     scores.append(_softmax(logits))
     keys.extend(batch["key"])
     labels.update(zip((k.decode() for k in batch["key"]), batch["label"].tolist()))
-  if not keys:
+  per_video = sampling.aggregate(keys, np.concatenate(scores)) if keys else {}
+  counts = {"views": len(keys), "views_timed": views_timed, "seconds": seconds, "shapes": len(shapes)}
+  if gather is not None:
+    parts = gather(
+      {
+        "keys": np.array(list(per_video), str),
+        "labels": np.array([labels[key] for key in per_video], np.int64),
+        "scores": np.array(list(per_video.values())).reshape(len(per_video), len(class_names)),
+        **{name: np.array(value) for name, value in counts.items()},
+      }
+    )
+    per_video = {str(key): score for part in parts for key, score in zip(part["keys"], part["scores"])}
+    labels = {str(key): int(label) for part in parts for key, label in zip(part["keys"], part["labels"])}
+    # The processes ran at once: their time is the longest of theirs.
+    totals = {name: [part[name].item() for part in parts] for name in counts}
+    counts = {name: (max if name in ("seconds", "shapes") else sum)(values) for name, values in totals.items()}
+  if not per_video:
     raise user_error.UserError("the evaluation split (--eval_split) yielded no clips")
-  per_video = sampling.aggregate(keys, np.concatenate(scores))
   ranked = {key: np.argsort(-score)[:5] for key, score in per_video.items()}
   if predictions_out:
     os.makedirs(os.path.dirname(os.path.abspath(predictions_out)), exist_ok=True)
@@ -277,11 +314,11 @@ def evaluate(model, batches, class_names, *, fill_to: int = 1, predictions_out: 
         )
   return {
     "videos": len(per_video),
-    "views": len(keys),
+    "views": counts["views"],
     "top1": float(np.mean([top[0] == labels[key] for key, top in ranked.items()])),
     "top5": float(np.mean([labels[key] in top for key, top in ranked.items()])),
-    "eval_clips_per_second": views_timed / seconds if seconds else None,
-    "eval_shapes": len(shapes),
+    "eval_clips_per_second": counts["views_timed"] / counts["seconds"] if counts["seconds"] else None,
+    "eval_shapes": counts["shapes"],
   }
 
 

@@ -1,17 +1,16 @@
-"""Where a run executes: a TPU, all local GPUs, several machines (TF_CONFIG), or the default device.
+"""Where a run executes: a TPU, all local GPUs, several processes (`cluster`), or the default device.
 
 On the TensorFlow backend this is a `tf.distribute.Strategy`; on the JAX backend a `keras.distribution.DataParallel`
-over all devices, set globally. TensorFlow is imported only on its own backend.
+over all devices of all processes, set globally. TensorFlow is imported only on its own backend.
 """
 
 import contextlib
 import dataclasses
-import json
-import os
 
 import keras
 
 from kinetics_tfds import user_error
+from kinetics_tfds.training import cluster
 
 
 class PlacementError(user_error.UserError):
@@ -24,6 +23,7 @@ class Placement:
   num_replicas: int
   strategy: object = None  # A tf.distribute.Strategy on the TensorFlow backend.
   platform: str = "cpu"  # What computes: cpu, gpu or tpu.
+  process: cluster.Process = cluster.Process()
 
   def scope(self):
     """Where variables must be created: the strategy's scope, or nothing to enter on JAX."""
@@ -58,7 +58,8 @@ class Placement:
 
 
 def resolve(tpu: str | None = None) -> Placement:
-  """Resolves `tpu` (a name, or "local" on a TPU VM), else GPUs, TF_CONFIG workers or the default device."""
+  """Resolves `tpu` (a name, or "local" on a TPU VM), else the processes the environment describes (`cluster.join`),
+  GPUs or the default device."""
   backend = keras.backend.backend()
   if backend == "tensorflow":
     return _tensorflow(tpu)
@@ -94,12 +95,14 @@ def _tensorflow(tpu):
       raise PlacementError(f"cannot reach TPU {tpu!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     strategy = tf.distribute.TPUStrategy(resolver)
     return Placement(f"TPU {tpu!r}", strategy.num_replicas_in_sync, strategy, "tpu")
+  process = cluster.join()
+  if process.count > 1:  # Before listing devices: TensorFlow then starts its runtime as one of the workers.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    platform = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+    description = f"{process.count} workers (TF_CONFIG)"
+    return Placement(description, strategy.num_replicas_in_sync, strategy, platform, process)
   gpus = tf.config.list_logical_devices("GPU")
   platform = "gpu" if gpus else "cpu"
-  workers = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {}).get("worker", [])
-  if len(workers) > 1:
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    return Placement(f"{len(workers)} workers (TF_CONFIG)", strategy.num_replicas_in_sync, strategy, platform)
   if len(gpus) > 1:
     strategy = tf.distribute.MirroredStrategy([gpu.name for gpu in gpus])
     return Placement(f"{len(gpus)} GPUs", len(gpus), strategy, platform)
@@ -110,6 +113,7 @@ def _tensorflow(tpu):
 def _jax(tpu):
   import jax  # pylint: disable=g-import-not-at-top
 
+  process = cluster.join(tpu)
   devices = jax.devices()
   platform = devices[0].platform
   if tpu and platform != "tpu":
@@ -117,6 +121,11 @@ def _jax(tpu):
       f"cannot reach TPU {tpu!r}: JAX sees {len(devices)} {platform} device(s) and no TPU (with JAX, run on the "
       "TPU VM itself)"
     )
+  description = f"{len(devices)} {platform} device(s)"
+  if process.count > 1:
+    description += f" of {process.count} processes"
   if len(devices) > 1:
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-  return Placement(f"{len(devices)} {platform} device(s)", len(devices), platform=platform)
+    # Each process feeds its own rows of each global batch (`run`), which Keras puts on its devices.
+    distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=process.count == 1)
+    keras.distribution.set_distribution(distribution)
+  return Placement(description, len(devices), platform=platform, process=process)

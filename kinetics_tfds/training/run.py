@@ -14,6 +14,7 @@ import keras
 
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models import weights as weights_lib
+from kinetics_tfds.training import cluster
 from kinetics_tfds.training import config as config_lib
 from kinetics_tfds.training import inputs
 from kinetics_tfds.training import loop
@@ -25,11 +26,17 @@ from kinetics_tfds.training import synthetic
 def run(config: config_lib.Config, builder=None, printer=print) -> dict:
   """Trains and/or evaluates as `config` says; writes and returns the summary. `builder`: a prepared builder to use
   instead of `config.dataset` (a config that is not registered by name, such as the main job's sample)."""
-  num_clips, num_crops = config_lib.parse_views(config.eval_views)
   os.makedirs(config.model_dir, exist_ok=True)
   keras.utils.set_random_seed(config.seed)
   optimization.set_precision(config.precision)
   placement = placement_lib.resolve(config.tpu)
+  with cluster.failing_together(placement.process):
+    return _run(config, builder, printer, placement)
+
+
+def _run(config, builder, printer, placement):
+  num_clips, num_crops = config_lib.parse_views(config.eval_views)
+  process = placement.process
   placement.check_batch(config.batch_size)
   jit_compile = i3d.compiles_by_default() if config.jit_compile == "auto" else config.jit_compile == "true"
   if config.mode != "eval":
@@ -40,10 +47,11 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
   weights = None if config.weights == "none" else config.weights
   with placement.scope():
     model = i3d.InceptionI3D(len(class_names), weights=weights, dropout_rate=config.dropout_rate, fast=jit_compile)
-    if config.batchnorm_momentum is not None:
-      for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-          layer.momentum = config.batchnorm_momentum
+    for layer in model.layers:
+      if isinstance(layer, keras.layers.BatchNormalization):
+        layer.momentum = config.batchnorm_momentum or layer.momentum
+        # Statistics of the global batch, as on JAX's one mesh: the model is the same however many workers train it.
+        layer.synchronized = placement.strategy is not None and process.count > 1
     lr = optimization.learning_rate(
       config.lr_schedule,
       config.learning_rate,
@@ -65,15 +73,22 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
     "backend": keras.backend.backend(),
     "jit_compile": bool(model.jit_compile),
     "rewrites": i3d.rewrites_on(model),
+    "processes": process.count,
   }
   clips = None
   if config.synthetic:
+    rows = _rows(config.batch_size, process)
     # Endless: `loop.train` decides how many steps to take.
     clips = synthetic.SyntheticClips(
-      config.batch_size, config.num_frames, config.image_size, len(class_names), steps=None, seed=config.seed
+      config.batch_size, config.num_frames, config.image_size, len(class_names), steps=None, seed=config.seed, rows=rows
     )
   if config.mode != "eval":
-    batches = clips if clips is not None else data.train(placement)
+    if clips is None:
+      batches = data.train(placement)
+    elif process.count > 1 and placement.strategy is not None:  # Keras' PyDataset does not feed workers.
+      batches = inputs.per_worker(placement.strategy, config.batch_size, lambda batch: _tf_batches(clips.batch, batch))
+    else:
+      batches = clips
     with placement.scope():  # A checkpoint's optimizer state is built and loaded there.
       summary.update(
         loop.train(
@@ -85,6 +100,7 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
           global_batch=config.batch_size,
           log_every=config.log_every,
           printer=printer,
+          writes=process.writes,
         )
       )
   elif weights is None:
@@ -103,24 +119,38 @@ def run(config: config_lib.Config, builder=None, printer=print) -> dict:
       eval_batch = config.eval_batch_size or (1 if num_clips is None and placement.platform == "cpu" else 8)
       # Whole clips of different lengths share batches, or take a few shapes, padded: the model is told each length.
       padded = num_clips is None and (eval_batch > 1 or placement.platform != "cpu")
-      if padded:
+      if process.count > 1:
+        # Each process evaluates its own videos, as many batches as they fill: its own devices, no collective.
+        model = _twin(model, config, len(class_names), jit_compile, padded, local=True)
+      elif padded:
         with placement.scope():
-          model = _padded_clips_model(model, config, len(class_names), jit_compile)
+          model = _twin(model, config, len(class_names), jit_compile, padded)
       summary["eval_batch"] = eval_batch
       summary.update(
         loop.evaluate(
           model,
-          data.eval(num_clips, num_crops, eval_batch, padded),
+          data.eval(num_clips, num_crops, eval_batch, padded, process),
           class_names,
           fill_to=eval_batch if model.jit_compile else 1,  # XLA compiles each batch shape.
-          predictions_out=config.predictions_out,
+          predictions_out=config.predictions_out if process.writes else None,
+          gather=lambda arrays: cluster.gather(arrays, process, placement.strategy),
         )
       )
-    loop.write_evaluation(os.path.join(config.model_dir, loop.LOGS, "eval"), step, summary)
+    if process.writes:
+      loop.write_evaluation(os.path.join(config.model_dir, loop.LOGS, "eval"), step, summary)
   summary["config"] = dataclasses.asdict(config)
-  with open(os.path.join(config.model_dir, "summary.json"), "w") as f:
-    json.dump(summary, f)
+  if process.writes:
+    with open(os.path.join(config.model_dir, "summary.json"), "w") as f:
+      json.dump(summary, f)
   return summary
+
+
+def _rows(global_batch: int, process: cluster.Process) -> slice | None:
+  """The rows of each global batch that `process` feeds; None: all of them (one process)."""
+  if process.count == 1:
+    return None
+  per_process = global_batch // process.count
+  return slice(process.index * per_process, (process.index + 1) * per_process)
 
 
 def _total_steps(config, data):
@@ -131,12 +161,25 @@ def _total_steps(config, data):
   return config.epochs * math.ceil(data.num_examples(config.split) / config.batch_size)
 
 
-def _padded_clips_model(model, config, num_classes, jit_compile):
-  """`model`'s twin with `padded_clips=True` and its weights, compiled alike: for whole clips batched padded."""
-  padded = i3d.InceptionI3D(num_classes, dropout_rate=config.dropout_rate, fast=jit_compile, padded_clips=True)
-  for layer in padded.layers:
+def _tf_batches(arrays, batch_size: int):
+  """The rows of `arrays` in batches of `batch_size`, endlessly."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  return tf.data.Dataset.from_tensor_slices(arrays).repeat().batch(batch_size)
+
+
+def _twin(model, config, num_classes, jit_compile, padded_clips, local=False):
+  """`model`'s twin with its weights, compiled alike, for evaluation: with `padded_clips` for whole clips batched
+  padded. `local`: on JAX on this process's devices alone (call outside any TensorFlow strategy's scope)."""
+  if local and keras.backend.backend() == "jax":
+    import jax  # pylint: disable=g-import-not-at-top
+
+    devices = jax.local_devices()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices) if len(devices) > 1 else None)
+  twin = i3d.InceptionI3D(num_classes, dropout_rate=config.dropout_rate, fast=jit_compile, padded_clips=padded_clips)
+  for layer in twin.layers:
     if layer.weights:
       layer.set_weights(model.get_layer(layer.name).get_weights())
-  padded.compile(jit_compile=jit_compile)
-  i3d.set_fast(padded, bool(padded.jit_compile))
-  return padded
+  twin.compile(jit_compile=jit_compile)
+  i3d.set_fast(twin, bool(twin.jit_compile))
+  return twin

@@ -26,8 +26,13 @@ class SyntheticClips(Repeated):
   Keras passes device arrays through on JAX; on TensorFlow its PyDataset adapter goes through the host.
   """
 
-  def __init__(self, batch_size: int, num_frames: int, image_size: int, num_classes: int, *, steps: int | None, seed=0):
+  def __init__(
+    self, batch_size: int, num_frames: int, image_size: int, num_classes: int, *, steps: int | None, seed=0, rows=None
+  ):
+    """`rows`: a slice, the rows of the `batch_size` batch this process feeds (every process makes the same batch)."""
     shape = (batch_size, num_frames, image_size, image_size, 3)
     self.clips = ops.cast(keras.random.randint(shape, 0, 256, seed=seed), "uint8")
     self.labels = keras.random.randint((batch_size,), 0, num_classes, seed=seed + 1)
+    if rows is not None:
+      self.clips, self.labels = self.clips[rows], self.labels[rows]
     super().__init__((self.clips, self.labels), steps)

@@ -56,17 +56,9 @@ class TfData:
     from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (needs TensorFlow)
 
     config = self.config
-    ds = pipeline.eval_dataset(
-      self.builder,
-      cluster.split_share(self.builder, config.eval_split, process),
-      batch_size=batch_size,
-      num_frames=config.num_frames,
-      frame_stride=config.frame_stride,
-      image_size=config.image_size,
-      num_clips=num_clips,
-      num_crops=num_crops,
-      pad_period=i3d.PADDING_PERIOD if padded else None,
-    )
+    split = cluster.split_share(self.builder, config.eval_split, process)
+    views = _views(config, num_clips, num_crops, padded)
+    ds = pipeline.eval_dataset(self.builder, split, batch_size=batch_size, **views)
     return ds.as_numpy_iterator()
 
 
@@ -108,17 +100,9 @@ class ArrayRecords:
 
   def eval(self, num_clips, num_crops, batch_size: int, padded: bool, process: cluster.Process):
     config = self.config
-    clips = loaders.EvalClips(
-      array_records.Source(self.info, config.eval_split),
-      num_frames=config.num_frames,
-      frame_stride=config.frame_stride,
-      image_size=config.image_size,
-      num_clips=num_clips,
-      num_crops=num_crops,
-      pad_period=i3d.PADDING_PERIOD if padded else None,
-      shard=process.index,
-      num_shards=process.count,
-    )
+    source = array_records.Source(self.info, config.eval_split)
+    views = _views(config, num_clips, num_crops, padded)
+    clips = loaders.EvalClips(source, shard=process.index, num_shards=process.count, **views)
     if config.loader == "grain":
       videos = loaders.grain_eval(clips, num_workers=config.loader_workers)
     else:
@@ -128,6 +112,18 @@ class ArrayRecords:
         clips, batch_size=None, num_workers=config.loader_workers, collate_fn=loaders.as_is
       )
     return loaders.batches_by_shape(videos, batch_size)
+
+
+def _views(config, num_clips, num_crops, padded: bool) -> dict:
+  """The evaluation views every reader cuts, as their keyword arguments."""
+  return dict(
+    num_frames=config.num_frames,
+    frame_stride=config.frame_stride,
+    image_size=config.image_size,
+    num_clips=num_clips,
+    num_crops=num_crops,
+    pad_period=i3d.PADDING_PERIOD if padded else None,
+  )
 
 
 def per_worker(strategy, global_batch: int, batches):

@@ -183,7 +183,9 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       download_config, manual_dir=None if self._remote_manual_dir else manual_dir or None
     )
     kwargs["download_config"] = download_config
-    if self.is_prepared() and not download_config.download_mode.overwrite_dataset:
+    # TFDS's is_prepared warns of a version folder without dataset_info.json: a first build's.
+    prepared = (tfds.core.Path(self.data_dir) / "dataset_info.json").exists() and self.is_prepared()
+    if prepared and not download_config.download_mode.overwrite_dataset:
       super().download_and_prepare(**kwargs)
       return
     with build_lock.exclusive(os.fspath(self.data_dir)):

@@ -323,7 +323,7 @@ def test_bfloat16_training_on_a_cpu_with_onednn_is_refused():
   # Its filter gradients are garbage for small clips (non-finite, different each run); see the README, I3D.
   result = _script("--synthetic", "--precision=mixed_bfloat16", "--train_steps=1", *_TINY)
   assert result.returncode != 0
-  assert "i3d.py: --precision=mixed_bfloat16 does not train on the tensorflow backend on CPU" in result.stderr
+  assert "i3d.py: error: --precision=mixed_bfloat16 does not train on the tensorflow backend on CPU" in result.stderr
   assert "--jit_compile=true (XLA)" in result.stderr and "Traceback" not in result.stderr
   cpu = placement.Placement("CPU", 1)
   cpu.check_training_precision("mixed_bfloat16", xla=True)  # XLA's own CPU convolutions are right.

@@ -16,6 +16,7 @@ Frames read through the index skip the record's checksum: a damaged frame fails 
 from __future__ import annotations
 
 import functools
+import io
 import os
 import struct
 
@@ -56,16 +57,18 @@ class Writer:
     path = path_for(shard)
     if not storage.is_url(path):
       os.makedirs(os.path.dirname(path), exist_ok=True)
+    buffer = io.BytesIO()  # Whole, then written: a file on an object store cannot seek, as zip writing may.
+    np.savez(
+      buffer,
+      starts=np.asarray(self._starts, np.int64),
+      lengths=np.asarray(self._lengths, np.int32),
+      first=np.cumsum([0] + self._counts, dtype=np.int64),
+      labels=np.asarray(self._labels, np.int32),
+      sizes=np.asarray(self._sizes, np.int32).reshape(-1, 2),
+      shard_size=np.int64(shard_size),
+    )
     with storage.open_for_writing(path) as f:
-      np.savez(
-        f,
-        starts=np.asarray(self._starts, np.int64),
-        lengths=np.asarray(self._lengths, np.int32),
-        first=np.cumsum([0] + self._counts, dtype=np.int64),
-        labels=np.asarray(self._labels, np.int32),
-        sizes=np.asarray(self._sizes, np.int32).reshape(-1, 2),
-        shard_size=np.int64(shard_size),
-      )
+      f.write(buffer.getvalue())
 
 
 def index_shard(shard: str) -> None:
@@ -124,9 +127,14 @@ def _pread(fd: int, length: int, offset: int) -> bytes:
   return data
 
 
-@functools.lru_cache(maxsize=64)  # Reads interleave over 16 files at a time (TFDS's default).
 def load(shard: str) -> Shard:
-  """The index of a shard, read once per process."""
+  """The index of a shard, read once per process (again if the shard is rewritten)."""
+  return _load(shard, os.stat(shard).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)  # Reads interleave over 16 files at a time (TFDS's default).
+def _load(shard: str, mtime_ns: int) -> Shard:
+  del mtime_ns  # Part of the cache key only.
   return Shard(shard)
 
 

@@ -178,6 +178,19 @@ def parse_example(record: bytes) -> dict:
   return features
 
 
+def bytes_spans(record: bytes, name: str) -> list[tuple[int, int]]:
+  """(start, end) in `record` of each value of its bytes-list feature `name`: where a frame lies, for an index."""
+  data = memoryview(record)
+  for _, start, end in _fields(data, 0, len(data)):
+    for _, entry_start, entry_end in _fields(data, start, end):
+      fields = {number: (s, e) for number, s, e in _fields(data, entry_start, entry_end)}
+      if bytes(data[slice(*fields[1])]) == name.encode():
+        for kind, list_start, list_end in _fields(data, *fields[2]):
+          if kind == 1:
+            return [(s, e) for _, s, e in _fields(data, list_start, list_end)]
+  raise ValueError(f"no bytes feature {name!r} in the record")
+
+
 def _feature(data: memoryview, start: int, end: int):
   for kind, list_start, list_end in _fields(data, start, end):
     if kind == 1:

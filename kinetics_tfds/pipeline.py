@@ -21,12 +21,15 @@ Everything yields plain tensors, so any Keras backend can read it (`.as_numpy_it
 from __future__ import annotations
 
 import functools
+import os
 import random
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from kinetics_tfds import frame_index
 from kinetics_tfds import sampling
+from kinetics_tfds import storage
 
 _DTYPES = ("uint8", "float32")
 DCT_METHOD = "INTEGER_ACCURATE"  # libjpeg-turbo's JDCT_ISLOW.
@@ -185,6 +188,10 @@ def train_views(
     random_flip=random_flip,
   )
 
+  shards = _indexed_shards(builder, split, input_context)
+  if shards is not None:
+    return _indexed_views(shards, view, seed, input_context, num_frames, repeat)
+
   def sample(index, example):
     jpegs = example["video"]
     indices, window, flip = _numpy(
@@ -202,6 +209,61 @@ def train_views(
   ds = records(builder, split, shuffle_seed=seed, input_context=input_context)
   if repeat:
     ds = ds.repeat()
+  return ds.enumerate().map(sample, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _indexed_shards(builder, split: str, input_context) -> list | None:
+  """The split's file instructions (shard, skip, take) when every shard has a frame index (`frame_index`) on
+  a local disk; None otherwise (a Beam or older build, an object store, `tfds.testing.mock_data`), to read whole
+  records as before."""
+  if not builder.info.splits or storage.is_url(os.fspath(builder.data_dir)):
+    return None
+  instructions = builder.info.splits[split].file_instructions
+  if not instructions or not all(os.path.exists(frame_index.path_for(os.fspath(i.filename))) for i in instructions):
+    return None
+  if input_context and input_context.num_input_pipelines > len(instructions):
+    return None  # TFDS's reader says why it cannot shard these files.
+  return instructions
+
+
+def _indexed_views(instructions, view, seed: int, input_context, num_frames: int, repeat: bool) -> tf.data.Dataset:
+  """`train_views` reading only the sampled frames, through the shards' frame indexes.
+
+  Examples come in the order `records` gives them (TFDS's `reader._read_files`: files sharded by
+  `input_context`, shuffled by `seed`, reshuffled each epoch, interleaved 16 at a time in blocks of 16),
+  so the views are the same, clip for clip, with or without an index.
+  """
+  paths = [os.fspath(i.filename) for i in instructions]
+  ds = tf.data.Dataset.from_tensor_slices(
+    (
+      tf.range(len(paths), dtype=tf.int64),
+      tf.constant([i.skip for i in instructions], tf.int64),
+      tf.constant([i.take for i in instructions], tf.int64),
+    )
+  )
+  if input_context:
+    ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+  ds = ds.shuffle(len(paths), seed=seed).interleave(
+    lambda shard, skip, take: tf.data.Dataset.range(skip, skip + take).map(lambda example: (shard, example)),
+    cycle_length=16,
+    block_length=16,
+  )
+  if repeat:
+    ds = ds.repeat()
+
+  def read(position, shard, example):
+    index = frame_index.load(paths[shard])
+    indices, window, flip = view(int(position), index.num_frames(example), index.sizes[example])
+    return index.read(example, indices), window, flip, index.labels[example]
+
+  def sample(position, example):
+    jpegs, window, flip, label = _numpy(
+      read,
+      [position, *example],
+      [(tf.string, [num_frames]), (tf.int32, [4]), (tf.bool, []), (tf.int32, [])],
+    )
+    return {"video": jpegs, "window": window, "flip": flip, "label": label}
+
   return ds.enumerate().map(sample, num_parallel_calls=tf.data.AUTOTUNE)
 
 

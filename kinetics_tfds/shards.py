@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import struct
 
 import google_crc32c
 from tensorflow_datasets.core import hashing
 from tensorflow_datasets.core.utils import shard_utils
 
+from kinetics_tfds import frame_index
 from kinetics_tfds import storage
 
 _MASK_DELTA = 0xA282EAD8
@@ -81,16 +81,26 @@ def plan(split: str, written: list[tuple[str, int]], records_dir: str, template,
   ]
 
 
-def assemble(shard: Shard) -> int:
-  """Concatenates a shard's record files into it; returns its length.
+def assemble(shard: Shard, index: bool = True) -> int:
+  """Concatenates a shard's record files into it and, with `index`, writes its frame index (`frame_index`: the
+  records must then be Kinetics examples); returns its length.
 
   The records are left in place: a worker that dies midway is rerun (parallel.bounded_map) and needs them all.
   The build deletes them with `remove_records` once the shard is written.
   """
+  writer = frame_index.Writer()
+  offset = 0
   with storage.open_for_writing(shard.path) as out:
     for path in shard.records:
-      with open(path, "rb") as record:
-        shutil.copyfileobj(record, out, 1 << 22)
+      with open(path, "rb") as f:
+        framed = f.read()
+      out.write(framed)
+      if index:
+        (length,) = struct.unpack("<Q", framed[:8])
+        writer.add(memoryview(framed)[12 : 12 + length], offset + 12)
+      offset += len(framed)
+  if index:
+    writer.write(shard.path, offset)
   return len(shard.records)
 
 

@@ -7,6 +7,7 @@ frame). An output frame is traced by comparing it with the frames TFDS decodes i
 
 import collections
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ import tensorflow_datasets as tfds
 
 from kinetics_tfds import KineticsConfig
 from kinetics_tfds import annotations
+from kinetics_tfds import frame_index
 from kinetics_tfds import motion_clips
 from kinetics_tfds import pipeline
 from kinetics_tfds import sampling
@@ -42,10 +44,9 @@ def _write_indexed_clip(path: str, seed: int, frames: int = NUM_SOURCE) -> None:
 
 
 @pytest.fixture(scope="session")
-def builder(tmp_path_factory):
-  """kinetics400 built once by the real builder from 16 indexed clips (4 classes x 2, train and validation)."""
-  root = tmp_path_factory.mktemp("input")
-  manual = root / "manual"
+def manual_dir(tmp_path_factory):
+  """A manual folder of 16 indexed clips (4 classes x 2, train and validation)."""
+  manual = tmp_path_factory.mktemp("input") / "manual"
   counter = 0
   for split, count in CLIPS_PER_CLASS.items():
     rows = []
@@ -58,10 +59,22 @@ def builder(tmp_path_factory):
         _write_indexed_clip(str(folder / f"{clip.key}.avi"), seed=counter)
         rows.append(clip)
     motion_clips.write_annotations(str(manual / "kinetics400"), split, rows)
+  return manual
+
+
+def _build(manual_dir, data_dir, **download_config):
   config = KineticsConfig(name="indexed", fps=25, short_side=HEIGHT, num_classes=len(motion_clips.MOTIONS))
-  result = tfds.builder("kinetics400", config=config, data_dir=str(root / "data"), num_workers=1)
-  result.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  result = tfds.builder("kinetics400", config=config, data_dir=str(data_dir), num_workers=1)
+  result.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir), **download_config)
+  )
   return result
+
+
+@pytest.fixture(scope="session")
+def builder(manual_dir):
+  """kinetics400 built once by the real builder from the 16 indexed clips."""
+  return _build(manual_dir, manual_dir.parent / "data")
 
 
 class Video(NamedTuple):
@@ -159,6 +172,37 @@ def test_short_clips_loop(builder, full_frames):
   for clip in clips[:2]:
     _, indices, _, _ = _locate(clip, full_frames["train"])
     assert indices == [(2 * t) % NUM_SOURCE for t in range(30)]
+
+
+def test_frame_index_reads_the_same_clips(manual_dir, tmp_path):
+  """Through the frame indexes the build writes beside its shards, or reading whole records (a build without
+  them), training gets the same clips in the same order: across shards, epochs, input pipelines and slices."""
+  indexed = _build(manual_dir, tmp_path, num_shards=3)
+  folder = os.path.join(indexed.data_dir, frame_index.FOLDER)
+  assert len(os.listdir(folder)) == 6, "one index per shard of each split"
+  runs = [
+    dict(split="train", num_frames=4, frame_stride=7),  # Frames far apart: read one by one.
+    dict(split="train", num_frames=8, input_context=tf.distribute.InputContext(2, 1)),
+    dict(split="train[1:7]", num_frames=30),  # A window: read at once.
+  ]
+
+  def read_all():
+    settings = dict(batch_size=2, image_size=SIZE, seed=5, deterministic=True)
+    return [list(pipeline.train_dataset(indexed, **settings, **run).take(5).as_numpy_iterator()) for run in runs]
+
+  through_index = read_all()
+  written = {name: dict(np.load(os.path.join(folder, name))) for name in os.listdir(folder)}
+  shutil.rmtree(folder)
+  whole_records = read_all()
+  for run, by_index, whole in zip(runs, through_index, whole_records):
+    assert len(by_index) == len(whole) == 5, run
+    for (clips, labels), (clips_whole, labels_whole) in zip(by_index, whole):
+      np.testing.assert_array_equal(clips, clips_whole, err_msg=str(run))
+      np.testing.assert_array_equal(labels, labels_whole, err_msg=str(run))
+  assert len(frame_index.index_folder(indexed.data_dir)) == 6, "an older build indexed in place"
+  for name, arrays in written.items():
+    again = np.load(os.path.join(folder, name))
+    assert all(np.array_equal(arrays[key], again[key]) for key in arrays), "as the build wrote it"
 
 
 def test_scale_jitter_crops_inside_the_frame():

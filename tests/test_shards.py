@@ -85,7 +85,7 @@ def test_shards_are_byte_equal_to_tfds_writer(tmp_path):
   planned = shards.plan(
     "train", [(k, len(r)) for k, r in records.items()], str(records_dir), template("ours"), shard_config
   )
-  assert [shards.assemble(s) for s in planned] == tfds_lengths
+  assert [shards.assemble(s, index=False) for s in planned] == tfds_lengths  # Records, not examples: no index.
   for shard in planned:
     shards.remove_records(shard)
   assert not os.listdir(records_dir)
@@ -107,7 +107,7 @@ def test_damaged_record_is_refused(tmp_path):
 
 def _assemble_then_die_once(shard: shards.Shard) -> int:
   """shards.assemble in a worker that is killed, once in all, after it has copied the records."""
-  length = shards.assemble(shard)
+  length = shards.assemble(shard, index=False)  # Records, not examples.
   marker = os.path.join(os.path.dirname(shard.path), "died")
   if not os.path.exists(marker):
     with open(marker, "w") as f:

@@ -24,6 +24,12 @@ from kinetics_tfds.training import loop
 
 _SCRIPT = str(REPO / "benchmarks" / "i3d.py")
 _TINY = ["--synthetic", "--num_frames=8", "--image_size=32", "--batch_size=4", "--num_classes=4", "--log_every=1"]
+# JAX's persistent compilation cache, shared by the processes of these tests: a process evaluating alone and one of
+# two evaluating its own videos on its own device compile the same program.
+_JAX_CACHE = {
+  "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), "kinetics_tfds_tests_jax_cache"),
+  "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+}
 # How long a process may outlive a killed one: it must not wait on a collective for ever.
 _BOUND_S = 60
 
@@ -41,7 +47,7 @@ def _free_ports(count: int) -> list[int]:
 def _environments(backend: str, count: int, devices: int) -> list[dict]:
   """Each process's environment: only the ecosystem's standard variables say it is one of `count`."""
   xla_flags = "--xla_backend_optimization_level=0" + (f" --xla_force_host_platform_device_count={devices}")
-  base = {**os.environ, "KERAS_BACKEND": backend, "XLA_FLAGS": xla_flags}
+  base = {**os.environ, "KERAS_BACKEND": backend, "XLA_FLAGS": xla_flags, **_JAX_CACHE}
   if count == 1:
     return [base]
   ports = _free_ports(count)
@@ -158,8 +164,10 @@ def _checkpoint_step(path) -> int:
 
 
 @pytest.mark.parametrize("backend", ["jax"])
-def test_a_killed_process_ends_the_other_and_both_resume(backend, kinetics400_two_clips, tmp_path):
-  """Training on the real clips' split, one clip for each process (a split's share, through tf.data)."""
+def test_a_killed_process_ends_the_other(backend, kinetics400_two_clips, tmp_path):
+  """Training on the real clips' split, one clip for each process (a split's share, through tf.data). (That a rerun
+  resumes from the checkpoint every process reads is test_train.py's test_resumes_after_sigkill_to_a_new_total, in
+  one process: two more processes compiling here cost CI a minute.)"""
   data = ["--split=validation", f"--data_dir={kinetics400_two_clips}", "--batch_size=2"]
   args = ["--num_frames=8", "--image_size=32", "--log_every=1", *data, "--mode=train", "--checkpoint_steps=2"]
   first, second = _start(backend, 2, tmp_path, *args, "--train_steps=1000")
@@ -178,8 +186,6 @@ def test_a_killed_process_ends_the_other_and_both_resume(backend, kinetics400_tw
   print(f"{backend}: process 0 ended {ended_s:.1f} s after process 1 was killed")
   saved = _checkpoint_step(checkpoint)
   assert saved >= 2 and saved % 2 == 0
-  for out in _finish(_start(backend, 2, tmp_path, *args, f"--train_steps={saved + 1}")):
-    assert f"resumed at step {saved}" in out and _summary(out)["steps"] == saved + 1, out
 
 
 def test_a_killed_worker_ends_the_other_tensorflow(kinetics400_two_clips, tmp_path):

@@ -557,6 +557,8 @@ def test_ctrl_c_stops_the_downloader_and_writes_its_report(tmp_path, server):
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
+    # As from a terminal: a test run started in the background inherits SIGINT ignored, and so would the command.
+    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
   )
   try:
     deadline = time.monotonic() + 60

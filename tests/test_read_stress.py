@@ -14,7 +14,7 @@ import conftest
 import kinetics_tfds
 
 _CONFIG = kinetics_tfds.KineticsConfig(name="stress", fps=25.0, short_side=256, num_classes=len(conftest.SHARED_LABELS))
-_PROCESSES, _AT_ONCE = 6, 3
+_PROCESSES, _AT_ONCE = 4, 2
 _READ = textwrap.dedent("""
   import sys
   import tensorflow_datasets as tfds

@@ -127,15 +127,14 @@ def full_decode_dataset(builder) -> tf.data.Dataset:
 
   def sample_decoded(index, example):
     video = example["video"]
-    indices, window, flip = tf.numpy_function(
+    indices, window, flip = pipeline._numpy(  # pylint: disable=protected-access
       lambda position, shape: view(int(position), int(shape[0]), shape[1:3]),
       [index, tf.shape(video)],
-      [tf.int32, tf.int32, tf.bool],
-      stateful=False,
+      [(tf.int32, [num_frames]), (tf.int32, [4]), (tf.bool, [])],
     )
-    y, x, side, _ = tf.unstack(tf.ensure_shape(window, [4]))
+    y, x, side, _ = tf.unstack(window)
     clip = tf.gather(video, indices)[:, y : y + side, x : x + side]
-    clip = tf.cond(tf.ensure_shape(flip, []), lambda: tf.reverse(clip, [2]), lambda: clip)
+    clip = tf.cond(flip, lambda: tf.reverse(clip, [2]), lambda: clip)
     return tf.ensure_shape(clip, [num_frames, image_size, image_size, 3]), tf.cast(example["label"], tf.int32)
 
   read_config = tfds.ReadConfig(shuffle_seed=_SEED, try_autocache=False)

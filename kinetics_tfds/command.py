@@ -4,14 +4,21 @@ absl's `--help` lists the flags of the module that `sys.argv[0]` names and shows
 script (`kinetics-train`) or a wrapper (`benchmarks/i3d.py`) is another file than the module that defines the flags
 and the docstring, whose help would then be empty. Commands also keep TensorFlow's start-up noise off the terminal;
 importing the package as a library changes nothing of TensorFlow's logging.
+
+Every command and benchmark says what it takes as a dataclass of settings, each field a `setting` with its help;
+`define_flags` makes a flag of each field and `from_flags` gives the dataclass back once the flags are parsed. So
+a run's settings are one value, documented in one place, as `training.config.Config` is for `kinetics-train`.
 """
 
 from collections.abc import Callable
+import dataclasses
 import importlib.util
 import os
 import re
 import sys
 import tempfile
+import types
+import typing
 
 from absl import app
 from absl import flags
@@ -73,3 +80,61 @@ def import_tensorflow() -> None:
       captured.seek(0)
       lines = captured.read().decode(errors="replace").splitlines(keepends=True)
       sys.stderr.write("".join(line for line in lines if not _TENSORFLOW_BANNER.match(line)))
+
+
+def setting(default, help_text: str, choices=None, *, lower_bound=None, required: bool = False, repeated: bool = False):
+  """A field of a settings dataclass: its flag's default and help, and what the flag accepts. A tuple field is a
+  comma list (`repeated`: the flag may also be given again); `required` flags have no default (None)."""
+  metadata = dict(help=help_text, choices=choices, lower_bound=lower_bound, required=required, repeated=repeated)
+  return dataclasses.field(default=default, metadata=metadata)
+
+
+def _hints(settings_type) -> dict[str, typing.Any]:
+  """Each field's type, `int | None` taken as int."""
+  hints = typing.get_type_hints(settings_type)
+  for name, hint in hints.items():
+    if isinstance(hint, types.UnionType):
+      hints[name] = next(arg for arg in hint.__args__ if arg is not type(None))
+  return hints
+
+
+def define_flags(settings_type, module_name: str) -> None:
+  """A flag per field of the dataclass `settings_type`, as the module `module_name` (its `__name__`) defines them,
+  so that its `--help` lists them."""
+  if module_name == "__main__":
+    module_name = sys.argv[0]  # What absl keys a script's own flags by.
+  hints = _hints(settings_type)
+  for field in dataclasses.fields(settings_type):
+    meta, name, default = field.metadata, field.name, field.default
+    common = dict(required=meta["required"], module_name=module_name)
+    kind = typing.get_origin(hints[name]) or hints[name]
+    if meta["choices"]:
+      flags.DEFINE_enum(name, default, meta["choices"], meta["help"], **common)
+    elif kind is tuple:
+      define = flags.DEFINE_multi_string if meta["repeated"] else flags.DEFINE_list
+      define(name, None if default is None else [str(value) for value in default], meta["help"], **common)
+    elif kind is bool:
+      flags.DEFINE_bool(name, default, meta["help"], **common)
+    elif kind in (int, float):
+      define = flags.DEFINE_integer if kind is int else flags.DEFINE_float
+      define(name, default, meta["help"], lower_bound=meta["lower_bound"], **common)
+    else:
+      flags.DEFINE_string(name, default, meta["help"], **common)
+
+
+def from_flags(settings_type):
+  """The `settings_type` the parsed command line gives. A repeated comma-list flag is flattened; a tuple's items
+  take its item type, and one that cannot is a UsageError naming the flag."""
+  values = {}
+  hints = _hints(settings_type)
+  for field in dataclasses.fields(settings_type):
+    value = flags.FLAGS[field.name].value
+    if typing.get_origin(hints[field.name]) is tuple and value is not None:
+      items = [item.strip() for entry in value for item in entry.split(",") if item.strip()]
+      item_type = typing.get_args(hints[field.name])[0]
+      try:
+        value = tuple(item_type(item) for item in items)
+      except ValueError:
+        raise app.UsageError(f"--{field.name} must be a list of {item_type.__name__}, got {','.join(items)}") from None
+    values[field.name] = value
+  return settings_type(**values)

@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 
 from kinetics_tfds import annotations
-from kinetics_tfds.training import config as config_lib
 
 # Real-looking class names; each moves the scene in one direction (dx, dy), pixels per frame.
 MOTIONS = {
@@ -114,28 +113,3 @@ def write_annotations(folder: str, split: str, rows: list[annotations.Clip]) -> 
     for r in rows:
       writer.writerow(([r.label] if labeled else []) + [r.youtube_id, r.time_start, r.time_end, name])
   return path
-
-
-def training_config(model_dir: str, train_steps: int, **overrides) -> config_lib.Config:
-  """Training I3D from scratch on motion clips of 8 frames of 32 pixels, evaluated on 2 temporal views.
-
-  Adam, no dropout and fast batch-norm statistics, because such a run is a few dozen steps, not DeepMind's 100k.
-  """
-  settings = dict(
-    model_dir=model_dir,
-    batch_size=8,
-    num_frames=8,
-    image_size=32,
-    train_steps=train_steps,
-    checkpoint_steps=train_steps,
-    log_every=10,
-    optimizer="adam",
-    learning_rate=1e-3,
-    lr_schedule="constant",
-    weight_decay=0.0,
-    dropout_rate=0.0,
-    batchnorm_momentum=0.9,
-    eval_views="2x1",
-    seed=0,
-  )
-  return config_lib.Config(**{**settings, **overrides})

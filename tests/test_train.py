@@ -67,7 +67,7 @@ def motion_builder(tmp_path_factory):
 # On CPU alone auto is TensorFlow without XLA and the plain layers, faster there; true is XLA and the fast layers.
 @pytest.mark.parametrize("jit_compile", ["auto", "true"])
 def test_learns_motion_direction(motion_builder, tmp_path, jit_compile):
-  config = motion_clips.training_config(str(tmp_path), 40, deterministic=True, jit_compile=jit_compile)
+  config = config_lib.from_scratch_on_small_clips(str(tmp_path), 40, deterministic=True, jit_compile=jit_compile)
   summary = run_lib.run(config, builder=motion_builder)
   assert summary["videos"] == 16
   assert summary["top1"] >= 0.9, summary
@@ -80,7 +80,9 @@ def test_deterministic_runs_repeat_themselves(motion_builder, tmp_path):
   """Seeded initialisation and a deterministic input pipeline: what makes the main job's accuracy reproducible."""
   trained = []
   for name in ("first", "second"):
-    config = motion_clips.training_config(str(tmp_path / name), 6, deterministic=True, mode="train", log_every=1)
+    config = config_lib.from_scratch_on_small_clips(
+      str(tmp_path / name), 6, deterministic=True, mode="train", log_every=1
+    )
     run_lib.run(config, builder=motion_builder)
     trained.append(_arrays(tmp_path / name / loop.FINAL_WEIGHTS))
   assert trained[0].keys() == trained[1].keys() and len(trained[0]) > 100
@@ -90,7 +92,7 @@ def test_deterministic_runs_repeat_themselves(motion_builder, tmp_path):
 
 def test_tensorboard_has_training_and_evaluation_scalars(motion_builder, tmp_path):
   """A run shorter than --log_every still writes its training points, at its last step, and its evaluation."""
-  config = motion_clips.training_config(str(tmp_path), 3, log_every=50, eval_views="1x1", deterministic=True)
+  config = config_lib.from_scratch_on_small_clips(str(tmp_path), 3, log_every=50, eval_views="1x1", deterministic=True)
   lines = []
   summary = run_lib.run(config, builder=motion_builder, printer=lines.append)
   train = _scalars(tmp_path / loop.LOGS / "train")

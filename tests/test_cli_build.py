@@ -224,4 +224,4 @@ def test_annotations_are_downloaded_when_absent(tmp_path):
   assert {s: built.info.splits[s].num_examples for s in ("train", "validation")} == {
     s: len(c) for s, c in written.items()
   }
-  assert os.listdir(tmp_path / "data" / "downloads") == ["kinetics400.tar.gz"]  # Kept for the next build.
+  assert "kinetics400.tar.gz" in os.listdir(tmp_path / "data" / "downloads")  # Kept for the next build.

@@ -46,10 +46,10 @@ import tensorflow_datasets as tfds
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import clips
-from kinetics_tfds import examples
 from kinetics_tfds import motion_clips
-from kinetics_tfds import parallel
 from kinetics_tfds import video
+from kinetics_tfds.build import examples
+from kinetics_tfds.build import parallel
 
 _WORK_DIR = flags.DEFINE_string("work_dir", "", "Where clips are written and kept between runs; default a temp folder.")
 _SIZES = flags.DEFINE_list("sizes", ["340x256", "640x360", "1280x720"], "Source sizes, WIDTHxHEIGHT.")
@@ -208,7 +208,8 @@ def pool_rate(folder: str, paths: list[str], num_workers: int) -> tuple[float, f
   rates, cpu = [], []
   for _ in range(_REPEATS.value):
     start, start_cpu = time.perf_counter(), _tree_cpu_seconds()
-    for done, _ in enumerate(parallel.bounded_map(record_writer(folder), tasks, num_workers), 1):
+    results = parallel.bounded_map(record_writer(folder), tasks, num_workers, worker_setup=video.use_one_thread)
+    for done, _ in enumerate(results, 1):
       if done == len(tasks):
         end_cpu = _tree_cpu_seconds()
     rates.append(len(tasks) / (time.perf_counter() - start))
@@ -259,7 +260,7 @@ def peak_memory_mb(folder: str, paths: list[str], count: int, num_workers: int) 
   sampler.start()
   try:
     tasks = [task(paths[i % len(paths)]) for i in range(count)]
-    for _ in parallel.bounded_map(record_writer(folder), tasks, num_workers):
+    for _ in parallel.bounded_map(record_writer(folder), tasks, num_workers, worker_setup=video.use_one_thread):
       pass
   finally:
     done.set()

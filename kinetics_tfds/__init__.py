@@ -8,10 +8,6 @@ model modules still import.
 
 import importlib.util
 
-from kinetics_tfds import user_error
-
-user_error.install_hook()
-
 if importlib.util.find_spec("tensorflow_datasets") is not None:
   from kinetics_tfds.builder import KineticsConfig
   from kinetics_tfds.kinetics400.kinetics400_dataset_builder import Builder as Kinetics400

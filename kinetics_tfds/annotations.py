@@ -24,6 +24,10 @@ import zlib
 from kinetics_tfds import user_error
 
 SPLITS = ("train", "validation", "test")
+# Where a version's DeepMind annotation archive is fetched when no copy is at hand, `{name}` standing for its name
+# (`kinetics400`); $KINETICS_TFDS_ANNOTATIONS_URL points builds and `kinetics-overlap` at a mirror.
+DEEPMIND_URL = "https://storage.googleapis.com/deepmind-media/Datasets/{name}.tar.gz"
+ANNOTATIONS_URL_ENV = "KINETICS_TFDS_ANNOTATIONS_URL"
 # The one place the other names of the TFDS splits are written: DeepMind's annotation files and the
 # CVDF mirror's folders (and its annotation files) call validation `validate` and `val`.
 DEEPMIND_FILE_STEMS = {"train": "train", "validation": "validate", "test": "test"}

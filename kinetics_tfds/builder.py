@@ -1,43 +1,32 @@
 """The shared Kinetics builder and its configs; each version subclasses it in its own TFDS folder.
 
-Heavy work lives in plain modules (annotations, clips, video, examples); this file only wires them
-into TFDS: what an example is, where the inputs are, and how the per-clip function is run —
-serially, over a worker pool on one machine, or as a Beam pipeline when `tfds build` is given
-`--beam_pipeline_options`.
+TFDS's declarative face: what an example is (`_info`), where the inputs are and which clips a build holds
+(`_split_generators`), and the per-clip examples (`_generate_examples`). Heavy work lives in plain modules
+(annotations, clips, video, subsets); how the per-clip function runs (serially, over a worker pool on one machine,
+or as a Beam pipeline when `tfds build` is given `--beam_pipeline_options`) is the base class's, in build/.
 """
 
 from __future__ import annotations
 
-import collections
-import csv
 import dataclasses
 import functools
-import io
-import itertools
 import os
-import shutil
-import urllib.parse
 
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core import example_serializer
-from tensorflow_datasets.core import registered
-from tensorflow_datasets.core import writer as writer_lib
 
 from kinetics_tfds import annotations
-from kinetics_tfds import build_lock
+from kinetics_tfds import array_records
 from kinetics_tfds import clips
-from kinetics_tfds import examples
-from kinetics_tfds import parallel
-from kinetics_tfds import shards
-from kinetics_tfds import storage
 from kinetics_tfds import subsets
+from kinetics_tfds import user_error
+from kinetics_tfds.build import examples
+from kinetics_tfds.build import runner
+from kinetics_tfds.build import storage
 
-ANNOTATIONS_URL_ENV = "KINETICS_TFDS_ANNOTATIONS_URL"
-DEEPMIND_URL = "https://storage.googleapis.com/deepmind-media/Datasets/{name}.tar.gz"
-SKIPPED_FILE = "skipped_clips.csv"
-_TASK_LIST_PREFIX = ".tasks-"
+# `tfds build --imports kinetics_tfds` runs us inside TFDS's command: a user's mistake there gets one line too.
+user_error.install_hook_in_tfds_command()
 
 
 @dataclasses.dataclass(eq=False)
@@ -85,7 +74,7 @@ def _selection_suffix(config: KineticsConfig) -> str:
 
 
 I3D_CONFIG = KineticsConfig(
-  name="i3d_25fps_256",
+  name=array_records.DEFAULT_CONFIG,  # What readers open when a name has no config.
   description=(
     "The I3D protocol: 25 fps resampled by timestamp (nearest source frame), short side "
     "256 (bilinear, aspect kept), JPEG quality 90 per frame."
@@ -103,7 +92,7 @@ SMALL_CONFIG = KineticsConfig(
 )
 
 
-class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class KineticsBuilder(runner.ClipBuilder, skip_registration=True):
   """Kinetics from the clips a user has downloaded; a subclass per version sets the class attributes."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -124,25 +113,26 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   DeepMind archive.
   """
 
-  def __init__(self, *, num_workers: int | None = None, annotations_url: str | None = None, **kwargs):
-    """num_workers: build processes (default: all cores, or $KINETICS_TFDS_WORKERS).
-
-    annotations_url: where to fetch a missing annotation archive, `{name}` standing for its name
-    (default: DeepMind's bucket, or $KINETICS_TFDS_ANNOTATIONS_URL).
+  def __init__(self, *, annotations_url: str | None = None, **kwargs):
+    """annotations_url: where to fetch a missing annotation archive, `{name}` standing for its name
+    (default: DeepMind's bucket, or $KINETICS_TFDS_ANNOTATIONS_URL). num_workers: see runner.ClipBuilder.
     """
     super().__init__(**kwargs)
-    self._num_workers = num_workers or parallel.default_workers()
-    self._annotations_url = annotations_url or os.environ.get(ANNOTATIONS_URL_ENV) or DEEPMIND_URL
-    self._use_beam = False
-    self._remote_manual_dir: str | None = None
-    self._skipped: list[annotations.Rejected] = []
+    self._annotations_url = (
+      annotations_url or os.environ.get(annotations.ANNOTATIONS_URL_ENV) or annotations.DEEPMIND_URL
+    )
+
+  @property
+  def _annotated_classes(self) -> int:
+    """The classes the annotations are checked against: the config's count, else the version's."""
+    return self.builder_config.num_classes or self.NUM_CLASSES
 
   @property
   def num_classes(self) -> int:
-    """Classes in the output: the subset's, else the version's (or the config's count)."""
+    """Classes in the output: the subset's, else the annotated ones."""
     if self.builder_config.classes is not None:
       return len(set(self.builder_config.classes))
-    return self.builder_config.num_classes or self.NUM_CLASSES
+    return self._annotated_classes
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -166,42 +156,46 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       homepage="https://github.com/google-deepmind/kinetics-i3d",
     )
 
-  def download_and_prepare(self, **kwargs):
-    """TFDS's, holding this version's build claim, so a build beside it cannot remove its folder.
+  def _split_generators(self, dl_manager):
+    manual_dir = self.manual_dir(dl_manager)
+    with storage.local_annotations(manual_dir, annotations.is_source_path) as annotations_dir:
+      found = annotations.read_annotations(
+        self._annotation_sources(dl_manager, annotations_dir), self._annotated_classes
+      )
+      kept = self._select(found, dl_manager, annotations_dir)
+    self.info.features["label"].names = kept.classes
+    label_index = {name: i for i, name in enumerate(kept.classes)}
+    self.skipped.extend(found.rejected + kept.skipped)
+    for split, count in sorted(found.duplicates.items()):
+      logging.warning("%s: %d duplicate annotation rows dropped (first row kept).", split, count)
+    by_key, by_id = clips.scan(manual_dir)
+    config = self.builder_config
+    generators = {}
+    for split, split_clips in kept.clips.items():
+      tasks = []
+      for clip in split_clips:
+        located = clips.locate(clip, by_key, by_id, manual_dir)
+        if located is None:
+          self.skipped.append(annotations.Rejected(split, clip.key, "missing file"))
+        else:
+          label = label_index[clip.label] if clip.label is not None else -1
+          tasks.append(examples.Task(clip, located, config.fps, config.short_side, config.jpeg_quality, label))
+      logging.info("%s: %d of %d annotated clips found in %s.", split, len(tasks), len(split_clips), manual_dir)
+      if tasks:
+        generators[split] = self._generate_examples(split, tasks)
+    if not generators:
+      raise FileNotFoundError(
+        f"None of the annotated clips is below {manual_dir}.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+      )
+    return generators
 
-    A prepared dataset that is not to be overwritten is only opened, with no claim: nothing is written, so a
-    shared read-only data_dir works.
-    """
-    download_config = kwargs.get("download_config") or tfds.download.DownloadConfig()
-    # TFDS's path parser knows a few schemes only (KeyError 'memory://'), and TensorFlow's file system, which
-    # checks dl_manager.manual_dir, has no s3://: a URL goes around both, and a file:// URL becomes its path.
-    manual_dir = os.fspath(download_config.manual_dir or "")
-    if manual_dir.startswith("file://"):
-      manual_dir = urllib.parse.unquote(urllib.parse.urlsplit(manual_dir).path)
-    self._remote_manual_dir = manual_dir if storage.is_url(manual_dir) else None
-    download_config = dataclasses.replace(
-      download_config, manual_dir=None if self._remote_manual_dir else manual_dir or None
-    )
-    kwargs["download_config"] = download_config
-    # TFDS's is_prepared warns of a version folder without dataset_info.json: a first build's.
-    prepared = (tfds.core.Path(self.data_dir) / "dataset_info.json").exists() and self.is_prepared()
-    if prepared and not download_config.download_mode.overwrite_dataset:
-      super().download_and_prepare(**kwargs)
-      return
-    with build_lock.exclusive(os.fspath(self.data_dir)):
-      super().download_and_prepare(**kwargs)
-
-  def _download_and_prepare(self, dl_manager, download_config):
-    """Runs TFDS's generation, then writes the skipped clips beside the dataset."""
-    self._use_beam = bool(download_config.beam_runner or download_config.beam_options)
-    self._skipped = []
-    _remove_interrupted_builds(self.data_dir)
-    super()._download_and_prepare(dl_manager, download_config)
-    self._skipped.extend(_collect_beam_skips(self.data_dir))
-    _write_skipped(self.data_dir, self._skipped)
-    _log_skipped(self._skipped)
+  def _generate_examples(self, split: str, tasks: list[examples.Task]):
+    """(key, example) per clip that builds, from `examples.build(task)`; a clip that does not is skipped, with its
+    reason, in skipped_clips.csv. The base class runs it over worker processes, or Beam workers."""
+    return self.clip_examples(split, tasks)
 
   def _annotation_sources(self, dl_manager, manual_dir: str):
+    """This version's annotations in the manual folder, else its DeepMind archives, downloaded when missing."""
     sources = annotations.find_sources(manual_dir, self.ANNOTATION_ARCHIVES)
     if sources:
       return sources
@@ -209,14 +203,17 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return self._downloaded_sources(dl_manager, self.ANNOTATION_ARCHIVES)
 
   def _downloaded_sources(self, dl_manager, names):
-    extracted = dl_manager.download_and_extract({name: self._annotations_url.format(name=name) for name in names})
-    return [s for name in names for s in annotations.find_sources(os.fspath(extracted[name]), [name])]
+    """The archives in the download folder (local scratch when the dataset folder is a URL), fetched if missing."""
+    folder = os.fspath(dl_manager.download_dir)
+    if storage.is_url(folder):
+      folder = storage.scratch_dir()
+    return subsets.version_sources(folder, names, self._annotations_url)
 
   def _version_clips(self, dl_manager, manual_dir: str, version: str, split: str) -> list[annotations.Clip]:
     """The clips of another version's split, for `exclude`: its archive in manual_dir, else downloaded."""
     try:
       names = tfds.builder_cls(version).ANNOTATION_ARCHIVES
-    except registered.DatasetNotFoundError:
+    except tfds.core.DatasetNotFoundError:
       raise subsets.SelectionError(f"exclude: {version!r} is not a Kinetics version such as kinetics400") from None
     sources = subsets.version_sources(manual_dir, names) or self._downloaded_sources(dl_manager, names)
     found = annotations.read_annotations(sources, None, [split]).clips.get(split)
@@ -231,235 +228,3 @@ class KineticsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return subsets.select(
       found.clips, found.classes, keep_classes=config.classes, max_per_class=config.max_per_class, excluded=excluded
     )
-
-  def _split_generators(self, dl_manager):
-    manual_dir = self._remote_manual_dir or os.fspath(dl_manager.manual_dir)
-    num_classes = self.builder_config.num_classes or self.NUM_CLASSES
-    with storage.local_annotations(manual_dir, annotations.is_source_path) as annotations_dir:
-      found = annotations.read_annotations(self._annotation_sources(dl_manager, annotations_dir), num_classes)
-      kept = self._select(found, dl_manager, annotations_dir)
-    self.info.features["label"].names = kept.classes
-    label_index = {name: i for i, name in enumerate(kept.classes)}
-    self._skipped.extend(found.rejected + kept.skipped)
-    for split, count in sorted(found.duplicates.items()):
-      logging.warning("%s: %d duplicate annotation rows dropped (first row kept).", split, count)
-    by_key, by_id = clips.scan(manual_dir)
-    config = self.builder_config
-    generators = {}
-    for split, split_clips in kept.clips.items():
-      tasks = []
-      for clip in split_clips:
-        located = clips.locate(clip, by_key, by_id, manual_dir)
-        if located is None:
-          self._skipped.append(annotations.Rejected(split, clip.key, "missing file"))
-        else:
-          label = label_index[clip.label] if clip.label is not None else -1
-          tasks.append(examples.Task(clip, located, config.fps, config.short_side, config.jpeg_quality, label))
-      logging.info("%s: %d of %d annotated clips found in %s.", split, len(tasks), len(split_clips), manual_dir)
-      if tasks:
-        generators[split] = self._generate_examples(split, tasks)
-    if not generators:
-      raise FileNotFoundError(
-        f"None of the annotated clips is below {manual_dir}.\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
-      )
-    return generators
-
-  def _generate_examples(self, split: str, tasks: list[examples.Task]):
-    if self._use_beam:
-      task_list = tfds.core.Path(self.data_dir) / f"{_TASK_LIST_PREFIX}{split}.jsonl"
-      task_list.write_text("".join(task.to_json() + "\n" for task in tasks))
-      return _beam_examples(os.fspath(task_list), os.path.join(self.data_dir, f".skipped-{split}"))
-    return self._pool_records(split, tasks)
-
-  def _pool_records(self, split: str, tasks: list[examples.Task]):
-    """(key, record size) in task order; the workers write the records into the split's folder."""
-    folder = self._records_dir(split)
-    os.makedirs(folder, exist_ok=True)
-    results = parallel.bounded_map(examples.RecordWriter(folder), tasks, self._num_workers, on_crash=_crashed)
-    for result in parallel.logged_progress(results, len(tasks), split):
-      if result.record_size is None:
-        self._skipped.append(annotations.Rejected(result.split, result.key, result.reason))
-      else:
-        yield result.key, result.record_size
-
-  def _records_dir(self, split: str) -> str:
-    """Where workers put a split's records until they become shards: beside them, as TFDS spills
-    its shuffle buffer, or in local scratch when the dataset folder is a URL."""
-    if storage.is_url(os.fspath(self.data_dir)):
-      return os.path.join(storage.scratch_dir(), f"kinetics_tfds_records_{os.path.basename(self.data_dir)}_{split}")
-    return os.path.join(self.data_dir, f".records-{split}")
-
-  def _generate_splits(self, dl_manager, download_config):
-    """Without Beam, the workers write the shards (shards.py): the build process encodes and copies
-    nothing, so one machine is not bound by it. TFDS would encode and write every example there."""
-    if self._use_beam:
-      return super()._generate_splits(dl_manager, download_config)
-    split_infos = []
-    for split, records in self._split_generators(dl_manager).items():
-      if download_config.max_examples_per_split is not None:
-        records = itertools.islice(records, download_config.max_examples_per_split)
-      written = list(records)
-      folder = self._records_dir(split)
-      if not written:  # Every clip was skipped (and is in skipped_clips.csv); TFDS cannot shard no examples.
-        logging.warning("%s: none of its clips could be built (see %s); the split is left out.", split, SKIPPED_FILE)
-        shutil.rmtree(folder)
-        continue
-      template = self._get_filename_template(split_name=split)
-      if self.info.file_format == tfds.core.FileFormat.TFRECORD:
-        planned = shards.plan(split, written, folder, template, download_config.get_shard_config())
-        logging.info("%s: writing %d shards.", split, len(planned))
-        shard_lengths = []
-        for shard, length in zip(planned, parallel.bounded_map(shards.assemble, planned, self._num_workers)):
-          shards.remove_records(shard)
-          shard_lengths.append(length)
-      else:  # Other formats through TFDS's writer, in this process.
-        shard_lengths = self._write_with_tfds(split, written, folder, template, download_config)
-      shutil.rmtree(folder)
-      num_bytes = sum(size for _, size in written)
-      split_infos.append(
-        tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths, num_bytes=num_bytes, filename_template=template)
-      )
-    return split_infos
-
-  def _example_writer(self) -> writer_lib.ExampleWriter:
-    return _ExampleWriter(file_format=self.info.file_format)
-
-  def _write_with_tfds(self, split, written, folder, template, download_config) -> list[int]:
-    writer = writer_lib.Writer(
-      serializer=_Serialized(self.info.features.get_serialized_info()),
-      filename_template=template,
-      hash_salt=split,
-      disable_shuffling=self.info.disable_shuffling,
-      shard_config=download_config.get_shard_config(),
-      example_writer=self._example_writer(),
-      ignore_duplicates=download_config.ignore_duplicates,
-    )
-    for key, _ in written:
-      writer.write(key, shards.read_record(os.path.join(folder, key)))
-    return writer.finalize()[0]
-
-
-class _ExampleWriter(writer_lib.ExampleWriter):
-  """TFDS's (its documented hook for a builder's own writer), but ArrayRecord files are not compressed: JPEG frames
-  do not compress (zstd saved 1.6% of the input benchmark's build), and undoing it cost a reader 23 ms of CPU per
-  7 MB clip where reading took 4.5 (loaders, benchmarks/input_pipeline.py)."""
-
-  def write(self, path, examples):
-    if self.file_format != tfds.core.FileFormat.ARRAY_RECORD:
-      return super().write(path, examples)
-    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-
-    writer = array_record_module.ArrayRecordWriter(os.fspath(path), "group_size:1,uncompressed")
-    for _, serialized in examples:
-      writer.write(serialized)
-    writer.close()
-    return None
-
-
-class _Serialized(example_serializer.Serializer):
-  """The records come serialised from the workers: nothing is left to do."""
-
-  def serialize_example(self, example: bytes) -> bytes:
-    return example
-
-
-def _crashed(task: examples.Task) -> examples.Result:
-  return examples.Result(task.clip.split, task.clip.key, reason="decoder crashed")
-
-
-def _build_from_json(line: str) -> examples.Result:
-  return examples.build(examples.Task.from_json(line))
-
-
-def _has_example(result: examples.Result) -> bool:
-  return result.example is not None
-
-
-def _keyed_example(result: examples.Result):
-  return result.key, result.example
-
-
-def _skip_line(result: examples.Result) -> str:
-  return _csv_line([result.split, result.key, result.reason])
-
-
-def _csv_line(fields: list[str]) -> str:
-  """One CSV line, without its end. csv quotes a field that holds a character of the line end it writes: with
-  CR LF, a key holding either (a JSON file's youtube_id may) stays one field when read back."""
-  out = io.StringIO()
-  csv.writer(out, lineterminator="\r\n").writerow(fields)
-  return out.getvalue()[:-2]
-
-
-def _beam_examples(task_list: str, skipped_prefix: str):
-  """The per-clip function as a Beam transform; skipped clips go to text files merged after the run.
-
-  The workers read the tasks from `task_list` (one JSON line each, written beside the output):
-  embedded in the pipeline with beam.Create they would be ~400 bytes per clip of job graph, over
-  Dataflow's request limit for K700.
-  """
-  import apache_beam as beam  # pylint: disable=g-import-not-at-top  # Only Beam builds need it.
-
-  @beam.ptransform_fn
-  def generate(root):
-    results = (
-      root
-      | "ReadTasks" >> beam.io.ReadFromText(task_list)
-      | "Spread" >> beam.Reshuffle()  # One file is read by one worker; clips go to all.
-      | "Build" >> beam.Map(_build_from_json)
-    )
-    _ = (
-      results
-      | "Skipped" >> beam.Filter(lambda r: not _has_example(r))
-      | "SkipLines" >> beam.Map(_skip_line)
-      | "WriteSkips" >> beam.io.WriteToText(skipped_prefix)
-    )
-    return results | "Built" >> beam.Filter(_has_example) | "Keyed" >> beam.Map(_keyed_example)
-
-  return generate()  # pylint: disable=no-value-for-parameter
-
-
-def _remove_interrupted_builds(current: str) -> None:
-  """Deletes what killed builds of this version left: TFDS starts over in a new folder, and a
-  K700 build's leftovers can be terabytes. Safe only under the version's build claim."""
-  current = tfds.core.Path(current)
-  version = current.name.split("_", 1)[1]
-  for folder in current.parent.glob(f"incomplete.*_{version}"):
-    if folder != current:
-      logging.warning("Removing %s, left by an interrupted build.", folder)
-      folder.rmtree()
-
-
-def _collect_beam_skips(data_dir: str) -> list[annotations.Rejected]:
-  """The skipped clips Beam workers wrote; removes those files and the task lists."""
-  for path in tfds.core.Path(data_dir).glob(f"{_TASK_LIST_PREFIX}*"):
-    path.unlink()
-  rows = []
-  for path in tfds.core.Path(data_dir).glob(".skipped-*"):
-    rows += _csv_rows(path)
-    path.unlink()
-  return rows
-
-
-def _write_skipped(data_dir: str, skipped: list[annotations.Rejected]) -> None:
-  rows = [[row.split, row.key, row.reason] for row in sorted(skipped, key=lambda r: (r.split, r.key, r.reason))]
-  text = "".join(_csv_line(fields) + "\n" for fields in [["split", "key", "reason"], *rows])
-  (tfds.core.Path(data_dir) / SKIPPED_FILE).write_bytes(text.encode())
-
-
-def _log_skipped(skipped: list[annotations.Rejected]) -> None:
-  counts = collections.Counter((r.split, r.reason.split(":")[0]) for r in skipped)
-  for (split, reason), count in sorted(counts.items()):
-    logging.info("Skipped %s: %d clips, %s.", split, count, reason)
-  logging.info("%d clips skipped in all; see %s.", len(skipped), SKIPPED_FILE)
-
-
-def read_skipped(data_dir: str) -> list[annotations.Rejected]:
-  """The skipped clips a build recorded in its version folder."""
-  return _csv_rows(tfds.core.Path(data_dir) / SKIPPED_FILE)[1:]
-
-
-def _csv_rows(path: tfds.core.Path) -> list[annotations.Rejected]:
-  """The (split, key, reason) rows of a CSV file. Lines end at LF only (csv's newline=""): str.splitlines would
-  also split a malformed row's key at U+001C-U+001E, U+0085 or U+2028."""
-  return [annotations.Rejected(*row) for row in csv.reader(io.StringIO(path.read_bytes().decode(), newline=""))]

@@ -37,7 +37,9 @@ _TENSORFLOW_BANNER = re.compile(
 
 def run(main: Callable[[list[str]], None], module_name: str) -> None:
   """app.run(main), as a command: `--help` shows the module's docstring (what it does, an example) and its flags under
-  the name the user typed (`kinetics-report`, `python -m kinetics_tfds.report`) and exits with status 0."""
+  the name the user typed (`kinetics-report`, `python -m kinetics_tfds.report`) and exits with status 0; a
+  user_error.UserError ends it with one line."""
+  user_error.install_hook()
   defining = sys.argv[0] if module_name == "__main__" else module_name  # absl keys __main__'s flags by its path.
   key_flags = flags.FLAGS.get_key_flags_for_module(defining)
   sys.argv[0] = user_error.program()

@@ -2,7 +2,7 @@
 
 A 64-frame training window is a quarter of a 10 s clip, yet `TFRecordDataset` reads, checksums (CRC32C) and
 copies the whole ~7 MB record, and parsing copies all 250 frame strings: ~5 ms of CPU per clip, a quarter of
-what decoding the 64 frames costs (benchmarks/input_pipeline.py). The one-machine build (`shards.assemble`)
+what decoding the 64 frames costs (benchmarks/input_pipeline.py). The one-machine build (`build/shards.assemble`)
 therefore writes, beside each shard, `frame_index/<shard>.npz`: each example's label, frame size and the
 offset and length in the shard of each of its frames. `pipeline.train_views` then reads just the sampled
 frames, by positional reads. The shards are unchanged, so `tfds.load` reads them as before; a build without
@@ -24,7 +24,7 @@ import numpy as np
 
 from kinetics_tfds import array_records
 from kinetics_tfds import sampling
-from kinetics_tfds import storage
+from kinetics_tfds.build import storage
 
 FOLDER = "frame_index"
 _HEADER = 12  # TFRecord framing before a record: its length (8 bytes) and the length's CRC (4).

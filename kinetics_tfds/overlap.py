@@ -29,11 +29,8 @@ from absl import flags
 import tensorflow_datasets as tfds
 
 from kinetics_tfds import annotations
-from kinetics_tfds import builder
 from kinetics_tfds import command
 from kinetics_tfds import subsets
-from kinetics_tfds.download import errors
-from kinetics_tfds.download import http
 
 JSON_FILE = "overlap.json"
 
@@ -72,10 +69,7 @@ def from_file(name: str, path: str) -> ClipSet:
 
 def from_version(version: str, archive_names: Sequence[str], folder: str, url: str) -> list[ClipSet]:
   """One set per split of a version's DeepMind archives in folder; a missing archive is downloaded there."""
-  for name in archive_names:
-    if not subsets.version_sources(folder, [name]):
-      http.fetch(url.format(name=name), pathlib.Path(folder) / f"{name}.tar.gz", errors.RetryPolicy(5, 2.0))
-  found = annotations.read_annotations(subsets.version_sources(folder, archive_names), None)
+  found = annotations.read_annotations(subsets.version_sources(folder, archive_names, url), None)
   return [ClipSet.of(f"{version}:{split}", clips) for split, clips in found.clips.items()]
 
 
@@ -139,7 +133,7 @@ def define_flags() -> None:
   )
   flags.DEFINE_string(
     "annotations_url",
-    os.environ.get(builder.ANNOTATIONS_URL_ENV) or builder.DEEPMIND_URL,
+    os.environ.get(annotations.ANNOTATIONS_URL_ENV) or annotations.DEEPMIND_URL,
     "Where a missing archive is downloaded from, {name} standing for its name.",
   )
   flags.DEFINE_multi_string(

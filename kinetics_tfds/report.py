@@ -36,9 +36,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from kinetics_tfds import builder as builder_lib
+from kinetics_tfds import annotations
 from kinetics_tfds import command
 from kinetics_tfds import subsets
+from kinetics_tfds.build import skipped as skipped_lib
 
 HTML_FILE, JSON_FILE, SHEET_FILE = "report.html", "report.json", "contact_sheet.png"
 TILE_HEIGHT = 96  # Contact sheet frames are resized to this height, aspect kept (cv2.INTER_AREA).
@@ -105,7 +106,7 @@ def collect(builder: tfds.core.DatasetBuilder, sheet_classes: int, sheet_clips: 
   """Every number in the report, from one pass over each split's records and the skipped-clips file."""
   names = builder.info.features["label"].names
   try:
-    skipped = builder_lib.read_skipped(builder.data_dir)
+    skipped = skipped_lib.read(builder.data_dir)
   except FileNotFoundError:
     skipped = []
   from kinetics_tfds import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow: not for --help)
@@ -113,7 +114,7 @@ def collect(builder: tfds.core.DatasetBuilder, sheet_classes: int, sheet_clips: 
   # The contact sheet and the class counts come from the first split that has clips. Which classes have clips is
   # known only at the end of its pass (a partial build or a subset may have a few), so each class keeps its tiles:
   # at most sheet_clips x sheet_frames JPEG frames.
-  built_splits = [s for s in ("train", "validation", "test") if s in builder.info.splits]
+  built_splits = [s for s in annotations.SPLITS if s in builder.info.splits]
   sheet_split = next((s for s in built_splits if builder.info.splits[s].num_examples), None)
   sheet: dict[str, list] = collections.defaultdict(list)  # label -> heap of (-rank, key, tile)
   splits = {}

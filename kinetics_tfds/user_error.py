@@ -1,9 +1,9 @@
 """A user's mistake in a file or flag: one line on stderr naming it and the fix, never a traceback.
 
-`tfds build --imports kinetics_tfds` runs our builder inside TFDS's command, whose errors end as
-Python tracebacks; importing the package installs an exception hook that prints a UserError as
-`program: error: message` (exit status 1, as for any uncaught exception) and leaves every other
-exception to the hook it found.
+Our commands (`command.run`) install an exception hook that prints a UserError as `program: error: message` (exit
+status 1, as for any uncaught exception) and leaves every other exception to the hook it found. So does the builder
+module when `tfds build --imports kinetics_tfds` loads it inside TFDS's command, whose errors would end as Python
+tracebacks. A library import leaves the hook alone: a notebook's stays its own.
 """
 
 import os
@@ -37,3 +37,13 @@ def install_hook() -> None:
   """Makes uncaught UserErrors one line; idempotent."""
   if not getattr(sys.excepthook, "kinetics_tfds", False):
     sys.excepthook = _hook(sys.excepthook)
+
+
+_TFDS_COMMAND = "tensorflow_datasets.scripts.cli.main"  # What the `tfds` script runs.
+
+
+def install_hook_in_tfds_command() -> None:
+  """install_hook(), when this process is TFDS's command (`tfds build`, or `python -m` of its module)."""
+  main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  if _TFDS_COMMAND in sys.modules or (main_spec is not None and main_spec.name == _TFDS_COMMAND):
+    install_hook()

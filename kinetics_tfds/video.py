@@ -18,6 +18,14 @@ import numpy as np
 _MIN_DECODED_SHARE = 0.8
 
 
+def use_one_thread() -> None:
+  """Makes this process one core's worth of OpenCV: a build's pool workers each run it (parallel.bounded_map's
+  worker_setup). OpenCV decodes with about one FFmpeg thread per core and resizes in parallel: in N workers on
+  N cores that is N-fold oversubscription, which costs CPU time (measured: ~10-20% per clip)."""
+  os.environ["OPENCV_FFMPEG_THREADS"] = "1"  # Read by every VideoCapture open.
+  cv2.setNumThreads(1)
+
+
 class VideoError(Exception):
   """A file that cannot give a clip; the message is the reason reported for skipping it."""
 

@@ -23,12 +23,12 @@ import conftest
 from conftest import SMALL_CLIP
 import kinetics_tfds
 from kinetics_tfds import annotations
-from kinetics_tfds import builder
 from kinetics_tfds import clips as clips_lib
-from kinetics_tfds import examples as examples_lib
 from kinetics_tfds import motion_clips
-from kinetics_tfds import parallel
-from kinetics_tfds import storage
+from kinetics_tfds.build import examples as examples_lib
+from kinetics_tfds.build import parallel
+from kinetics_tfds.build import skipped as skipped_lib
+from kinetics_tfds.build import storage
 
 CONFIG = {"name": "tiny", "fps": 25.0, "short_side": 32, "num_classes": 4}
 BEAM_OPTIONS = "runner=DirectRunner,direct_running_mode=multi_processing,direct_num_workers=2"
@@ -67,7 +67,7 @@ def read(folder: str) -> tuple[dict, str]:
     ds = dataset.as_dataset(split=split, decoders={"video": tfds.decode.SkipDecoding()})
     for example in tfds.as_numpy(ds):
       examples[split, example["key"]] = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in example.items()}
-  return examples, open(os.path.join(folder, builder.SKIPPED_FILE)).read()
+  return examples, open(os.path.join(folder, skipped_lib.FILE)).read()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def serial(manual, tmp_path_factory):
   folder = build(manual, str(tmp_path_factory.mktemp("serial")), num_workers=1)
   examples, skipped = read(folder)
   assert len(examples) == 16
-  assert [(r.key, r.reason.split(":")[0]) for r in builder.read_skipped(folder)] == [
+  assert [(r.key, r.reason.split(":")[0]) for r in skipped_lib.read(folder)] == [
     ("corrupt0001_000000_000010", "unreadable"),
     ("missing0001_000000_000010", "missing file"),
   ]
@@ -312,7 +312,7 @@ def test_a_split_whose_every_clip_fails_is_left_out_and_reported(manual, tmp_pat
   examples, _ = read(folder)
   assert {split for split, _ in examples} == {"train"} and len(examples) == 12
   assert set(tfds.builder_from_directory(folder).info.splits) == {"train"}
-  skipped = {r.key: r for r in builder.read_skipped(folder)}
+  skipped = {r.key: r for r in skipped_lib.read(folder)}
   assert {p.stem for p in validation} <= set(skipped)
   assert all(skipped[p.stem].split == "validation" for p in validation)
   assert not [n for n in os.listdir(folder) if n.startswith(".")]  # The split's record folder removed too.

@@ -25,12 +25,13 @@ from conftest import SMALL_CLIP
 from conftest import tfds_build
 import kinetics_tfds
 from kinetics_tfds import annotations
-from kinetics_tfds import build_lock
-from kinetics_tfds import builder
-from kinetics_tfds import examples
 from kinetics_tfds import motion_clips
 from kinetics_tfds import subsets
 from kinetics_tfds import video
+from kinetics_tfds.build import beam
+from kinetics_tfds.build import examples
+from kinetics_tfds.build import lock
+from kinetics_tfds.build import skipped as skipped_lib
 from kinetics_tfds.models import weights
 from kinetics_tfds.training import config as config_lib
 
@@ -138,11 +139,11 @@ def test_a_second_build_waits_for_the_claim(tmp_path):
   logging.get_absl_logger().addHandler(recorder)
 
   def second():
-    with build_lock.exclusive(str(folder)):
+    with lock.exclusive(str(folder)):
       entered.set()
 
   try:
-    with build_lock.exclusive(str(folder)):
+    with lock.exclusive(str(folder)):
       thread = threading.Thread(target=second)
       thread.start()
       deadline = time.monotonic() + 10
@@ -403,11 +404,11 @@ def test_skip_lists_keep_keys_with_any_line_break_character(tmp_path):
     annotations.Rejected("train", f"a{c}b_000000_000010", f"malformed row: {c!r}")
     for c in _LINE_BREAKS_OF_STR_SPLITLINES
   ]
-  builder._write_skipped(str(tmp_path), skipped)  # pylint: disable=protected-access
-  assert builder.read_skipped(str(tmp_path)) == sorted(skipped, key=lambda r: (r.split, r.key, r.reason))
-  lines = [builder._skip_line(examples.Result(r.split, r.key, reason=r.reason)) for r in skipped]  # pylint: disable=protected-access
+  skipped_lib.write(str(tmp_path), skipped)
+  assert skipped_lib.read(str(tmp_path)) == sorted(skipped, key=lambda r: (r.split, r.key, r.reason))
+  lines = [beam.skip_line(examples.Result(r.split, r.key, reason=r.reason)) for r in skipped]
   (tmp_path / ".skipped-train-00000-of-00001").write_text("\n".join(lines) + "\n", newline="")
-  assert builder._collect_beam_skips(str(tmp_path)) == skipped  # pylint: disable=protected-access
+  assert beam.collect_skipped(str(tmp_path)) == skipped
 
 
 def test_a_names_file_that_is_not_utf8_is_an_error_naming_it(tmp_path):

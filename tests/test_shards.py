@@ -14,11 +14,11 @@ from tensorflow_datasets.proto import tf_example_pb2
 
 import kinetics_tfds
 from kinetics_tfds import annotations
-from kinetics_tfds import builder
 from kinetics_tfds import clips
-from kinetics_tfds import examples
-from kinetics_tfds import parallel
-from kinetics_tfds import shards
+from kinetics_tfds.build import examples
+from kinetics_tfds.build import local
+from kinetics_tfds.build import parallel
+from kinetics_tfds.build import shards
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_shards_are_byte_equal_to_tfds_writer(tmp_path):
 
   (tmp_path / "tfds").mkdir()
   writer = writer_lib.Writer(
-    serializer=builder._Serialized({}),  # pylint: disable=protected-access
+    serializer=local.Serialized({}),
     filename_template=template("tfds"),
     hash_salt="train",
     disable_shuffling=False,

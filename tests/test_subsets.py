@@ -18,8 +18,8 @@ from conftest import SMALL_CLIP
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import motion_clips
-from kinetics_tfds import parallel
 from kinetics_tfds import subsets
+from kinetics_tfds.build import parallel
 from kinetics_tfds.download import cvdf
 from kinetics_tfds.download import errors
 from kinetics_tfds.download import report as report_lib

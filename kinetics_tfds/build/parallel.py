@@ -34,7 +34,6 @@ import types
 from typing import TypeVar
 
 from absl import logging
-import cv2
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -50,22 +49,20 @@ def default_workers() -> int:
   return len(os.sched_getaffinity(0))
 
 
-def _init_worker(lifeline, log_setup) -> None:
-  """Makes a worker one core's worth of OpenCV, log as the build does, and exit when the build does.
+def _init_worker(lifeline, log_setup, worker_setup) -> None:
+  """Makes a worker log as the build does, run `worker_setup`, and exit when the build does.
 
-  OpenCV decodes with about one FFmpeg thread per core and resizes in parallel: in N workers on
-  N cores that is N-fold oversubscription, which costs CPU time (measured: ~10-20% per clip).
   PR_SET_PDEATHSIG cannot tie a worker to the build: its parent is the forkserver, which itself
   stays up while any worker holds its "alive" pipe, so after a SIGKILL of the build both would wait
   for the other forever. The lifeline pipe's EOF comes from the build itself.
   """
-  os.environ["OPENCV_FFMPEG_THREADS"] = "1"  # Read by every VideoCapture open.
-  cv2.setNumThreads(1)
   if log_setup:
     formatter, level = log_setup
     std_logging.basicConfig(level=level, force=True)  # To stderr, in place of whatever an import set up.
     std_logging.getLogger().handlers[0].setFormatter(formatter)
   threading.Thread(target=_exit_at_eof, args=(lifeline,), daemon=True).start()
+  if worker_setup is not None:
+    worker_setup()
 
 
 def _log_setup():
@@ -113,11 +110,14 @@ def _main_module_hidden(fn: Callable):
     sys.modules["__main__"] = main
 
 
-def _pool(num_workers: int, fn: Callable) -> futures.ProcessPoolExecutor:
+def _pool(num_workers: int, fn: Callable, worker_setup: Callable[[], None] | None) -> futures.ProcessPoolExecutor:
   context = multiprocessing.get_context("forkserver")
   context.set_forkserver_preload([fn.__module__])
   return futures.ProcessPoolExecutor(
-    num_workers, mp_context=context, initializer=_init_worker, initargs=(_lifeline_reader(), _log_setup())
+    num_workers,
+    mp_context=context,
+    initializer=_init_worker,
+    initargs=(_lifeline_reader(), _log_setup(), worker_setup),
   )
 
 
@@ -127,8 +127,10 @@ def bounded_map(
   num_workers: int,
   max_in_flight: int | None = None,
   on_crash: Callable[[_T], _R] | None = None,
+  worker_setup: Callable[[], None] | None = None,
 ) -> Iterator[_R]:
-  """Yields fn(item) in input order; runs in this process when num_workers is 1.
+  """Yields fn(item) in input order; runs in this process when num_workers is 1. Each worker process runs
+  `worker_setup` (a module-level function) once, before its first item.
 
   A worker that dies (a decoder segfaulting on a bad file) breaks the whole pool and every item in
   flight with it. Those items are then rerun, each in a process of its own, so that only the item
@@ -141,7 +143,7 @@ def bounded_map(
   max_in_flight = max_in_flight or 2 * num_workers
   items = iter(items)
   pending: collections.deque = collections.deque()  # (item, future), in input order.
-  pool = _pool(num_workers, fn)
+  pool = _pool(num_workers, fn, worker_setup)
   try:
     while True:
       for item in itertools.islice(items, max_in_flight - len(pending)):
@@ -152,8 +154,8 @@ def bounded_map(
         result = pending[0][1].result()
       except BrokenProcessPool:
         pool.shutdown()
-        _rerun_lost(fn, pending, on_crash)
-        pool = _pool(num_workers, fn)
+        _rerun_lost(fn, pending, on_crash, worker_setup)
+        pool = _pool(num_workers, fn, worker_setup)
         continue
       pending.popleft()
       yield result
@@ -172,14 +174,14 @@ def _submit(pool: futures.ProcessPoolExecutor, fn, item) -> futures.Future:
     return lost
 
 
-def _rerun_lost(fn, pending: collections.deque, on_crash) -> None:
+def _rerun_lost(fn, pending: collections.deque, on_crash, worker_setup) -> None:
   """Replaces, in place, each future a broken pool lost with one done in a process of its own.
 
   All lost items run at once (up to max_in_flight processes, briefly) so a crash costs about one
   clip's time, not one per item in flight.
   """
   lost = [i for i, (_, f) in enumerate(pending) if isinstance(f.exception(), BrokenProcessPool)]
-  solos = {i: _pool(1, fn) for i in lost}
+  solos = {i: _pool(1, fn, worker_setup) for i in lost}
   try:
     reruns = {i: _submit(solos[i], fn, pending[i][0]) for i in lost}
     for i, rerun in reruns.items():

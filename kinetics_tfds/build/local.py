@@ -77,7 +77,9 @@ def write_split(
     records = itertools.islice(records, download_config.max_examples_per_split)
   written = list(records)
   if not written:  # Every clip was skipped (and is in skipped_clips.csv); TFDS cannot shard no examples.
-    logging.warning("%s: none of its clips could be built (see %s); the split is left out.", split.name, skipped_lib.FILE)
+    logging.warning(
+      "%s: none of its clips could be built (see %s); the split is left out.", split.name, skipped_lib.FILE
+    )
     shutil.rmtree(folder)
     return None
   if info.file_format == tfds.core.FileFormat.TFRECORD:

@@ -88,7 +88,9 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     split_infos = []
     for split in self._split_generators(dl_manager).values():
       template = self._get_filename_template(split_name=split.name)
-      info = local.write_split(split, os.fspath(self.data_dir), self.info, template, download_config, self._num_workers, self.skipped)
+      info = local.write_split(
+        split, os.fspath(self.data_dir), self.info, template, download_config, self._num_workers, self.skipped
+      )
       if info is not None:
         split_infos.append(info)
     return split_infos

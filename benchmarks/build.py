@@ -27,6 +27,8 @@ Per-core figures run pinned to one core (ffmpeg inherits the pinning). Times are
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import os
 import resource
@@ -37,8 +39,6 @@ import tempfile
 import threading
 import time
 
-from absl import app
-from absl import flags
 from absl import logging
 import cv2
 import tensorflow_datasets as tfds
@@ -46,39 +46,45 @@ import tensorflow_datasets as tfds
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import clips
+from kinetics_tfds import command
 from kinetics_tfds import motion_clips
 from kinetics_tfds import video
 from kinetics_tfds.build import examples
 from kinetics_tfds.build import parallel
 
-_WORK_DIR = flags.DEFINE_string("work_dir", "", "Where clips are written and kept between runs; default a temp folder.")
-_SIZES = flags.DEFINE_list("sizes", ["340x256", "640x360", "1280x720"], "Source sizes, WIDTHxHEIGHT.")
-_HEADLINE = flags.DEFINE_string("headline_size", "340x256", "The size whose figures are the JSON's top-level keys.")
-_SECONDS = flags.DEFINE_float("seconds", 10.0, "Length of each clip (Kinetics clips are 10 s).")
-_SOURCE_FPS = flags.DEFINE_float("source_fps", 30.0, "Frame rate of the generated clips.")
-_CLIPS = flags.DEFINE_integer("clips_per_size", 2, "Distinct clips per size.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed passes; medians are reported.")
-_FPS = flags.DEFINE_float("fps", 25.0, "Output frame rate, as in the i3d_25fps_256 config.")
-_SHORT_SIDE = flags.DEFINE_integer("short_side", 256, "Output short side.")
-_QUALITY = flags.DEFINE_integer("jpeg_quality", 90, "Our JPEG quality.")
-_QSCALE = flags.DEFINE_integer(
-  "ffmpeg_qscale",
-  2,
-  "ffmpeg's -q:v for the same-quality TFDS run: 2 (its best with the default qmin) gives the "
-  "bytes per frame nearest to libjpeg quality 90 (measured: 93%); 3 is 72%.",
-)
-_WORKERS = flags.DEFINE_integer("workers", 0, "Workers for the whole-machine runs; 0: every core.")
-_SCALING_CLIPS = flags.DEFINE_integer("scaling_clips", 12, "Clips per pass in the scaling runs.")
-_MEMORY_CLIPS = flags.DEFINE_list("memory_clips", ["8", "48"], "Two clip counts for the peak-memory runs.")
-_MAIN_CPU_CLIPS = flags.DEFINE_list(
-  "main_cpu_clips", ["4", "24"], "Two clip counts of pool builds; their difference gives the writer's CPU per clip."
-)
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  work_dir: str = command.setting("", "Where clips are written and kept between runs; default a temp folder.")
+  sizes: tuple[str, ...] = command.setting(("340x256", "640x360", "1280x720"), "Source sizes, WIDTHxHEIGHT.")
+  headline_size: str = command.setting("340x256", "The size whose figures are the JSON's top-level keys.")
+  seconds: float = command.setting(10.0, "Length of each clip (Kinetics clips are 10 s).")
+  source_fps: float = command.setting(30.0, "Frame rate of the generated clips.")
+  clips_per_size: int = command.setting(2, "Distinct clips per size.", lower_bound=1)
+  repeats: int = command.setting(3, "Timed passes; medians are reported.", lower_bound=1)
+  fps: float = command.setting(25.0, "Output frame rate, as in the i3d_25fps_256 config.")
+  short_side: int = command.setting(256, "Output short side.", lower_bound=1)
+  jpeg_quality: int = command.setting(90, "Our JPEG quality.", lower_bound=1)
+  ffmpeg_qscale: int = command.setting(
+    2,
+    "ffmpeg's -q:v for the same-quality TFDS run: 2 (its best with the default qmin) gives the "
+    "bytes per frame nearest to libjpeg quality 90 (measured: 93%); 3 is 72%.",
+  )
+  workers: int = command.setting(0, "Workers for the whole-machine runs; 0: every core.", lower_bound=0)
+  scaling_clips: int = command.setting(12, "Clips per pass in the scaling runs.", lower_bound=1)
+  memory_clips: tuple[int, ...] = command.setting((8, 48), "Two clip counts for the peak-memory runs.")
+  main_cpu_clips: tuple[int, ...] = command.setting(
+    (4, 24), "Two clip counts of pool builds; their difference gives the writer's CPU per clip."
+  )
+
+
+command.define_flags(Settings, __name__)
 _PROJECTION_CORES = 64
 _K700_CLIPS = 644_000  # Every split's annotated clips (540,247 + 34,610 + 69,103); ~10% are missing.
 _NO_FFMPEG = "skipped: TFDS's Video feature needs the ffmpeg binary (apt-get install ffmpeg, brew install ffmpeg)"
 
 
-def make_clips(folder: str, width: int, height: int, count: int) -> tuple[list[str], str]:
+def make_clips(settings: Settings, folder: str, width: int, height: int, count: int) -> tuple[list[str], str]:
   """`count` clips of one size, H.264 when ffmpeg is there; returns (paths, codec)."""
   has_ffmpeg = shutil.which("ffmpeg") is not None
   codec = "h264 (libx264, crf 23)" if has_ffmpeg else "mpeg4 (OpenCV mp4v; no ffmpeg binary)"
@@ -88,7 +94,7 @@ def make_clips(folder: str, width: int, height: int, count: int) -> tuple[list[s
     paths.append(path)
     if os.path.exists(path):
       continue
-    kwargs = dict(seconds=_SECONDS.value, fps=_SOURCE_FPS.value, width=width, height=height, seed=i)
+    kwargs = dict(seconds=settings.seconds, fps=settings.source_fps, width=width, height=height, seed=i)
     if not has_ffmpeg:
       motion_clips.write_clip(path, **kwargs)
       continue
@@ -117,9 +123,9 @@ def make_clips(folder: str, width: int, height: int, count: int) -> tuple[list[s
   return paths, codec
 
 
-def task(path: str) -> examples.Task:
+def task(settings: Settings, path: str) -> examples.Task:
   clip = annotations.Clip(os.path.basename(path)[:11], 0, 10, "bench", "train")
-  return examples.Task(clip, clips.Located(path), _FPS.value, _SHORT_SIDE.value, _QUALITY.value)
+  return examples.Task(clip, clips.Located(path), settings.fps, settings.short_side, settings.jpeg_quality)
 
 
 def record_writer(folder: str) -> examples.RecordWriter:
@@ -129,24 +135,24 @@ def record_writer(folder: str) -> examples.RecordWriter:
   return examples.RecordWriter(records)
 
 
-def ours(folder: str):
+def ours(settings: Settings, folder: str):
   """A path -> bytes of the clip's record function, writing records as a pool worker does."""
   writer = record_writer(folder)
-  return lambda path: writer(task(path)).record_size
+  return lambda path: writer(task(settings, path)).record_size
 
 
-def floor(path: str) -> int:
+def floor(settings: Settings, path: str) -> int:
   """Decode every frame; resize and JPEG-encode the ones nearest the output times; nothing else."""
   capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
-  step = capture.get(cv2.CAP_PROP_FPS) / _FPS.value
-  params = [cv2.IMWRITE_JPEG_QUALITY, _QUALITY.value]
+  step = capture.get(cv2.CAP_PROP_FPS) / settings.fps
+  params = [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]
   size, kept, total, index = None, 0, 0, 0
   while True:
     ok, frame = capture.read()
     if not ok:
       break
     while round(kept * step) == index:
-      size = size or video.output_size(frame.shape[0], frame.shape[1], _SHORT_SIDE.value)
+      size = size or video.output_size(frame.shape[0], frame.shape[1], settings.short_side)
       if frame.shape[:2] != size:
         frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
       total += len(cv2.imencode(".jpg", frame, params)[1])
@@ -156,13 +162,13 @@ def floor(path: str) -> int:
   return total
 
 
-def tfds_video(width: int, height: int, encoding_format: str, quality_args: tuple[str, ...] = ()):
+def tfds_video(settings: Settings, width: int, height: int, encoding_format: str, quality_args: tuple[str, ...] = ()):
   """TFDS's Video feature doing the same fps and scale with ffmpeg; returns a path -> bytes function."""
-  out_h, out_w = video.output_size(height, width, _SHORT_SIDE.value)
+  out_h, out_w = video.output_size(height, width, settings.short_side)
   feature = tfds.features.Video(
     shape=(None, None, None, 3),
     encoding_format=encoding_format,
-    ffmpeg_extra_args=("-vf", f"fps={_FPS.value:g},scale={out_w}:{out_h}") + quality_args,
+    ffmpeg_extra_args=("-vf", f"fps={settings.fps:g},scale={out_w}:{out_h}") + quality_args,
   )
   return lambda path: sum(map(len, feature.encode_example(path)))
 
@@ -184,29 +190,29 @@ def cpu_seconds() -> float:
   return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def seconds_per_clip(fn, paths: list[str], clock=cpu_seconds) -> tuple[float, int]:
+def seconds_per_clip(settings: Settings, fn, paths: list[str], clock=cpu_seconds) -> tuple[float, int]:
   """(median over repeats of the mean seconds per clip on `clock`, mean bytes per clip).
 
   Per-core figures count CPU time: other jobs on a shared machine slow the wall clock, not it.
   """
   fn(paths[0])  # Warm: page cache, lazy imports, ffmpeg's first start.
   times = []
-  for _ in range(_REPEATS.value):
+  for _ in range(settings.repeats):
     start = clock()
     sizes = [fn(p) for p in paths]
     times.append((clock() - start) / len(paths))
   return statistics.median(times), round(statistics.mean(sizes))
 
 
-def pool_rate(folder: str, paths: list[str], num_workers: int) -> tuple[float, float]:
+def pool_rate(settings: Settings, folder: str, paths: list[str], num_workers: int) -> tuple[float, float]:
   """Median (clips/s on the wall clock, CPU seconds per clip) of the per-clip function through the pool.
 
   CPU is read from the live process tree as the last clip arrives: workers are the forkserver's
   children, so this process's RUSAGE_CHILDREN never sees them.
   """
-  tasks = [task(p) for p in paths]
+  tasks = [task(settings, p) for p in paths]
   rates, cpu = [], []
-  for _ in range(_REPEATS.value):
+  for _ in range(settings.repeats):
     start, start_cpu = time.perf_counter(), _tree_cpu_seconds()
     results = parallel.bounded_map(record_writer(folder), tasks, num_workers, worker_setup=video.use_one_thread)
     for done, _ in enumerate(results, 1):
@@ -247,7 +253,9 @@ def _memory_mb() -> tuple[float, float]:
   return rss, pss
 
 
-def peak_memory_mb(folder: str, paths: list[str], count: int, num_workers: int) -> tuple[float, float]:
+def peak_memory_mb(
+  settings: Settings, folder: str, paths: list[str], count: int, num_workers: int
+) -> tuple[float, float]:
   """Peak (RSS, PSS) while `count` clips go through the pool and are dropped, as the writer would."""
   peak = [0.0, 0.0]
   done = threading.Event()
@@ -259,7 +267,7 @@ def peak_memory_mb(folder: str, paths: list[str], count: int, num_workers: int) 
   sampler = threading.Thread(target=sample_memory)
   sampler.start()
   try:
-    tasks = [task(paths[i % len(paths)]) for i in range(count)]
+    tasks = [task(settings, paths[i % len(paths)]) for i in range(count)]
     for _ in parallel.bounded_map(record_writer(folder), tasks, num_workers, worker_setup=video.use_one_thread):
       pass
   finally:
@@ -268,7 +276,7 @@ def peak_memory_mb(folder: str, paths: list[str], count: int, num_workers: int) 
   return round(peak[0]), round(peak[1])
 
 
-def build_cpu_seconds(folder: str, paths: list[str], count: int, num_workers: int) -> float:
+def build_cpu_seconds(settings: Settings, folder: str, paths: list[str], count: int, num_workers: int) -> float:
   """CPU seconds of this process (all its threads, not the workers) in a pool build of `count` clips.
 
   A real build through TFDS: a manual folder of links to `paths`, one class, the benchmark's output
@@ -282,7 +290,7 @@ def build_cpu_seconds(folder: str, paths: list[str], count: int, num_workers: in
       os.symlink(paths[i % len(paths)], os.path.join(manual, "train", f"{row.key}.mp4"))
     motion_clips.write_annotations(os.path.join(manual, "kinetics400"), "train", rows)
   config = kinetics_tfds.KineticsConfig(
-    name="bench", fps=_FPS.value, short_side=_SHORT_SIDE.value, jpeg_quality=_QUALITY.value, num_classes=1
+    name="bench", fps=settings.fps, short_side=settings.short_side, jpeg_quality=settings.jpeg_quality, num_classes=1
   )
   with tempfile.TemporaryDirectory(dir=folder) as data_dir:
     dataset = tfds.builder("kinetics400", config=config, data_dir=data_dir, num_workers=num_workers)
@@ -292,40 +300,40 @@ def build_cpu_seconds(folder: str, paths: list[str], count: int, num_workers: in
   return end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime
 
 
-def main_cpu_ms_per_clip(folder: str, paths: list[str], num_workers: int) -> float:
+def main_cpu_ms_per_clip(settings: Settings, folder: str, paths: list[str], num_workers: int) -> float:
   """The writing process's CPU per clip: the difference of two builds cancels start-up and imports."""
-  small, large = map(int, _MAIN_CPU_CLIPS.value)
-  build_cpu_seconds(folder, paths, small, num_workers)  # Warm: imports, forkserver, page cache.
-  cpu = {n: build_cpu_seconds(folder, paths, n, num_workers) for n in (small, large)}
+  small, large = settings.main_cpu_clips
+  build_cpu_seconds(settings, folder, paths, small, num_workers)  # Warm: imports, forkserver, page cache.
+  cpu = {n: build_cpu_seconds(settings, folder, paths, n, num_workers) for n in (small, large)}
   return 1000 * (cpu[large] - cpu[small]) / (large - small)
 
 
-def measure_size(folder: str, size: str, workers: int) -> dict:
+def measure_size(settings: Settings, folder: str, size: str, workers: int) -> dict:
   width, height = map(int, size.split("x"))
-  paths, codec = make_clips(folder, width, height, _CLIPS.value)
-  runs = {"ours": ours(folder), "floor": floor}
+  paths, codec = make_clips(settings, folder, width, height, settings.clips_per_size)
+  runs = {"ours": ours(settings, folder), "floor": functools.partial(floor, settings)}
   has_ffmpeg = shutil.which("ffmpeg") is not None
   if has_ffmpeg:
-    jpeg_same_q = ("-q:v", str(_QSCALE.value))
+    jpeg_same_q = ("-q:v", str(settings.ffmpeg_qscale))
     runs.update(
-      tfds_png=tfds_video(width, height, "png"),
-      tfds_jpeg_default=tfds_video(width, height, "jpeg"),
-      tfds_jpeg_same_q=tfds_video(width, height, "jpeg", jpeg_same_q),
+      tfds_png=tfds_video(settings, width, height, "png"),
+      tfds_jpeg_default=tfds_video(settings, width, height, "jpeg"),
+      tfds_jpeg_same_q=tfds_video(settings, width, height, "jpeg", jpeg_same_q),
     )
   else:
     logging.warning("%s: TFDS comparison %s.", size, _NO_FFMPEG)
   logging.info("%s: timing %s on one core.", size, ", ".join(runs))
   with one_core():
-    per_core = {name: seconds_per_clip(fn, paths) for name, fn in runs.items()}
+    per_core = {name: seconds_per_clip(settings, fn, paths) for name, fn in runs.items()}
   logging.info("%s: whole machine, %d workers.", size, workers)
-  scaling_paths = [paths[i % len(paths)] for i in range(_SCALING_CLIPS.value)]
+  scaling_paths = [paths[i % len(paths)] for i in range(settings.scaling_clips)]
   with one_core():
-    one_worker, one_worker_cpu = pool_rate(folder, scaling_paths, 1)
-  all_workers, all_workers_cpu = pool_rate(folder, scaling_paths, workers)
+    one_worker, one_worker_cpu = pool_rate(settings, folder, scaling_paths, 1)
+  all_workers, all_workers_cpu = pool_rate(settings, folder, scaling_paths, workers)
   rate = {name: 1.0 / s for name, (s, _) in per_core.items()}
   result = {
     "codec": codec,
-    "source_kbps": round(statistics.mean(os.path.getsize(p) for p in paths) * 8 / _SECONDS.value / 1000),
+    "source_kbps": round(statistics.mean(os.path.getsize(p) for p in paths) * 8 / settings.seconds / 1000),
     "clips_per_s_per_core": round(rate["ours"], 3),
     "cpu_ms_per_clip": {name: round(s * 1000) for name, (s, _) in per_core.items()},
     "floor_clips_per_s_per_core": round(rate["floor"], 3),
@@ -340,7 +348,7 @@ def measure_size(folder: str, size: str, workers: int) -> dict:
   }
   if has_ffmpeg:
     logging.info("%s: TFDS's serial path on the whole machine.", size)
-    tfds_serial_s, _ = seconds_per_clip(runs["tfds_jpeg_same_q"], paths, clock=time.perf_counter)
+    tfds_serial_s, _ = seconds_per_clip(settings, runs["tfds_jpeg_same_q"], paths, clock=time.perf_counter)
     result.update(
       {
         "tfds_video_png_clips_per_s_per_core": round(rate["tfds_png"], 3),
@@ -361,15 +369,18 @@ def measure_size(folder: str, size: str, workers: int) -> dict:
 
 def main(argv):
   del argv
-  folder = _WORK_DIR.value or tempfile.mkdtemp(prefix="kinetics_build_bench_")
+  settings = command.from_flags(Settings)
+  folder = settings.work_dir or tempfile.mkdtemp(prefix="kinetics_build_bench_")
   os.makedirs(folder, exist_ok=True)
-  workers = _WORKERS.value or parallel.default_workers()
+  workers = settings.workers or parallel.default_workers()
   load_before = os.getloadavg()[0]
-  by_size = {size: measure_size(folder, size, workers) for size in _SIZES.value}
-  headline_paths, _ = make_clips(folder, *map(int, _HEADLINE.value.split("x")), _CLIPS.value)
-  memory = {int(n): peak_memory_mb(folder, headline_paths, int(n), workers) for n in _MEMORY_CLIPS.value}
-  main_cpu_ms = main_cpu_ms_per_clip(folder, headline_paths, workers)
-  result = dict(by_size[_HEADLINE.value])
+  by_size = {size: measure_size(settings, folder, size, workers) for size in settings.sizes}
+  headline_paths, _ = make_clips(
+    settings, folder, *map(int, settings.headline_size.split("x")), settings.clips_per_size
+  )
+  memory = {n: peak_memory_mb(settings, folder, headline_paths, n, workers) for n in settings.memory_clips}
+  main_cpu_ms = main_cpu_ms_per_clip(settings, folder, headline_paths, workers)
+  result = dict(by_size[settings.headline_size])
   max_clips_per_s = 1000 / main_cpu_ms
   clips_per_s_64_cores = min(_PROJECTION_CORES * result["clips_per_s_per_core"], max_clips_per_s)
   result.update(
@@ -378,9 +389,9 @@ def main(argv):
     projected_hours_k700_64_cores=round(_K700_CLIPS / clips_per_s_64_cores / 3600, 2),
     projection_basis=(
       f"{_K700_CLIPS} clips at min({_PROJECTION_CORES} x clips_per_s_per_core, max_clips_per_s_one_machine), "
-      f"{_HEADLINE.value} sources"
+      f"{settings.headline_size} sources"
     ),
-    headline_size=_HEADLINE.value,
+    headline_size=settings.headline_size,
     peak_rss_mb=max(rss for rss, _ in memory.values()),
     peak_rss_mb_by_clips={n: rss for n, (rss, _) in memory.items()},
     peak_pss_mb_by_clips={n: pss for n, (_, pss) in memory.items()},
@@ -388,16 +399,16 @@ def main(argv):
     cores=len(os.sched_getaffinity(0)),
     load_avg_1min=[round(load_before, 2), round(os.getloadavg()[0], 2)],
     per_core_basis="CPU time (self + children) pinned to one core; scaling on the wall clock",
-    clip_seconds=_SECONDS.value,
-    source_fps=_SOURCE_FPS.value,
-    output=f"{_FPS.value:g} fps, short side {_SHORT_SIDE.value}, JPEG q{_QUALITY.value}",
-    ffmpeg_same_q_args=f"-q:v {_QSCALE.value}",
-    clips_per_size=_CLIPS.value,
-    repeats=_REPEATS.value,
+    clip_seconds=settings.seconds,
+    source_fps=settings.source_fps,
+    output=f"{settings.fps:g} fps, short side {settings.short_side}, JPEG q{settings.jpeg_quality}",
+    ffmpeg_same_q_args=f"-q:v {settings.ffmpeg_qscale}",
+    clips_per_size=settings.clips_per_size,
+    repeats=settings.repeats,
     by_size=by_size,
   )
   print(json.dumps(result))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  command.run(main, __name__)

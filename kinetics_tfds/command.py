@@ -86,7 +86,7 @@ def import_tensorflow() -> None:
 
 def setting(default, help_text: str, choices=None, *, lower_bound=None, required: bool = False, repeated: bool = False):
   """A field of a settings dataclass: its flag's default and help, and what the flag accepts. A tuple field is a
-  comma list (`repeated`: the flag may also be given again); `required` flags have no default (None)."""
+  comma list, or with `repeated` a flag given once per item; `required` flags have no default (None)."""
   metadata = dict(help=help_text, choices=choices, lower_bound=lower_bound, required=required, repeated=repeated)
   return dataclasses.field(default=default, metadata=metadata)
 
@@ -125,14 +125,14 @@ def define_flags(settings_type, module_name: str) -> None:
 
 
 def from_flags(settings_type):
-  """The `settings_type` the parsed command line gives. A repeated comma-list flag is flattened; a tuple's items
-  take its item type, and one that cannot is a UsageError naming the flag."""
+  """The `settings_type` the parsed command line gives. A tuple's items take its item type; one that cannot is a
+  UsageError naming the flag."""
   values = {}
   hints = _hints(settings_type)
   for field in dataclasses.fields(settings_type):
     value = flags.FLAGS[field.name].value
     if typing.get_origin(hints[field.name]) is tuple and value is not None:
-      items = [item.strip() for entry in value for item in entry.split(",") if item.strip()]
+      items = [item.strip() for item in value]
       item_type = typing.get_args(hints[field.name])[0]
       try:
         value = tuple(item_type(item) for item in items)

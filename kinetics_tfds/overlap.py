@@ -25,7 +25,6 @@ import os
 import pathlib
 
 from absl import app
-from absl import flags
 import tensorflow_datasets as tfds
 
 from kinetics_tfds import annotations
@@ -119,65 +118,65 @@ def write(rows: Sequence[dict], out: pathlib.Path) -> None:
   (out / JSON_FILE).write_text(json.dumps(rows, indent=1))
 
 
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-  """The command's flags: defined only when it runs, so the module imports as a library."""
-  flags.DEFINE_list("versions", [], "Versions to compare, every split of each, e.g. kinetics400,kinetics600.")
-  flags.DEFINE_string(
-    "annotations_dir",
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  versions: tuple[str, ...] = command.setting(
+    (), "Versions to compare, every split of each, e.g. kinetics400,kinetics600."
+  )
+  annotations_dir: str | None = command.setting(
     None,
     "For --versions: where DeepMind's archives are, extracted (<name>/) or not (<name>.tar.gz); "
     "missing ones are downloaded there.",
   )
-  flags.DEFINE_string(
-    "annotations_url",
+  annotations_url: str = command.setting(
     os.environ.get(annotations.ANNOTATIONS_URL_ENV) or annotations.DEEPMIND_URL,
     "Where a missing archive is downloaded from, {name} standing for its name.",
   )
-  flags.DEFINE_multi_string(
-    "annotations", [], "A set given as one annotation file: version:split=PATH (CSV or JSON, any dialect)."
+  annotations: tuple[str, ...] = command.setting(
+    (), "A set given as one annotation file: version:split=PATH (CSV or JSON, any dialect).", repeated=True
   )
-  flags.DEFINE_string("out", None, "Folder for overlap.json and keys/*.txt.")
+  out: str | None = command.setting(None, "Folder for overlap.json and keys/*.txt.")
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  settings = command.from_flags(Settings)
   sets = []
-  for entry in FLAGS.annotations:
+  for entry in settings.annotations:
     name, sep, path = entry.partition("=")
     if not sep or not os.path.isfile(os.path.expanduser(path)):
       raise app.UsageError(f"--annotations {entry!r}: give version:split=PATH of an existing file")
     if not name or "/" in name or "\0" in name:  # It names the files of keys/.
       raise app.UsageError(f"--annotations {entry!r}: the set's name, before '=', must be a file name: no '/'")
     sets.append(from_file(name, path))
-  if FLAGS.versions:
-    if not FLAGS.annotations_dir:
+  if settings.versions:
+    if not settings.annotations_dir:
       raise app.UsageError("--versions needs --annotations_dir (where the archives are, or go)")
-    for version in FLAGS.versions:
+    for version in settings.versions:
       try:
         archive_names = tfds.builder_cls(version).ANNOTATION_ARCHIVES
       except Exception:  # pylint: disable=broad-except  # TFDS raises several kinds for an unknown name.
         raise app.UsageError(f"--versions: unknown {version!r}, expected kinetics400/600/700/700_2020") from None
       try:
-        sets += from_version(version, archive_names, os.path.expanduser(FLAGS.annotations_dir), FLAGS.annotations_url)
+        sets += from_version(
+          version, archive_names, os.path.expanduser(settings.annotations_dir), settings.annotations_url
+        )
       except (OSError, annotations.AnnotationError) as error:
         raise app.UsageError(f"--versions {version}: {error}") from None
   if len(sets) < 2:
     raise app.UsageError("give at least two sets (--versions and/or --annotations)")
   rows = compare(sets)
   print(table(rows))
-  if FLAGS.out:
-    out = pathlib.Path(FLAGS.out).expanduser()
+  if settings.out:
+    out = pathlib.Path(settings.out).expanduser()
     write(rows, out)
     print(f"Wrote {out / JSON_FILE} and the key lists in {out / 'keys'}.")
 
 
 def run_main() -> None:
   """`python -m kinetics_tfds.overlap`, installed as `kinetics-overlap`."""
-  define_flags()
+  command.define_flags(Settings, __name__)  # Only when it runs, so the module imports as a library.
   command.run(main, __name__)
 
 

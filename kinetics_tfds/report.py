@@ -28,7 +28,6 @@ import pathlib
 import re
 
 from absl import app
-from absl import flags
 import cv2
 import matplotlib
 from matplotlib import figure as mpl_figure  # Figures without pyplot: no global state, no display needed.
@@ -395,38 +394,35 @@ def write(
   return data
 
 
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-  """The command's flags: defined only when it runs, so the module imports as a library."""
-  flags.DEFINE_string("dataset", None, "A prepared dataset: kinetics400, or kinetics400/<config>.")
-  flags.DEFINE_string("data_dir", None, "TFDS data folder the dataset was built into.")
-  flags.DEFINE_string("out", None, "Folder for report.html, report.json and the PNGs.")
-  flags.DEFINE_integer(
-    "sheet_classes", 8, "Classes on the contact sheet, spread evenly over those with clips.", lower_bound=1
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  dataset: str = command.setting(None, "A prepared dataset: kinetics400, or kinetics400/<config>.", required=True)
+  data_dir: str = command.setting(None, "TFDS data folder the dataset was built into.", required=True)
+  out: str = command.setting(None, "Folder for report.html, report.json and the PNGs.", required=True)
+  sheet_classes: int = command.setting(
+    8, "Classes on the contact sheet, spread evenly over those with clips.", lower_bound=1
   )
-  flags.DEFINE_integer("sheet_clips", 2, "Clips per class on the contact sheet.", lower_bound=1)
-  flags.DEFINE_integer("sheet_frames", 6, "Frames per clip, evenly spaced.", lower_bound=1)
+  sheet_clips: int = command.setting(2, "Clips per class on the contact sheet.", lower_bound=1)
+  sheet_frames: int = command.setting(6, "Frames per clip, evenly spaced.", lower_bound=1)
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  settings = command.from_flags(Settings)
   command.import_tensorflow()
   try:
-    builder = open_dataset(FLAGS.dataset, FLAGS.data_dir)
+    builder = open_dataset(settings.dataset, settings.data_dir)
   except FileNotFoundError as error:
     raise app.UsageError(f"--dataset: {error}") from None
-  data = write(builder, FLAGS.out, FLAGS.sheet_classes, FLAGS.sheet_clips, FLAGS.sheet_frames)
+  data = write(builder, settings.out, settings.sheet_classes, settings.sheet_clips, settings.sheet_frames)
   summary = {s: {k: v[k] for k in ("annotated", "built", "skipped")} for s, v in data["splits"].items()}
-  print(json.dumps({"report": os.path.join(FLAGS.out, HTML_FILE), "splits": summary}))
+  print(json.dumps({"report": os.path.join(settings.out, HTML_FILE), "splits": summary}))
 
 
 def run_main() -> None:
   """`python -m kinetics_tfds.report`, installed as `kinetics-report`."""
-  define_flags()
-  flags.mark_flags_as_required(["dataset", "data_dir", "out"])
+  command.define_flags(Settings, __name__)  # Only when it runs, so the module imports as a library.
   command.run(main, __name__)
 
 

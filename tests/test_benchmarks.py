@@ -19,3 +19,16 @@ def test_input_pipeline_benchmark(tmp_path):
     assert math.isfinite(summary[name]) and summary[name] > 0, name
   assert set(summary["cpu_ms_per_clip"]) == {"pipeline", "limit", "full_decode", "read_and_sample", "tf_free"}
   assert (tmp_path / "data").is_dir() and (tmp_path / "data_array_record").is_dir()
+
+
+def test_build_benchmark(tmp_path):
+  summary = benchmark_summary(
+    "build.py",
+    *("--sizes=160x120", "--headline_size=160x120", "--seconds=1", "--clips_per_size=1", "--repeats=1"),
+    *("--scaling_clips=2", "--memory_clips=2,3", "--main_cpu_clips=1,2", "--workers=2"),
+    f"--work_dir={tmp_path}",
+  )
+  assert summary["headline_size"] == "160x120" and set(summary["by_size"]) == {"160x120"}
+  for name in ("ratio_to_floor", "clips_per_s_per_core", "main_cpu_ms_per_clip", "scaling_efficiency"):
+    assert math.isfinite(summary[name]) and summary[name] > 0, name
+  assert set(summary["peak_rss_mb_by_clips"]) == {"2", "3"} and summary["workers"] == 2

@@ -40,7 +40,7 @@ class Settings:
   manual_dir: str = command.setting(None, "The manual folder to fill (one per Kinetics version).", required=True)
   version: str = command.setting("400", "Kinetics version on the CVDF mirror.", tuple(cvdf.VERSIONS))
   split: tuple[str, ...] = command.setting(
-    ("train", "val", "test"), "CVDF splits to fetch; repeat the flag or give a comma list.", repeated=True
+    ("train,val,test",), "CVDF splits to fetch; repeat the flag or give a comma list.", repeated=True
   )
   cvdf_base_url: str = command.setting(
     cvdf.OFFICIAL_BASE_URL, "Root of the CVDF mirror layout; shard URLs are re-rooted onto it."
@@ -114,7 +114,7 @@ def _download(
   if settings.source == "cvdf":
     if settings.max_per_class:
       raise app.UsageError("--max_per_class: the mirror's archives hold whole classes; use --source=youtube")
-    splits = list(settings.split)
+    splits = [s for value in settings.split for s in value.split(",") if s]
     unknown = set(splits) - set(cvdf.SPLITS)
     if unknown:
       raise app.UsageError(f"--split: unknown {sorted(unknown)}, expected some of {cvdf.SPLITS}")

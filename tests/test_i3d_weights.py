@@ -22,6 +22,7 @@ from conftest import REPO
 from conftest import SHARED
 from conftest import benchmark_summary
 from kinetics_tfds.models import i3d
+from kinetics_tfds.models import rewrites
 from kinetics_tfds.models import weights
 from kinetics_tfds.training import loop
 
@@ -121,11 +122,11 @@ def model(kinetics400):
 @pytest.mark.parametrize("fast", [False, True])
 def test_parity_tensorflow_backend(model, reference, fast):
   clips = np.random.RandomState(0).uniform(-1, 1, (2, 16, 224, 224, 3)).astype(np.float32)
-  i3d.set_fast(model, fast)  # On TensorFlow on CPU the default is plain; JAX's half checks its default, fast.
+  rewrites.set_fast(model, fast)  # On TensorFlow on CPU the default is plain; JAX's half checks its default, fast.
   try:
     outputs = _endpoint_outputs(model, clips)
   finally:
-    i3d.set_fast(model, i3d.compiles_by_default())
+    rewrites.set_fast(model, rewrites.compiles_by_default())
   for key, value in outputs.items():
     print(f"{keras.backend.backend()} {key}: max abs diff", np.abs(value - reference[f"{_SYNTHETIC}_{key}"]).max())
     np.testing.assert_allclose(value, reference[f"{_SYNTHETIC}_{key}"], atol=1e-4, rtol=0)

@@ -35,6 +35,7 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 from kinetics_tfds.models import i3d  # noqa: E402
+from kinetics_tfds.models import rewrites  # noqa: E402
 from kinetics_tfds.training import optimization  # noqa: E402
 
 flags.DEFINE_integer("batch", 16, "Clips per step.")
@@ -48,7 +49,7 @@ FLAGS = flags.FLAGS
 
 # The first kind a layer is an instance of (SpaceToDepthConv3D is a Conv3D).
 _KINDS = (
-  (i3d.SpaceToDepthConv3D, "stem"),
+  (rewrites.SpaceToDepthConv3D, "stem"),
   (layers.Conv3D, "convolution"),
   (layers.BatchNormalization, "batch norm"),
   (layers.ReLU, "relu"),

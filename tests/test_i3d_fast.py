@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from conftest import benchmark_summary
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models import rewrites
 from kinetics_tfds.models.rewrites import OnePassBatchNormalization
@@ -147,15 +146,6 @@ def test_default_layers_follow_keras_auto_jit_compile():
   assert rewrites.rewrites_on(model) == (["pools", "stem"] if model.jit_compile else [])
   rewrites.set_fast(model, True)
   assert rewrites.rewrites_on(model) == ["pools", "stem"]
-
-
-def test_layers_benchmark_times_both_layers():
-  """benchmarks/i3d_layers.py, whose figures chose the default, runs and prints its JSON line (TensorFlow, no XLA)."""
-  summary = benchmark_summary(
-    "i3d_layers.py", "--jit_compile=false", "--frames=8", "--size=32", "--steps=1", "--rounds=1"
-  )
-  assert set(summary["step_ms"]) == {"xla_false"} and min(summary["step_ms"]["xla_false"].values()) > 0
-  assert summary["fast_speedup"]["xla_false"] > 0 and summary["default_fast"] == rewrites.compiles_by_default()
 
 
 def input_gradient(function, x, w):

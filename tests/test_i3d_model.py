@@ -73,6 +73,7 @@ def test_batchnorm_momentum_is_a_constructor_argument():
   model = i3d.InceptionI3D(**small, batchnorm_momentum=0.9)
   assert momenta(model) == {0.9} and model.get_layer("Conv3d_2b_1x1__batch_norm").get_config()["momentum"] == 0.9
 
+
 def test_same_padding_is_tensorflows():
   # Odd and even sizes: TF's SAME puts the extra pad after, which only shows with stride 2.
   clips = np.random.RandomState(0).uniform(-1, 1, (1, 9, 33, 32, 3)).astype(np.float32)

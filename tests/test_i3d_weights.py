@@ -20,7 +20,6 @@ import pytest
 
 from conftest import REPO
 from conftest import SHARED
-from conftest import benchmark_summary
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models import rewrites
 from kinetics_tfds.models import weights
@@ -144,18 +143,6 @@ def test_padded_clips_of_different_lengths_give_each_clips_logits(model, kinetic
   filled = loop.predict_batch(padded_model, batch, fill_to=5)
   assert filled.shape == (2, each.shape[1])
   np.testing.assert_allclose(filled, loop.predict_batch(padded_model, batch), atol=1e-5 * np.abs(filled).max())
-
-
-def test_whole_clip_eval_benchmark_runs(kinetics400):
-  """benchmarks/whole_clip_eval.py at tiny shapes: one JSON line, both paths' logits the same."""
-  summary = benchmark_summary(
-    "whole_clip_eval.py",
-    *("--clips=6", "--full_frames=12", "--size=32", "--short_share=0.5", "--batch=2"),
-    **{weights.CACHE_ENV: str(kinetics400.parent)},
-  )
-  assert summary["clips"] == 6 and summary["lengths"] >= summary["padded_lengths"] >= 1
-  assert min(min(seconds) for seconds in summary["seconds"].values()) > 0
-  assert summary["max_abs_logit"] > 1 and summary["max_abs_logit_diff"] <= 1e-5 * summary["max_abs_logit"]
 
 
 def _other_backend(backend, kinetics400, tmp_path, *args):

@@ -12,7 +12,8 @@ that is most of a step: XLA runs convolutions asynchronously there and their eve
 53 ms convolution shows as 1.4 ms), so a CPU profile under-counts convolutions and says little.
 
 It sets XLA_FLAGS for itself: on a GPU, no command buffers, so that the profiler sees each kernel; on CPU,
-per-op trace events (XLA emits none there otherwise). Run it alone: other programs' ops would count too.
+per-op trace events (XLA emits none there otherwise). Run it alone: other programs' ops would count too. The I3D
+speed script, benchmarks/i3d_gpu.py, runs it with --profile (in a process of its own, for XLA_FLAGS).
 """
 
 import collections

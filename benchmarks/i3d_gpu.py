@@ -1,6 +1,10 @@
-"""I3D training and whole-clip inference throughput: ours beside the Flax and PyTorch I3Ds, on one accelerator.
+"""How fast is our I3D, and what does each rewrite buy? Training and inference, beside the Flax and PyTorch I3Ds.
 
-  KERAS_BACKEND=jax python benchmarks/i3d_gpu.py --peer_path=../shared/tools/peer_i3d_gpu.py
+  KERAS_BACKEND=jax python benchmarks/i3d_gpu.py --peer_path=../shared/tools/peer_i3d_gpu.py  # a GPU
+  KERAS_BACKEND=tensorflow python benchmarks/i3d_gpu.py --peers= --batch_sizes=2 --frames=16 --size=96 \
+    --variants=fast,plain --jit_compile=true,false --eval_frames=48 --eval_batch=8 --whole_clips=48  # a CPU
+
+The one I3D speed script (benchmarks/i3d_profile.py, which it runs with --profile, is the op-by-op profile alone).
 
 Most needed first, each figure logged as it is measured, so a run cut short keeps what it finished: our Keras
 I3D's training step (`model.fit` on device-resident uint8 clips, bf16 by default) at each --batch_sizes and its
@@ -9,18 +13,24 @@ whole-clip inference (--eval_frames frames, centre crop size); then the peers, i
 rewrite on its own at the first batch size (plain: DeepMind's layers as Keras has them; stem: only the
 space-to-depth stem; pools: only the separable max pools; fast: both, the default model; all: fast and the opt-in
 one-pass batch norm, which decides whether it should be on by default), and the whole-clip inference of those
-whose forward differs from the default's (which pools and stem inference should use). With JAX, last, a training
+whose forward differs from the default's (which pools and stem inference should use). --jit_compile times the
+variants with and without XLA too: where the rewrites pay, which `InceptionI3D(fast=None)` follows (they pay only
+where XLA fuses their small ops). --whole_clips evaluates whole clips of many lengths (--eval_frames at most) one per
+call at their own length and in padded batches of --eval_batch (`InceptionI3D(padded_clips=True)`, as `train.py`
+evaluates on an accelerator), twice each (the second pass finds every program compiled), with real weights so the
+two paths' logits can be compared. With JAX, last, a training
 step of the plain and of the fast model is profiled op by op (--profile: benchmarks/i3d_profile.py, in a
 subprocess) and each rewritten layer is timed alone, plain and fast (--pieces). Prints one JSON line: clips/s of
 each, `speedup_vs_best_peer` per batch size, inference clips/s and its speedup over Flax, MFU (analytic training FLOPs
 over --peak_tflops), the pieces' milliseconds, the profiles (each layer kind's share of the step, forward and
-backward, and the top ops), backend, device, XLA_FLAGS and versions.
+backward, and the top ops), the whole-clip figures, backend, device, XLA_FLAGS and versions.
 
 On a machine without a GPU it runs with whatever shapes it is given (tests use tiny ones) and says that the ratios
-need a GPU. A GPU machine without Keras takes it as three wheels (keras, namex, optree) installed with
+against the peers need a GPU. A GPU machine without Keras takes it as three wheels (keras, namex, optree) installed with
 `pip install --no-deps --target DIR` and DIR on PYTHONPATH; TensorFlow is not needed on this path.
 """
 
+import collections
 import importlib.metadata
 import importlib.util
 import json
@@ -33,22 +43,26 @@ from absl import app
 from absl import flags
 from absl import logging
 import keras
+import numpy as np
 
+from kinetics_tfds import sampling
 from kinetics_tfds.models import i3d
-from kinetics_tfds.models.i3d import set_rewrites
+from kinetics_tfds.models import rewrites
 from kinetics_tfds.training import loop
 from kinetics_tfds.training import optimization
 from kinetics_tfds.training import synthetic
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Each variant's rewrites (i3d.REWRITES).
+# Each variant's rewrites (`rewrites.REWRITES`).
 VARIANTS = {
-  "fast": set(i3d.DEFAULT_REWRITES),
+  "fast": set(rewrites.DEFAULT_REWRITES),
   "plain": set(),
   "stem": {"stem"},
   "pools": {"pools"},
-  "all": set(i3d.REWRITES),
+  "all": set(rewrites.REWRITES),
 }
+# The compile modes worth timing per backend: JAX without XLA runs op by op; torch with it is torch.compile.
+_DEFAULT_JIT = {"jax": ["true"], "tensorflow": ["true", "false"], "torch": ["false"]}
 
 flags.DEFINE_string(
   "peer_path",
@@ -59,11 +73,27 @@ flags.DEFINE_string(
 flags.DEFINE_list("peers", ["flax", "torch"], "Peers to time: flax, torch, torch_compile (empty: none).")
 flags.DEFINE_list("batch_sizes", ["16", "32"], "Training batch sizes.")
 flags.DEFINE_list("variants", list(VARIANTS), f"Our models timed at the first batch size: {', '.join(VARIANTS)}.")
+flags.DEFINE_list(
+  "jit_compile",
+  None,
+  "Compile modes (true, false) to train our models in, the first also for the batch sizes; unset: the backend's "
+  "useful ones (JAX: true; TensorFlow: true, false; torch: false).",
+)
+flags.register_validator(
+  "jit_compile", lambda modes: not modes or set(modes) <= {"true", "false"}, "--jit_compile takes true and false"
+)
 flags.DEFINE_integer("frames", 64, "Frames per training clip.")
 flags.DEFINE_integer("size", 224, "Crop side in pixels.")
 flags.DEFINE_integer("eval_frames", 250, "Frames per clip for inference (I3D tests on whole clips).")
 flags.DEFINE_integer("eval_batch", 8, "Inference batch (whole clips).")
 flags.DEFINE_integer("steps", 20, "Timed steps per measurement, after warm-up.")
+flags.DEFINE_integer(
+  "whole_clips", 0, "Whole clips of many lengths to evaluate one per call and in padded batches (0: none)."
+)
+flags.DEFINE_float(
+  "short_share", 0.25, "Share of the whole clips cut short, uniform from an eighth of --eval_frames to all of them."
+)
+flags.DEFINE_string("whole_clip_weights", "kinetics400", "Weights for --whole_clips (see InceptionI3D; none: random).")
 flags.DEFINE_bool(
   "pieces",
   True,
@@ -141,15 +171,17 @@ def profile_steps(batch: int) -> dict:
 
 def _model(variant: str) -> keras.Model:
   model = i3d.InceptionI3D(400)
-  set_rewrites(model, **{rewrite: rewrite in VARIANTS[variant] for rewrite in i3d.REWRITES})
+  rewrites.set_rewrites(model, **{rewrite: rewrite in VARIANTS[variant] for rewrite in rewrites.REWRITES})
   return model
 
 
-def time_ours_training(variant: str, batch: int) -> float:
+def time_ours_training(variant: str, batch: int, jit_compile: bool = True) -> float:
   """Steady-state training clips/s of our model, fed device-resident uint8 clips through `model.fit`."""
   model = _model(variant)
   model.compile(
-    optimization.optimizer("sgd", 0.1, momentum=0.9), loss=optimization.SparseCrossentropy(400), jit_compile=True
+    optimization.optimizer("sgd", 0.1, momentum=0.9),
+    loss=optimization.SparseCrossentropy(400),
+    jit_compile=jit_compile,
   )
   data = synthetic.SyntheticClips(batch, FLAGS.frames, FLAGS.size, 400, steps=FLAGS.steps + 3)
   progress = loop.Progress(batch, FLAGS.steps + 3, printer=logging.info)
@@ -195,7 +227,7 @@ def time_pieces(batch: int) -> dict:
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, *layer.input.shape[1:]), layer.compute_dtype)
     variables = [v.value for v in layer.trainable_variables]
     frozen = [v.value for v in layer.non_trainable_variables]
-    (switch,) = [attribute for attribute in i3d.REWRITES.values() if hasattr(layer, attribute)]
+    switch = rewrites.REWRITES[rewrites.rewrite_of(layer)].switch
 
     def loss(variables, x, layer=layer, frozen=frozen):
       y, _ = layer.stateless_call(variables, frozen, x, **({"training": True} if frozen else {}))  # Batch norm's.
@@ -204,7 +236,7 @@ def time_pieces(batch: int) -> dict:
     times[name] = {}
     for fast in (False, True):
       setattr(layer, switch, fast)
-      argnums = 0 if isinstance(layer, i3d.SpaceToDepthConv3D) else (0, 1) if variables else 1
+      argnums = 0 if isinstance(layer, rewrites.SpaceToDepthConv3D) else (0, 1) if variables else 1
       step = jax.jit(jax.grad(loss, argnums=argnums))
       jax.block_until_ready(step(variables, x))
       start = time.perf_counter()
@@ -214,6 +246,65 @@ def time_pieces(batch: int) -> dict:
       times[name]["fast_ms" if fast else "plain_ms"] = round((time.perf_counter() - start) / FLAGS.steps * 1e3, 3)
     logging.info("%s: %s", name, times[name])
   return times
+
+
+def time_whole_clips() -> dict:
+  """--whole_clips clips of many lengths, each pass's seconds one clip per call and in padded batches, the distinct
+  lengths before and after padding, and the largest difference between the two paths' logits."""
+  rng = np.random.RandomState(0)
+  short = rng.uniform(size=FLAGS.whole_clips) < FLAGS.short_share
+  cut = rng.randint(max(FLAGS.eval_frames // 8, 1), FLAGS.eval_frames, FLAGS.whole_clips)
+  lengths = np.where(short, cut, FLAGS.eval_frames)
+  clips = [rng.randint(0, 256, (n, FLAGS.size, FLAGS.size, 3)).astype(np.uint8) for n in lengths]
+  weights = None if FLAGS.whole_clip_weights == "none" else FLAGS.whole_clip_weights
+  models = {
+    "per_clip": i3d.InceptionI3D(weights=weights),
+    "padded": i3d.InceptionI3D(weights=weights, padded_clips=True),
+  }
+  run = {"per_clip": _per_clip, "padded": _padded_batches}
+  seconds, logits = collections.defaultdict(list), {}
+  for _ in range(2):
+    for name, model in models.items():
+      start = time.perf_counter()
+      logits[name] = run[name](model, clips)
+      seconds[name].append(time.perf_counter() - start)
+      logging.info("whole clips, %s: %.2f s", name, seconds[name][-1])
+  padded_lengths = [len(sampling.padded_frames(n, i3d.PADDING_PERIOD)) for n in lengths]
+  return {
+    "clips": FLAGS.whole_clips,
+    "jit_compile": rewrites.compiles_by_default(),
+    "seconds": {name: [round(s, 2) for s in values] for name, values in seconds.items()},
+    "lengths": len(set(lengths.tolist())),
+    "padded_lengths": len(set(padded_lengths)),
+    "padding_share": round(1 - sum(lengths) / sum(padded_lengths), 3),
+    "speedup_first_pass": round(seconds["per_clip"][0] / seconds["padded"][0], 2),
+    "speedup_compiled": round(seconds["per_clip"][1] / seconds["padded"][1], 2),
+    "max_abs_logit_diff": float(np.abs(logits["per_clip"] - logits["padded"]).max()),
+    "max_abs_logit": float(np.abs(logits["per_clip"]).max()),
+  }
+
+
+def _per_clip(model, clips):
+  return np.concatenate([loop.predict_batch(model, {"video": clip[None]}, 1) for clip in clips])
+
+
+def _padded_batches(model, clips):
+  """Clips padded (`sampling.padded_frames`) and batched by padded length, as `train.py` evaluates them."""
+  frames = [sampling.padded_frames(len(clip), i3d.PADDING_PERIOD) for clip in clips]
+  groups = collections.defaultdict(list)
+  for index, indices in enumerate(frames):
+    groups[len(indices)].append(index)
+  logits = np.zeros((len(clips), model.output.shape[-1]), np.float32)
+  fill_to = FLAGS.eval_batch if rewrites.compiles_by_default() else 1
+  for indices in groups.values():
+    for start in range(0, len(indices), FLAGS.eval_batch):
+      rows = indices[start : start + FLAGS.eval_batch]
+      batch = {
+        "video": np.stack([clips[i][frames[i]] for i in rows]),
+        "num_frames": np.array([len(clips[i]) for i in rows], np.int32),
+      }
+      logits[rows] = loop.predict_batch(model, batch, fill_to)
+  return logits
 
 
 def accelerator() -> tuple[str, bool]:
@@ -260,10 +351,11 @@ def main(argv):
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   batches = [int(b) for b in FLAGS.batch_sizes]
   peers = [p for p in FLAGS.peers if p]
+  modes = FLAGS.jit_compile or _DEFAULT_JIT[keras.backend.backend()]
   optimization.set_precision(FLAGS.precision)
   ours = {}
   for batch in batches:
-    ours[batch] = time_ours_training("fast", batch)
+    ours[batch] = time_ours_training("fast", batch, modes[0] == "true")
     logging.info("ours at batch %d: %.2f clips/s", batch, ours[batch])
   ours_eval = time_ours_inference()
   logging.info("ours, inference of %d frames: %.2f clips/s", FLAGS.eval_frames, ours_eval)
@@ -275,11 +367,19 @@ def main(argv):
     if "flax" in peers
     else {}
   )
-  variants = {"fast": round(ours[batches[0]], 2)}
-  for variant in FLAGS.variants:
-    if variant not in variants:
-      variants[variant] = round(time_ours_training(variant, batches[0]), 2)
-      logging.info("variant %s at batch %d: %s clips/s", variant, batches[0], variants[variant])
+  variants = {f"xla_{mode}": {} for mode in modes}
+  variants[f"xla_{modes[0]}"]["fast"] = round(ours[batches[0]], 2)
+  for mode in modes:
+    for variant in FLAGS.variants:
+      if variant not in variants[f"xla_{mode}"]:
+        variants[f"xla_{mode}"][variant] = round(time_ours_training(variant, batches[0], mode == "true"), 2)
+        logging.info(
+          "variant %s at batch %d, jit_compile=%s: %s clips/s",
+          variant,
+          batches[0],
+          mode,
+          variants[f"xla_{mode}"][variant],
+        )
   # Inference of the variants whose forward differs from the default's (batch norm's rewrite is training's alone):
   # which pools and stem whole clips should run.
   eval_variants = {"fast": round(ours_eval, 2)}
@@ -287,6 +387,7 @@ def main(argv):
     if variant not in eval_variants and VARIANTS[variant] - {"batch_norm"} != VARIANTS["fast"] - {"batch_norm"}:
       eval_variants[variant] = round(time_ours_inference(variant), 2)
       logging.info("variant %s, inference of %d frames: %s clips/s", variant, FLAGS.eval_frames, eval_variants[variant])
+  whole_clips = time_whole_clips() if FLAGS.whole_clips else None
   on_jax = keras.backend.backend() == "jax"
   profiles = profile_steps(batches[0]) if FLAGS.profile and on_jax else None
   pieces = time_pieces(batches[0]) if FLAGS.pieces and on_jax else None
@@ -318,12 +419,16 @@ def main(argv):
     },
     "train_clips_per_s": train,
     f"variants_batch{batches[0]}_clips_per_s": variants,
+    # Plain over fast step time per compile mode: where the rewrites pay. `fast=None` follows `default_fast`.
+    "fast_speedup": {mode: _ratio(times.get("fast"), times.get("plain")) for mode, times in variants.items()},
+    "default_fast": rewrites.compiles_by_default(),
     "eval_variants_clips_per_s": eval_variants,
     "eval_clips_per_s": {
       "ours": round(ours_eval, 2),
       "flax": flax_eval.get("clips_per_s"),
       "speedup_vs_flax": _ratio(ours_eval, flax_eval.get("clips_per_s")),
     },
+    "whole_clips": whole_clips,
     f"pieces_batch{batches[0]}_fwd_bwd": pieces,
     f"profile_batch{batches[0]}": profiles,
     "versions": {p: _version(p) for p in ("keras", "jax", "flax", "torch", "tensorflow")},

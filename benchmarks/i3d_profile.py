@@ -12,7 +12,8 @@ that is most of a step: XLA runs convolutions asynchronously there and their eve
 53 ms convolution shows as 1.4 ms), so a CPU profile under-counts convolutions and says little.
 
 It sets XLA_FLAGS for itself: on a GPU, no command buffers, so that the profiler sees each kernel; on CPU,
-per-op trace events (XLA emits none there otherwise). Run it alone: other programs' ops would count too.
+per-op trace events (XLA emits none there otherwise). Run it alone: other programs' ops would count too. The I3D
+speed script, benchmarks/i3d_gpu.py, runs it with --profile (in a process of its own, for XLA_FLAGS).
 """
 
 import collections
@@ -35,6 +36,7 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 from kinetics_tfds.models import i3d  # noqa: E402
+from kinetics_tfds.models import rewrites  # noqa: E402
 from kinetics_tfds.training import optimization  # noqa: E402
 
 flags.DEFINE_integer("batch", 16, "Clips per step.")
@@ -48,7 +50,7 @@ FLAGS = flags.FLAGS
 
 # The first kind a layer is an instance of (SpaceToDepthConv3D is a Conv3D).
 _KINDS = (
-  (i3d.SpaceToDepthConv3D, "stem"),
+  (rewrites.SpaceToDepthConv3D, "stem"),
   (layers.Conv3D, "convolution"),
   (layers.BatchNormalization, "batch norm"),
   (layers.ReLU, "relu"),

@@ -62,14 +62,20 @@ def spaced_crop_windows(size, side: int, num_crops: int) -> np.ndarray:
   return np.concatenate([corners, np.full([num_crops, 2], side)], axis=1).astype(np.int32)
 
 
+def clip_offset(num_frames, period: int):
+  """The frame a whole clip of `num_frames` frames starts at in a batch padded to a multiple of `period`: so that it
+  ends on a multiple of `period` (see `padded_frames`). Ints, arrays or a Keras backend's tensors alike."""
+  return (-num_frames) % period
+
+
 def padded_frames(num_frames: int, period: int) -> np.ndarray:
   """[padded length] frame indices of a whole clip of `num_frames` frames, padded to share a batch with clips of
   other lengths (`i3d.InceptionI3D(padded_clips=True)`, with `period` = `i3d.PADDING_PERIOD`).
 
-  The clip starts at frame (-num_frames) mod `period`, and the length is the next of `_PADDED_LENGTHS` that is a
+  The clip starts at its `clip_offset`, and the length is the next of `_PADDED_LENGTHS` that is a
   multiple of `period` and holds it. The padding repeats the clip's first and last frames.
   """
-  offset = (-num_frames) % period
+  offset = clip_offset(num_frames, period)
   fits = [n for n in _PADDED_LENGTHS if n % period == 0 and n >= num_frames + offset]
   length = fits[0] if fits else num_frames + offset
   return np.clip(np.arange(length) - offset, 0, num_frames - 1).astype(np.int32)

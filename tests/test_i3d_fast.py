@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from conftest import benchmark_summary
 from kinetics_tfds.models import i3d
-from kinetics_tfds.models.i3d import OnePassBatchNormalization
-from kinetics_tfds.models.i3d import SeparableMaxPooling3D
-from kinetics_tfds.models.i3d import SpaceToDepthConv3D
-from kinetics_tfds.models.i3d import set_rewrites
+from kinetics_tfds.models import rewrites
+from kinetics_tfds.models.rewrites import OnePassBatchNormalization
+from kinetics_tfds.models.rewrites import SeparableMaxPooling3D
+from kinetics_tfds.models.rewrites import SpaceToDepthConv3D
+from kinetics_tfds.models.rewrites import set_rewrites
 
 _FAST_XLA = "--xla_backend_optimization_level=0"  # Each op compiles in milliseconds, not seconds.
 _CLASSES = 5
@@ -124,7 +124,7 @@ def test_separable_max_pool_and_its_first_maximum_gradient(pool_size, strides, k
 
 def test_plain_layers_are_reachable_and_share_variables():
   fast, plain = i3d.InceptionI3D(fast=True), i3d.InceptionI3D(fast=False)
-  assert i3d.rewrites_on(fast) == ["pools", "stem"] and i3d.rewrites_on(plain) == []
+  assert rewrites.rewrites_on(fast) == ["pools", "stem"] and rewrites.rewrites_on(plain) == []
   assert isinstance(fast.get_layer("Conv3d_1a_7x7__conv_3d"), SpaceToDepthConv3D)
   assert fast.get_layer("Conv3d_1a_7x7__conv_3d").space_to_depth
   assert not plain.get_layer("Conv3d_1a_7x7__conv_3d").space_to_depth
@@ -142,19 +142,10 @@ def test_default_layers_follow_keras_auto_jit_compile():
   """Fast where `compile()` picks XLA, which fuses the rewrites' small ops; plain where it does not."""
   model = i3d.InceptionI3D(num_classes=2, final_endpoint="Logits", input_shape=(8, 32, 32, 3))
   model.compile(loss="mse")
-  assert model.jit_compile == i3d.compiles_by_default()
-  assert i3d.rewrites_on(model) == (["pools", "stem"] if model.jit_compile else [])
-  i3d.set_fast(model, True)
-  assert i3d.rewrites_on(model) == ["pools", "stem"]
-
-
-def test_layers_benchmark_times_both_layers():
-  """benchmarks/i3d_layers.py, whose figures chose the default, runs and prints its JSON line (TensorFlow, no XLA)."""
-  summary = benchmark_summary(
-    "i3d_layers.py", "--jit_compile=false", "--frames=8", "--size=32", "--steps=1", "--rounds=1"
-  )
-  assert set(summary["step_ms"]) == {"xla_false"} and min(summary["step_ms"]["xla_false"].values()) > 0
-  assert summary["fast_speedup"]["xla_false"] > 0 and summary["default_fast"] == i3d.compiles_by_default()
+  assert model.jit_compile == rewrites.compiles_by_default()
+  assert rewrites.rewrites_on(model) == (["pools", "stem"] if model.jit_compile else [])
+  rewrites.set_fast(model, True)
+  assert rewrites.rewrites_on(model) == ["pools", "stem"]
 
 
 def input_gradient(function, x, w):
@@ -276,7 +267,7 @@ def backend_results(inputs):
       out.update({f"model_pools_{pools}_{kind}_{i}": g for i, g in enumerate(grads)})
     for fast in (True, False):
       model = i3d.InceptionI3D(include_rescaling=False, final_endpoint="Mixed_3c", input_shape=clips.shape[1:])
-      set_rewrites(model, **dict.fromkeys(i3d.REWRITES, fast))
+      set_rewrites(model, **dict.fromkeys(rewrites.REWRITES, fast))
       model.set_weights(weights[: len(model.weights)])
       w = np.random.RandomState(9).normal(size=(len(clips), *model.output.shape[1:])).astype(np.float32)
       grads = training_gradients(model, clips, w)

@@ -1,4 +1,5 @@
-"""benchmarks/i3d_gpu.py runs end to end on CPU with tiny shapes and says its ratios need a GPU."""
+"""benchmarks/i3d_gpu.py, the I3D speed script, runs end to end on CPU with tiny shapes: on JAX with the peers, the
+pieces and the profile (its ratios need a GPU), and on TensorFlow without XLA with whole clips of many lengths."""
 
 import json
 import os
@@ -9,6 +10,9 @@ import pytest
 
 from conftest import REPO
 from conftest import SHARED
+from conftest import benchmark_summary
+from kinetics_tfds.models import rewrites
+from kinetics_tfds.models import weights
 
 _SCRIPT = REPO / "benchmarks" / "i3d_gpu.py"
 _PEERS = SHARED / "tools" / "peer_i3d_gpu.py"
@@ -50,7 +54,7 @@ def test_tiny_run_prints_one_json_line():
   assert "ratios need a GPU" in summary["note"]
   train = summary["train_clips_per_s"]["2"]
   assert train["ours"] > 0 and train["mfu"] > 0
-  assert set(summary["variants_batch2_clips_per_s"]) == {"fast", "plain"}
+  assert set(summary["variants_batch2_clips_per_s"]["xla_true"]) == {"fast", "plain"}
   assert summary["eval_clips_per_s"]["ours"] > 0
   eval_variants = summary["eval_variants_clips_per_s"]
   assert set(eval_variants) == {"fast", "plain"} and eval_variants["plain"] > 0
@@ -78,3 +82,33 @@ def test_missing_peer_module_is_one_line(tmp_path):
   result = _run(f"--peer_path={tmp_path / 'absent.py'}")
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].endswith("does not exist; point it at peer_i3d_gpu.py")
+
+
+@pytest.fixture(scope="module")
+def without_xla():
+  """One run on TensorFlow without XLA (the CPU default): both layers, and whole clips with the real weights."""
+  if not _PEERS.exists():
+    pytest.skip(f"{_PEERS} is missing: the peers' module lives in ../shared beside the repo")
+  return benchmark_summary(
+    "i3d_gpu.py",
+    *(f"--peer_path={_PEERS}", "--peers=", "--jit_compile=false", "--batch_sizes=2", "--variants=fast,plain"),
+    *("--frames=8", "--size=32", "--steps=1", "--precision=float32", "--eval_frames=12", "--eval_batch=2"),
+    *("--whole_clips=6", "--short_share=0.5"),
+    **{weights.CACHE_ENV: str(weights.kinetics400_path().parent)},
+  )
+
+
+def test_layers_timed_without_xla(without_xla):
+  """Plain against fast layers without XLA, whose figures chose the default (`fast=None`)."""
+  assert set(without_xla["variants_batch2_clips_per_s"]) == {"xla_false"}
+  assert min(without_xla["variants_batch2_clips_per_s"]["xla_false"].values()) > 0
+  assert without_xla["fast_speedup"]["xla_false"] > 0
+  assert without_xla["default_fast"] == rewrites.compiles_by_default()
+
+
+def test_whole_clips_padded_give_each_clips_logits(without_xla):
+  """Whole clips one per call and in padded batches: both timed, both paths' logits the same."""
+  whole = without_xla["whole_clips"]
+  assert whole["clips"] == 6 and whole["lengths"] >= whole["padded_lengths"] >= 1
+  assert min(min(seconds) for seconds in whole["seconds"].values()) > 0
+  assert whole["max_abs_logit"] > 1 and whole["max_abs_logit_diff"] <= 1e-5 * whole["max_abs_logit"]

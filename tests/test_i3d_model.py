@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from conftest import REPO
 from kinetics_tfds.models import i3d
+from kinetics_tfds.models import rewrites
 from kinetics_tfds.models.i3d import LogitsAvgPool
 
 # Endpoint shapes for a 64x224x224 clip (DeepMind's training input).
@@ -59,6 +60,18 @@ def test_final_endpoint_stops_there():
   assert "Mixed_5b" not in [layer.name for layer in model.layers]
   with pytest.raises(ValueError, match="final_endpoint"):
     i3d.InceptionI3D(final_endpoint="Mixed_6a")
+
+
+def test_batchnorm_momentum_is_a_constructor_argument():
+  """Every batch norm takes the model's momentum (DeepMind's by default), where Keras applications take theirs."""
+
+  def momenta(model):
+    return {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
+
+  small = {"final_endpoint": "Conv3d_2c_3x3", "input_shape": (8, 32, 32, 3)}
+  assert momenta(i3d.InceptionI3D(**small)) == {i3d.BATCHNORM_MOMENTUM} == {0.999}
+  model = i3d.InceptionI3D(**small, batchnorm_momentum=0.9)
+  assert momenta(model) == {0.9} and model.get_layer("Conv3d_2b_1x1__batch_norm").get_config()["momentum"] == 0.9
 
 
 def test_same_padding_is_tensorflows():
@@ -125,8 +138,8 @@ def exported_errors(folder) -> list[float]:
   of two shapes through the SavedModel (one with no axis shorter than the logits pool's window, one with two) and
   returns each one's largest difference from the Keras model."""
   inputs = keras.Input((None, None, None, 3))
-  x = i3d.SpaceToDepthConv3D(4, 7, 2, padding="same", use_bias=False)(inputs)
-  x = i3d.SeparableMaxPooling3D(3, 2, padding="same")(x)
+  x = rewrites.SpaceToDepthConv3D(4, 7, 2, padding="same", use_bias=False)(inputs)
+  x = rewrites.SeparableMaxPooling3D(3, 2, padding="same")(x)
   model = keras.Model(inputs, LogitsAvgPool()(x))
   model.export(os.fspath(folder), format="tf_saved_model", verbose=False)
   served = tf.saved_model.load(os.fspath(folder))

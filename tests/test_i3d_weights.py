@@ -20,8 +20,8 @@ import pytest
 
 from conftest import REPO
 from conftest import SHARED
-from conftest import benchmark_summary
 from kinetics_tfds.models import i3d
+from kinetics_tfds.models import rewrites
 from kinetics_tfds.models import weights
 from kinetics_tfds.training import loop
 
@@ -121,11 +121,11 @@ def model(kinetics400):
 @pytest.mark.parametrize("fast", [False, True])
 def test_parity_tensorflow_backend(model, reference, fast):
   clips = np.random.RandomState(0).uniform(-1, 1, (2, 16, 224, 224, 3)).astype(np.float32)
-  i3d.set_fast(model, fast)  # On TensorFlow on CPU the default is plain; JAX's half checks its default, fast.
+  rewrites.set_fast(model, fast)  # On TensorFlow on CPU the default is plain; JAX's half checks its default, fast.
   try:
     outputs = _endpoint_outputs(model, clips)
   finally:
-    i3d.set_fast(model, i3d.compiles_by_default())
+    rewrites.set_fast(model, rewrites.compiles_by_default())
   for key, value in outputs.items():
     print(f"{keras.backend.backend()} {key}: max abs diff", np.abs(value - reference[f"{_SYNTHETIC}_{key}"]).max())
     np.testing.assert_allclose(value, reference[f"{_SYNTHETIC}_{key}"], atol=1e-4, rtol=0)
@@ -143,18 +143,6 @@ def test_padded_clips_of_different_lengths_give_each_clips_logits(model, kinetic
   filled = loop.predict_batch(padded_model, batch, fill_to=5)
   assert filled.shape == (2, each.shape[1])
   np.testing.assert_allclose(filled, loop.predict_batch(padded_model, batch), atol=1e-5 * np.abs(filled).max())
-
-
-def test_whole_clip_eval_benchmark_runs(kinetics400):
-  """benchmarks/whole_clip_eval.py at tiny shapes: one JSON line, both paths' logits the same."""
-  summary = benchmark_summary(
-    "whole_clip_eval.py",
-    *("--clips=6", "--full_frames=12", "--size=32", "--short_share=0.5", "--batch=2"),
-    **{weights.CACHE_ENV: str(kinetics400.parent)},
-  )
-  assert summary["clips"] == 6 and summary["lengths"] >= summary["padded_lengths"] >= 1
-  assert min(min(seconds) for seconds in summary["seconds"].values()) > 0
-  assert summary["max_abs_logit"] > 1 and summary["max_abs_logit_diff"] <= 1e-5 * summary["max_abs_logit"]
 
 
 def _other_backend(backend, kinetics400, tmp_path, *args):

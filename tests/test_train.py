@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 from conftest import REPO
 import kinetics_tfds
 from kinetics_tfds import motion_clips
-from kinetics_tfds.models import i3d
+from kinetics_tfds.models import rewrites
 from kinetics_tfds.training import config as config_lib
 from kinetics_tfds.training import datasets
 from kinetics_tfds.training import loop
@@ -71,7 +71,7 @@ def test_learns_motion_direction(motion_builder, tmp_path, jit_compile):
   summary = run_lib.run(config, builder=motion_builder)
   assert summary["videos"] == 16
   assert summary["top1"] >= 0.9, summary
-  xla = jit_compile == "true" or i3d.compiles_by_default()
+  xla = jit_compile == "true" or rewrites.compiles_by_default()
   assert (summary["jit_compile"], summary["rewrites"]) == (xla, ["pools", "stem"] if xla else []), summary
   assert json.loads((tmp_path / "summary.json").read_text())["top1"] == summary["top1"]
 

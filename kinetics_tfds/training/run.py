@@ -13,6 +13,7 @@ import os
 import keras
 
 from kinetics_tfds.models import i3d
+from kinetics_tfds.models import rewrites
 from kinetics_tfds.models import weights as weights_lib
 from kinetics_tfds.training import cluster
 from kinetics_tfds.training import config as config_lib
@@ -38,7 +39,7 @@ def _run(config, builder, printer, placement):
   num_clips, num_crops = config_lib.parse_views(config.eval_views)
   process = placement.process
   placement.check_batch(config.batch_size)
-  jit_compile = i3d.compiles_by_default() if config.jit_compile == "auto" else config.jit_compile == "true"
+  jit_compile = rewrites.compiles_by_default() if config.jit_compile == "auto" else config.jit_compile == "true"
   if config.mode != "eval":
     placement.check_training_precision(config.precision, jit_compile)
   data = None if config.synthetic else inputs.open_input(config, builder)
@@ -46,12 +47,15 @@ def _run(config, builder, printer, placement):
   total_steps = _total_steps(config, data) if config.mode != "eval" else 1
   weights = None if config.weights == "none" else config.weights
   with placement.scope():
-    model = i3d.InceptionI3D(len(class_names), weights=weights, dropout_rate=config.dropout_rate, fast=jit_compile)
-    for layer in model.layers:
-      if isinstance(layer, keras.layers.BatchNormalization):
-        layer.momentum = config.batchnorm_momentum or layer.momentum
-        # Statistics of the global batch, as on JAX's one mesh: the model is the same however many workers train it.
-        layer.synchronized = placement.strategy is not None and process.count > 1
+    model = i3d.InceptionI3D(
+      len(class_names),
+      weights=weights,
+      dropout_rate=config.dropout_rate,
+      fast=jit_compile,
+      batchnorm_momentum=config.batchnorm_momentum or i3d.BATCHNORM_MOMENTUM,
+      # Statistics of the global batch, as on JAX's one mesh: the model is the same however many workers train it.
+      batchnorm_synchronized=placement.strategy is not None and process.count > 1,
+    )
     lr = optimization.learning_rate(
       config.lr_schedule,
       config.learning_rate,
@@ -67,12 +71,12 @@ def _run(config, builder, printer, placement):
       jit_compile=jit_compile,
       steps_per_execution=config.steps_per_execution,
     )
-    i3d.set_fast(model, bool(model.jit_compile))  # Its rewrites pay only where XLA fuses them.
+    rewrites.set_fast(model, bool(model.jit_compile))  # Its rewrites pay only where XLA fuses them.
   summary = {
     "placement": placement.description,
     "backend": keras.backend.backend(),
     "jit_compile": bool(model.jit_compile),
-    "rewrites": i3d.rewrites_on(model),
+    "rewrites": rewrites.rewrites_on(model),
     "processes": process.count,
   }
   clips = None
@@ -181,5 +185,5 @@ def _twin(model, config, num_classes, jit_compile, padded_clips, local=False):
     if layer.weights:
       layer.set_weights(model.get_layer(layer.name).get_weights())
   twin.compile(jit_compile=jit_compile)
-  i3d.set_fast(twin, bool(twin.jit_compile))
+  rewrites.set_fast(twin, bool(twin.jit_compile))
   return twin

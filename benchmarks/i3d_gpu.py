@@ -31,6 +31,8 @@ against the peers need a GPU. A GPU machine without Keras takes it as three whee
 """
 
 import collections
+import dataclasses
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -40,11 +42,11 @@ import sys
 import time
 
 from absl import app
-from absl import flags
 from absl import logging
 import keras
 import numpy as np
 
+from kinetics_tfds import command
 from kinetics_tfds import sampling
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models import rewrites
@@ -64,52 +66,55 @@ VARIANTS = {
 # The compile modes worth timing per backend: JAX without XLA runs op by op; torch with it is torch.compile.
 _DEFAULT_JIT = {"jax": ["true"], "tensorflow": ["true", "false"], "torch": ["false"]}
 
-flags.DEFINE_string(
-  "peer_path",
-  os.path.join(os.path.dirname(_REPO), "shared", "tools", "peer_i3d_gpu.py"),
-  "The peers' module (Flax and PyTorch I3Ds); its folder may hold the i3d-jax sdist's "
-  "i3d_jax/i3d.py as flax_i3d.py for the Flax peer.",
-)
-flags.DEFINE_list("peers", ["flax", "torch"], "Peers to time: flax, torch, torch_compile (empty: none).")
-flags.DEFINE_list("batch_sizes", ["16", "32"], "Training batch sizes.")
-flags.DEFINE_list("variants", list(VARIANTS), f"Our models timed at the first batch size: {', '.join(VARIANTS)}.")
-flags.DEFINE_list(
-  "jit_compile",
-  None,
-  "Compile modes (true, false) to train our models in, the first also for the batch sizes; unset: the backend's "
-  "useful ones (JAX: true; TensorFlow: true, false; torch: false).",
-)
-flags.register_validator(
-  "jit_compile", lambda modes: not modes or set(modes) <= {"true", "false"}, "--jit_compile takes true and false"
-)
-flags.DEFINE_integer("frames", 64, "Frames per training clip.")
-flags.DEFINE_integer("size", 224, "Crop side in pixels.")
-flags.DEFINE_integer("eval_frames", 250, "Frames per clip for inference (I3D tests on whole clips).")
-flags.DEFINE_integer("eval_batch", 8, "Inference batch (whole clips).")
-flags.DEFINE_integer("steps", 20, "Timed steps per measurement, after warm-up.")
-flags.DEFINE_integer(
-  "whole_clips", 0, "Whole clips of many lengths to evaluate one per call and in padded batches (0: none)."
-)
-flags.DEFINE_float(
-  "short_share", 0.25, "Share of the whole clips cut short, uniform from an eighth of --eval_frames to all of them."
-)
-flags.DEFINE_string("whole_clip_weights", "kinetics400", "Weights for --whole_clips (see InceptionI3D; none: random).")
-flags.DEFINE_bool(
-  "pieces",
-  True,
-  "With JAX, also time each rewritten layer alone, plain and fast (forward + backward, jitted) at the "
-  "shapes it sees in the network at the first batch size: where a step's time goes.",
-)
-flags.DEFINE_bool(
-  "profile",
-  True,
-  "With JAX, profile a training step of the plain and the fast model at the first batch size: each layer kind's "
-  "share of the step's op time, forward and backward, and the top ops (benchmarks/i3d_profile.py).",
-)
-flags.DEFINE_enum("precision", "mixed_bfloat16", optimization.PRECISIONS, "Our compute dtype (the peers use bf16).")
-flags.DEFINE_float("peak_tflops", 989.0, "The accelerator's dense bf16 peak, for MFU (H100/H200 SXM: 989).")
 
-FLAGS = flags.FLAGS
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  peer_path: str = command.setting(
+    os.path.join(os.path.dirname(_REPO), "shared", "tools", "peer_i3d_gpu.py"),
+    "The peers' module (Flax and PyTorch I3Ds); its folder may hold the i3d-jax sdist's "
+    "i3d_jax/i3d.py as flax_i3d.py for the Flax peer.",
+  )
+  peers: tuple[str, ...] = command.setting(
+    ("flax", "torch"), "Peers to time: flax, torch, torch_compile (empty: none)."
+  )
+  batch_sizes: tuple[int, ...] = command.setting((16, 32), "Training batch sizes.")
+  variants: tuple[str, ...] = command.setting(
+    tuple(VARIANTS), f"Our models timed at the first batch size: {', '.join(VARIANTS)}."
+  )
+  jit_compile: tuple[str, ...] | None = command.setting(
+    None,
+    "Compile modes (true, false) to train our models in, the first also for the batch sizes; unset: the backend's "
+    "useful ones (JAX: true; TensorFlow: true, false; torch: false).",
+  )
+  frames: int = command.setting(64, "Frames per training clip.", lower_bound=1)
+  size: int = command.setting(224, "Crop side in pixels.", lower_bound=1)
+  eval_frames: int = command.setting(250, "Frames per clip for inference (I3D tests on whole clips).", lower_bound=1)
+  eval_batch: int = command.setting(8, "Inference batch (whole clips).", lower_bound=1)
+  steps: int = command.setting(20, "Timed steps per measurement, after warm-up.", lower_bound=1)
+  whole_clips: int = command.setting(
+    0, "Whole clips of many lengths to evaluate one per call and in padded batches (0: none).", lower_bound=0
+  )
+  short_share: float = command.setting(
+    0.25, "Share of the whole clips cut short, uniform from an eighth of --eval_frames to all of them."
+  )
+  whole_clip_weights: str = command.setting(
+    "kinetics400", "Weights for --whole_clips (see InceptionI3D; none: random)."
+  )
+  pieces: bool = command.setting(
+    True,
+    "With JAX, also time each rewritten layer alone, plain and fast (forward + backward, jitted) at the "
+    "shapes it sees in the network at the first batch size: where a step's time goes.",
+  )
+  profile: bool = command.setting(
+    True,
+    "With JAX, profile a training step of the plain and the fast model at the first batch size: each layer kind's "
+    "share of the step's op time, forward and backward, and the top ops (benchmarks/i3d_profile.py).",
+  )
+  precision: str = command.setting("mixed_bfloat16", "Our compute dtype (the peers use bf16).", optimization.PRECISIONS)
+  peak_tflops: float = command.setting(989.0, "The accelerator's dense bf16 peak, for MFU (H100/H200 SXM: 989).")
+
+
+command.define_flags(Settings, __name__)
 
 
 def load_peer_module(path: str):
@@ -135,11 +140,11 @@ def _json_line(command: list) -> dict:
   return measurement
 
 
-def time_peer(path: str, which: str, batch: int, frames: int, size: int, steps: int) -> dict:
+def time_peer(settings: Settings, which: str, batch: int, frames: int) -> dict:
   """One peer measurement, in a subprocess running the peer module's command line; its JSON line as a dict."""
   command = [
     sys.executable,
-    path,
+    settings.peer_path,
     "--which",
     which,
     "--batch",
@@ -147,24 +152,24 @@ def time_peer(path: str, which: str, batch: int, frames: int, size: int, steps: 
     "--frames",
     str(frames),
     "--size",
-    str(size),
+    str(settings.size),
     "--steps",
-    str(steps),
+    str(settings.steps),
     "--peak_tflops",
-    str(FLAGS.peak_tflops),
+    str(settings.peak_tflops),
   ]
   return _json_line(command)
 
 
-def profile_steps(batch: int) -> dict:
+def profile_steps(settings: Settings, batch: int) -> dict:
   """benchmarks/i3d_profile.py's JSON line at this batch size, run in a subprocess (it sets XLA_FLAGS)."""
   command = [
     sys.executable,
     os.path.join(_REPO, "benchmarks", "i3d_profile.py"),
     f"--batch={batch}",
-    f"--frames={FLAGS.frames}",
-    f"--size={FLAGS.size}",
-    f"--precision={FLAGS.precision}",
+    f"--frames={settings.frames}",
+    f"--size={settings.size}",
+    f"--precision={settings.precision}",
   ]
   return _json_line(command)
 
@@ -175,7 +180,7 @@ def _model(variant: str) -> keras.Model:
   return model
 
 
-def time_ours_training(variant: str, batch: int, jit_compile: bool = True) -> float:
+def time_ours_training(settings: Settings, variant: str, batch: int, jit_compile: bool = True) -> float:
   """Steady-state training clips/s of our model, fed device-resident uint8 clips through `model.fit`."""
   model = _model(variant)
   model.compile(
@@ -183,16 +188,16 @@ def time_ours_training(variant: str, batch: int, jit_compile: bool = True) -> fl
     loss=optimization.SparseCrossentropy(400),
     jit_compile=jit_compile,
   )
-  data = synthetic.SyntheticClips(batch, FLAGS.frames, FLAGS.size, 400, steps=FLAGS.steps + 3)
-  progress = loop.Progress(batch, FLAGS.steps + 3, printer=logging.info)
+  data = synthetic.SyntheticClips(batch, settings.frames, settings.size, 400, steps=settings.steps + 3)
+  progress = loop.Progress(batch, settings.steps + 3, printer=logging.info)
   model.fit(data, epochs=1, callbacks=[progress], verbose=0)
   return progress.clips_per_second
 
 
-def time_ours_inference(variant: str = "fast") -> float:
+def time_ours_inference(settings: Settings, variant: str = "fast") -> float:
   model = _model(variant)
-  clips = synthetic.SyntheticClips(FLAGS.eval_batch, FLAGS.eval_frames, FLAGS.size, 400, steps=1).clips
-  return loop.benchmark_predict(model, clips, FLAGS.steps)["eval_clips_per_second"]
+  clips = synthetic.SyntheticClips(settings.eval_batch, settings.eval_frames, settings.size, 400, steps=1).clips
+  return loop.benchmark_predict(model, clips, settings.steps)["eval_clips_per_second"]
 
 
 # The layers the rewrites change: the stem, the stage pools, one branch-3 pool of each Mixed stage, and batch norms
@@ -214,13 +219,15 @@ PIECES = (
 )
 
 
-def time_pieces(batch: int) -> dict:
+def time_pieces(batch: int, settings: Settings | None = None) -> dict:
   """{layer: {"plain_ms", "fast_ms"}}: a jitted forward + backward of each layer alone, as in a training step: to
-  the stem's kernel (a step needs no gradient of the clips), to the pools' inputs, to batch norm's input and beta."""
+  the stem's kernel (a step needs no gradient of the clips), to the pools' inputs, to batch norm's input and beta.
+  Without `settings`, those of the parsed flags (../shared/tools/gpu_run.sh's pieces.py calls it so)."""
+  settings = settings or command.from_flags(Settings)
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  model = i3d.InceptionI3D(400, input_shape=(FLAGS.frames, FLAGS.size, FLAGS.size, 3))
+  model = i3d.InceptionI3D(400, input_shape=(settings.frames, settings.size, settings.size, 3))
   times = {}
   for name in PIECES:
     layer = model.get_layer(name)
@@ -240,28 +247,28 @@ def time_pieces(batch: int) -> dict:
       step = jax.jit(jax.grad(loss, argnums=argnums))
       jax.block_until_ready(step(variables, x))
       start = time.perf_counter()
-      for _ in range(FLAGS.steps):
+      for _ in range(settings.steps):
         grads = step(variables, x)
       jax.block_until_ready(grads)
-      times[name]["fast_ms" if fast else "plain_ms"] = round((time.perf_counter() - start) / FLAGS.steps * 1e3, 3)
+      times[name]["fast_ms" if fast else "plain_ms"] = round((time.perf_counter() - start) / settings.steps * 1e3, 3)
     logging.info("%s: %s", name, times[name])
   return times
 
 
-def time_whole_clips() -> dict:
+def time_whole_clips(settings: Settings) -> dict:
   """--whole_clips clips of many lengths, each pass's seconds one clip per call and in padded batches, the distinct
   lengths before and after padding, and the largest difference between the two paths' logits."""
   rng = np.random.RandomState(0)
-  short = rng.uniform(size=FLAGS.whole_clips) < FLAGS.short_share
-  cut = rng.randint(max(FLAGS.eval_frames // 8, 1), FLAGS.eval_frames, FLAGS.whole_clips)
-  lengths = np.where(short, cut, FLAGS.eval_frames)
-  clips = [rng.randint(0, 256, (n, FLAGS.size, FLAGS.size, 3)).astype(np.uint8) for n in lengths]
-  weights = None if FLAGS.whole_clip_weights == "none" else FLAGS.whole_clip_weights
+  short = rng.uniform(size=settings.whole_clips) < settings.short_share
+  cut = rng.randint(max(settings.eval_frames // 8, 1), settings.eval_frames, settings.whole_clips)
+  lengths = np.where(short, cut, settings.eval_frames)
+  clips = [rng.randint(0, 256, (n, settings.size, settings.size, 3)).astype(np.uint8) for n in lengths]
+  weights = None if settings.whole_clip_weights == "none" else settings.whole_clip_weights
   models = {
     "per_clip": i3d.InceptionI3D(weights=weights),
     "padded": i3d.InceptionI3D(weights=weights, padded_clips=True),
   }
-  run = {"per_clip": _per_clip, "padded": _padded_batches}
+  run = {"per_clip": _per_clip, "padded": functools.partial(_padded_batches, settings)}
   seconds, logits = collections.defaultdict(list), {}
   for _ in range(2):
     for name, model in models.items():
@@ -271,7 +278,7 @@ def time_whole_clips() -> dict:
       logging.info("whole clips, %s: %.2f s", name, seconds[name][-1])
   padded_lengths = [len(sampling.padded_frames(n, i3d.PADDING_PERIOD)) for n in lengths]
   return {
-    "clips": FLAGS.whole_clips,
+    "clips": settings.whole_clips,
     "jit_compile": rewrites.compiles_by_default(),
     "seconds": {name: [round(s, 2) for s in values] for name, values in seconds.items()},
     "lengths": len(set(lengths.tolist())),
@@ -288,17 +295,17 @@ def _per_clip(model, clips):
   return np.concatenate([loop.predict_batch(model, {"video": clip[None]}, 1) for clip in clips])
 
 
-def _padded_batches(model, clips):
+def _padded_batches(settings: Settings, model, clips):
   """Clips padded (`sampling.padded_frames`) and batched by padded length, as `train.py` evaluates them."""
   frames = [sampling.padded_frames(len(clip), i3d.PADDING_PERIOD) for clip in clips]
   groups = collections.defaultdict(list)
   for index, indices in enumerate(frames):
     groups[len(indices)].append(index)
   logits = np.zeros((len(clips), model.output.shape[-1]), np.float32)
-  fill_to = FLAGS.eval_batch if rewrites.compiles_by_default() else 1
+  fill_to = settings.eval_batch if rewrites.compiles_by_default() else 1
   for indices in groups.values():
-    for start in range(0, len(indices), FLAGS.eval_batch):
-      rows = indices[start : start + FLAGS.eval_batch]
+    for start in range(0, len(indices), settings.eval_batch):
+      rows = indices[start : start + settings.eval_batch]
       batch = {
         "video": np.stack([clips[i][frames[i]] for i in rows]),
         "num_frames": np.array([len(clips[i]) for i in rows], np.int32),
@@ -338,41 +345,38 @@ def _ratio(numerator, denominator):
 
 def main(argv):
   del argv
+  settings = command.from_flags(Settings)
+  if settings.jit_compile and not set(settings.jit_compile) <= {"true", "false"}:
+    sys.exit(f"{sys.argv[0]}: --jit_compile takes true and false, got {','.join(settings.jit_compile)}")
   try:
-    peer = load_peer_module(FLAGS.peer_path)
+    peer = load_peer_module(settings.peer_path)
   except FileNotFoundError as e:
     sys.exit(f"{sys.argv[0]}: {e}")
-  unknown = set(FLAGS.variants) - set(VARIANTS)
+  unknown = set(settings.variants) - set(VARIANTS)
   if unknown:
     sys.exit(f"{sys.argv[0]}: --variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
   # Every JAX process here (ours, the Flax peer's, the profile's) takes accelerator memory as it needs it, not 75%
   # of it at its start, so ours can run first with the peers after it in processes of their own: what the
   # comparison needs comes first, and a run cut short by a time limit keeps it.
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-  batches = [int(b) for b in FLAGS.batch_sizes]
-  peers = [p for p in FLAGS.peers if p]
-  modes = FLAGS.jit_compile or _DEFAULT_JIT[keras.backend.backend()]
-  optimization.set_precision(FLAGS.precision)
+  batches = list(settings.batch_sizes)
+  peers = [p for p in settings.peers if p]
+  modes = settings.jit_compile or _DEFAULT_JIT[keras.backend.backend()]
+  optimization.set_precision(settings.precision)
   ours = {}
   for batch in batches:
-    ours[batch] = time_ours_training("fast", batch, modes[0] == "true")
+    ours[batch] = time_ours_training(settings, "fast", batch, modes[0] == "true")
     logging.info("ours at batch %d: %.2f clips/s", batch, ours[batch])
-  ours_eval = time_ours_inference()
-  logging.info("ours, inference of %d frames: %.2f clips/s", FLAGS.eval_frames, ours_eval)
-  peer_train = {
-    b: {p: time_peer(FLAGS.peer_path, p, b, FLAGS.frames, FLAGS.size, FLAGS.steps) for p in peers} for b in batches
-  }
-  flax_eval = (
-    time_peer(FLAGS.peer_path, "flax_eval", FLAGS.eval_batch, FLAGS.eval_frames, FLAGS.size, FLAGS.steps)
-    if "flax" in peers
-    else {}
-  )
+  ours_eval = time_ours_inference(settings)
+  logging.info("ours, inference of %d frames: %.2f clips/s", settings.eval_frames, ours_eval)
+  peer_train = {b: {p: time_peer(settings, p, b, settings.frames) for p in peers} for b in batches}
+  flax_eval = time_peer(settings, "flax_eval", settings.eval_batch, settings.eval_frames) if "flax" in peers else {}
   variants = {f"xla_{mode}": {} for mode in modes}
   variants[f"xla_{modes[0]}"]["fast"] = round(ours[batches[0]], 2)
   for mode in modes:
-    for variant in FLAGS.variants:
+    for variant in settings.variants:
       if variant not in variants[f"xla_{mode}"]:
-        variants[f"xla_{mode}"][variant] = round(time_ours_training(variant, batches[0], mode == "true"), 2)
+        variants[f"xla_{mode}"][variant] = round(time_ours_training(settings, variant, batches[0], mode == "true"), 2)
         logging.info(
           "variant %s at batch %d, jit_compile=%s: %s clips/s",
           variant,
@@ -383,16 +387,18 @@ def main(argv):
   # Inference of the variants whose forward differs from the default's (batch norm's rewrite is training's alone):
   # which pools and stem whole clips should run.
   eval_variants = {"fast": round(ours_eval, 2)}
-  for variant in FLAGS.variants:
+  for variant in settings.variants:
     if variant not in eval_variants and VARIANTS[variant] - {"batch_norm"} != VARIANTS["fast"] - {"batch_norm"}:
-      eval_variants[variant] = round(time_ours_inference(variant), 2)
-      logging.info("variant %s, inference of %d frames: %s clips/s", variant, FLAGS.eval_frames, eval_variants[variant])
-  whole_clips = time_whole_clips() if FLAGS.whole_clips else None
+      eval_variants[variant] = round(time_ours_inference(settings, variant), 2)
+      logging.info(
+        "variant %s, inference of %d frames: %s clips/s", variant, settings.eval_frames, eval_variants[variant]
+      )
+  whole_clips = time_whole_clips(settings) if settings.whole_clips else None
   on_jax = keras.backend.backend() == "jax"
-  profiles = profile_steps(batches[0]) if FLAGS.profile and on_jax else None
-  pieces = time_pieces(batches[0]) if FLAGS.pieces and on_jax else None
+  profiles = profile_steps(settings, batches[0]) if settings.profile and on_jax else None
+  pieces = time_pieces(batches[0], settings) if settings.pieces and on_jax else None
 
-  flops_per_clip = peer.train_flops_per_clip(FLAGS.frames, FLAGS.size)
+  flops_per_clip = peer.train_flops_per_clip(settings.frames, settings.size)
   train = {}
   for batch in batches:
     peer_speeds = {p: m.get("clips_per_s") for p, m in peer_train[batch].items()}
@@ -401,21 +407,21 @@ def main(argv):
       "ours": round(ours[batch], 2),
       **peer_speeds,
       "speedup_vs_best_peer": _ratio(ours[batch], best_peer),
-      "mfu": float(f"{ours[batch] * flops_per_clip / (FLAGS.peak_tflops * 1e12):.3g}"),
+      "mfu": float(f"{ours[batch] * flops_per_clip / (settings.peak_tflops * 1e12):.3g}"),
       "peer_errors": {p: m["error"] for p, m in peer_train[batch].items() if "error" in m} or None,
     }
   device, on_gpu = accelerator()
   summary = {
     "backend": keras.backend.backend(),
     "device": device,
-    "precision": FLAGS.precision,
+    "precision": settings.precision,
     # XLA's options change what is measured (e.g. --xla_gpu_force_conv_nhwc=true: convolutions in NDHWC).
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
     "shape": {
-      "frames": FLAGS.frames,
-      "size": FLAGS.size,
-      "eval_frames": FLAGS.eval_frames,
-      "eval_batch": FLAGS.eval_batch,
+      "frames": settings.frames,
+      "size": settings.size,
+      "eval_frames": settings.eval_frames,
+      "eval_batch": settings.eval_batch,
     },
     "train_clips_per_s": train,
     f"variants_batch{batches[0]}_clips_per_s": variants,

@@ -17,6 +17,7 @@ speed script, benchmarks/i3d_gpu.py, runs it with --profile (in a process of its
 """
 
 import collections
+import dataclasses
 import glob
 import gzip
 import json
@@ -31,22 +32,26 @@ os.environ["XLA_FLAGS"] = " ".join(
 )
 
 from absl import app  # noqa: E402  (after XLA_FLAGS, which JAX reads once, at its first use)
-from absl import flags  # noqa: E402
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
+from kinetics_tfds import command  # noqa: E402
 from kinetics_tfds.models import i3d  # noqa: E402
 from kinetics_tfds.models import rewrites  # noqa: E402
 from kinetics_tfds.training import optimization  # noqa: E402
 
-flags.DEFINE_integer("batch", 16, "Clips per step.")
-flags.DEFINE_integer("frames", 64, "Frames per clip.")
-flags.DEFINE_integer("size", 224, "Crop side in pixels.")
-flags.DEFINE_integer("steps", 3, "Profiled steps, after two warm-up steps.")
-flags.DEFINE_integer("top", 12, "Ops listed by time, per model.")
-flags.DEFINE_enum("precision", "mixed_bfloat16", optimization.PRECISIONS, "Compute dtype.")
 
-FLAGS = flags.FLAGS
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  batch: int = command.setting(16, "Clips per step.", lower_bound=1)
+  frames: int = command.setting(64, "Frames per clip.", lower_bound=1)
+  size: int = command.setting(224, "Crop side in pixels.", lower_bound=1)
+  steps: int = command.setting(3, "Profiled steps, after two warm-up steps.", lower_bound=1)
+  top: int = command.setting(12, "Ops listed by time, per model.", lower_bound=1)
+  precision: str = command.setting("mixed_bfloat16", "Compute dtype.", optimization.PRECISIONS)
+
+
+command.define_flags(Settings, __name__)
 
 # The first kind a layer is an instance of (SpaceToDepthConv3D is a Conv3D).
 _KINDS = (
@@ -155,11 +160,11 @@ def summarize(times: dict, owners: dict, kinds: dict, steps: int, top: int, wall
   }
 
 
-def profile(fast: bool) -> dict:
-  """Profiles FLAGS.steps training steps of the fast or plain model; its summary."""
+def profile(settings: Settings, fast: bool) -> dict:
+  """Profiles --steps training steps of the fast or plain model; its summary."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  model = i3d.InceptionI3D(400, input_shape=(FLAGS.frames, FLAGS.size, FLAGS.size, 3), fast=fast)
+  model = i3d.InceptionI3D(400, input_shape=(settings.frames, settings.size, settings.size, 3), fast=fast)
   cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
   def loss(trainable, frozen, clips, labels):
@@ -172,8 +177,10 @@ def profile(fast: bool) -> dict:
 
   step = jax.jit(train_step, donate_argnums=(0, 1))
   key = jax.random.PRNGKey(0)
-  clips = jax.random.randint(key, (FLAGS.batch, FLAGS.frames, FLAGS.size, FLAGS.size, 3), 0, 256).astype("uint8")
-  labels = jax.random.randint(key, (FLAGS.batch,), 0, 400)
+  clips = jax.random.randint(key, (settings.batch, settings.frames, settings.size, settings.size, 3), 0, 256).astype(
+    "uint8"
+  )
+  labels = jax.random.randint(key, (settings.batch,), 0, 400)
   state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
   # Compiled once; the ops the trace names are those of this text.
   compiled = step.lower(*state, clips, labels).compile()
@@ -183,13 +190,13 @@ def profile(fast: bool) -> dict:
     state = compiled(*state, clips, labels)
   jax.block_until_ready(state)
   start = time.perf_counter()  # Untraced, so the profiler's own cost is left out.
-  for _ in range(FLAGS.steps):
+  for _ in range(settings.steps):
     state = compiled(*state, clips, labels)
   jax.block_until_ready(state)
   wall_seconds = time.perf_counter() - start
   with tempfile.TemporaryDirectory() as log_dir:
     with jax.profiler.trace(log_dir):
-      for _ in range(FLAGS.steps):
+      for _ in range(settings.steps):
         state = compiled(*state, clips, labels)
       jax.block_until_ready(state)
     (path,) = glob.glob(os.path.join(log_dir, "plugins", "profile", "*", "*.trace.json.gz"))
@@ -197,7 +204,7 @@ def profile(fast: bool) -> dict:
       trace = json.load(f)
   kinds = layer_kinds(model)
   owners = instruction_owners(hlo_text, kinds)
-  return summarize(op_times(trace, module), owners, kinds, FLAGS.steps, FLAGS.top, wall_seconds)
+  return summarize(op_times(trace, module), owners, kinds, settings.steps, settings.top, wall_seconds)
 
 
 def main(argv):
@@ -206,13 +213,14 @@ def main(argv):
     sys.exit(f"{sys.argv[0]}: profiles XLA ops: run it with KERAS_BACKEND=jax")
   import jax  # pylint: disable=g-import-not-at-top
 
-  optimization.set_precision(FLAGS.precision)
+  settings = command.from_flags(Settings)
+  optimization.set_precision(settings.precision)
   summary = {
     "device": jax.devices()[0].device_kind,
-    "precision": FLAGS.precision,
-    "shape": {"batch": FLAGS.batch, "frames": FLAGS.frames, "size": FLAGS.size},
-    "plain": profile(fast=False),
-    "fast": profile(fast=True),
+    "precision": settings.precision,
+    "shape": {"batch": settings.batch, "frames": settings.frames, "size": settings.size},
+    "plain": profile(settings, fast=False),
+    "fast": profile(settings, fast=True),
   }
   print(json.dumps(summary), flush=True)
 

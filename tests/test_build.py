@@ -257,7 +257,7 @@ def _alive(pid: int) -> bool:
 
 def test_killed_build_reruns_to_the_same_dataset(manual, serial, tmp_path):
   script = (
-    "import sys; sys.path.insert(0, sys.argv[1]); import test_build_scale as t;"
+    "import sys; sys.path.insert(0, sys.argv[1]); import test_build as t;"
     "t.build(sys.argv[2], sys.argv[3], num_workers=2)"
   )
   run = subprocess.Popen(

@@ -1,5 +1,6 @@
 """What the tests share: the read-only ../shared folder beside the repo (real Kinetics files), a build of two of
-its real clips, the size of the clips they write, small enough to build in milliseconds, and running a benchmark."""
+its real clips, the size of the clips they write, small enough to build in milliseconds, a tiny config, a clip whose
+timestamps jump, an annotation file that is not UTF-8, and running a command or a benchmark as a user does."""
 
 import collections
 import json
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import imageio_ffmpeg
 import pytest
 
 from kinetics_tfds import annotations
@@ -31,6 +33,16 @@ SHARED_CLIPS = {
   None: "validation",
 }
 SMALL_CLIP = {"seconds": 1.0, "fps": 10.0, "width": 64, "height": 48}  # motion_clips.write_clip's settings.
+TINY_CONFIG = {"name": "tiny", "fps": 25.0, "short_side": 32, "num_classes": 4}
+JUMPING = annotations.Clip("jumpingtime", 0, 10, "swiping up", "train")  # The row of write_jumping_clip's file.
+# TensorFlow's own C++ log lines (oneDNN, CUDA probing) come before anything Python prints.
+_TF_NOISE = (
+  "WARNING: All log messages before absl::InitializeLog()",
+  "I0000 ",
+  "W0000 ",
+  "E0000 ",
+  "To enable the following instructions",
+)
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +121,48 @@ def shared_manual_dir(root: pathlib.Path, videos: pathlib.Path) -> dict:
   for split, split_rows in rows.items():
     motion_clips.write_annotations(str(root / "kinetics400"), split, split_rows)
   return rows
+
+
+def write_jumping_clip(path: pathlib.Path) -> None:
+  """20 frames whose timestamps jump by an hour after the 10th, as a hostile or broken file has."""
+  subprocess.run(
+    [
+      imageio_ffmpeg.get_ffmpeg_exe(),
+      "-v",
+      "error",
+      "-y",
+      "-f",
+      "lavfi",
+      "-i",
+      "testsrc=size=64x48:rate=25",
+      "-frames:v",
+      "20",
+      "-vf",
+      "setpts='if(gte(N,10),PTS+3600/TB,PTS)'",
+      "-fps_mode",
+      "passthrough",
+      "-c:v",
+      "libx264",
+      "-pix_fmt",
+      "yuv420p",
+      str(path),
+    ],
+    check=True,
+    capture_output=True,
+    timeout=60,
+  )
+
+
+def write_latin1_annotations(path: pathlib.Path) -> None:
+  """An annotation CSV saved as Latin-1, not UTF-8: a user's mistake that must be one line naming the file."""
+  path.write_bytes("label,youtube_id,time_start,time_end,split\ncaf\xe9,abcdefghijk,1,11,train\n".encode("latin-1"))
+
+
+def run_command(args: list, cwd=None) -> subprocess.CompletedProcess:
+  """A command run as a user runs it from the checkout; its output whatever its exit status."""
+  return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=cwd or REPO)
+
+
+def our_stderr(stderr: str) -> list[str]:
+  """`stderr`'s lines without TensorFlow's C++ log lines, which a command cannot silence."""
+  return [line for line in stderr.splitlines() if line.strip() and not line.startswith(_TF_NOISE)]

@@ -1,10 +1,15 @@
-"""Annotation files: the real ones in ../shared, and every form and dialect users have."""
+"""Annotation files: the real ones in ../shared, every form and dialect users have, and junk: a bad row spoils only
+itself, a bad file is one error naming it."""
 
+import io
 import json
+import pathlib
+import random
 import tarfile
 
 import pytest
 
+from conftest import write_latin1_annotations
 from kinetics_tfds import annotations
 from kinetics_tfds import motion_clips
 
@@ -140,3 +145,131 @@ def test_unlabeled_json_test_list(tmp_path):
   motion_clips.write_annotations(str(folder), "train", _rows("train", ["a"]))
   found = annotations.read_annotations(annotations.find_sources(str(tmp_path), ["kinetics700"]), 1)
   assert [(c.key, c.label) for c in found.clips["test"]] == [("abcdefghijk_000003_000013", None)]
+
+
+_JUNK_VALUES = [
+  "inf",
+  "-inf",
+  "nan",
+  "1e400",
+  "-1",
+  "",
+  " ",
+  "x",
+  "0x10",
+  "1e9",
+  "None",
+  "[]",
+  "10",
+  "3.5",
+  "999999999999999999999999",
+  "\x00",
+  "0,",
+  "'",
+]
+
+
+def test_no_annotation_row_can_fail_a_build():
+  """Seeded junk in every field, and every shape of broken JSON entry: each row is a clip or a reason."""
+  rng = random.Random(0)
+  lines = ["label,youtube_id,time_start,time_end,split"]
+  for _ in range(2000):
+    fields = [
+      rng.choice(["swiping up", "", "../x", "a\tb"] + _JUNK_VALUES),
+      rng.choice(["abcdefghijk", "../x", ""]),
+      rng.choice(_JUNK_VALUES),
+      rng.choice(_JUNK_VALUES),
+      "train",
+    ]
+    lines.append(",".join(fields[: rng.randint(1, 5)] + ["extra"] * rng.randint(0, 1)))
+  good = [f"swiping up,good{i:07d},{i},{i + 10},train" for i in range(100)]
+  lines[1::20] = good
+  clips, rejected = annotations.parse_split("fuzz.csv", "\n".join(lines).encode(), "train")
+  assert len(clips) + len(rejected) == sum(1 for line in lines[1:] if line)  # Only empty lines are no row.
+  assert {f"good{i:07d}" for i in range(100)} <= {c.youtube_id for c in clips}
+  assert all(0 <= c.time_start < c.time_end <= c.time_start + annotations.MAX_SEGMENT_S for c in clips)
+
+  entries = {
+    "aaaaaaaaaaa": "a string",
+    "bbbbbbbbbbb": ["a", "list"],
+    "ccccccccccc": None,
+    "ddddddddddd": 5,
+    "eeeeeeeeeee": {"annotations": "x"},
+    "fffffffffff": {"annotations": {"segment": "0,10"}},
+    "ggggggggggg": {"annotations": {"segment": [0]}},
+    "hhhhhhhhhhh": {"annotations": {"segment": [None, 10]}},
+    "iiiiiiiiiii": {"annotations": {"segment": [0, 10], "label": 5}},
+    "jjjjjjjjjjj": {"annotations": {"segment": [0, float("inf")], "label": "swiping up"}},
+    "kkkkkkkkkkk": {"annotations": {"segment": [0, 10], "label": "swiping up"}},
+  }
+  clips, rejected = annotations.parse_split("x.json", json.dumps(entries).encode(), "train")
+  assert [c.key for c in clips] == ["kkkkkkkkkkk_000000_000010"]
+  assert len(rejected) == len(entries) - 1 and all(r.reason.startswith("malformed row") for r in rejected)
+
+
+_HUGE = "x" * (200 << 10)  # Over csv's 128 KiB field limit.
+
+
+@pytest.mark.parametrize("field", range(5))
+@pytest.mark.parametrize("bad", ['"stray', f"{_HUGE}", f'"{_HUGE}"', f'"{_HUGE}'])
+def test_a_stray_quote_or_a_huge_field_spoils_only_its_row(field, bad):
+  good = [f"swiping up,good{i:07d},{i},{i + 10},train" for i in range(6)]
+  broken = good[2].split(",")
+  broken[field] = bad
+  lines = ["label,youtube_id,time_start,time_end,split", *good[:2], ",".join(broken), *good[2:]]
+  clips, rejected = annotations.parse_split("big.csv", "\r\n".join(lines).encode(), "train")
+  assert {f"good{i:07d}" for i in range(6)} <= {c.youtube_id for c in clips}
+  assert len(clips) + len(rejected) == 7 and all(r.reason.startswith("malformed row") for r in rejected)
+
+
+@pytest.mark.parametrize("header", ['"label,youtube_id,time_start,time_end,split', f"{_HUGE},youtube_id"])
+def test_a_csv_whose_header_cannot_be_read_is_an_error_naming_it(tmp_path, header):
+  path = tmp_path / "kinetics400" / "train.csv"
+  path.parent.mkdir()
+  path.write_text(f"{header}\nswiping up,abcdefghijk,1,11,train\n")
+  with pytest.raises(annotations.AnnotationError) as error:
+    annotations.read_annotations(annotations.find_sources(str(tmp_path), ["kinetics400"]), 1)
+  assert str(error.value).startswith(f"{path}: line 1") and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("header", ["", "\n", "\n\n  \n", "\r\n,,\r\n"])
+def test_blank_lines_before_the_header_are_skipped(tmp_path, header):
+  folder = tmp_path / "annotations"
+  folder.mkdir()
+  (folder / "train.csv").write_bytes(
+    (header + "label,youtube_id,time_start,time_end,split\r\nswiping up,abcdefghijk,1,11,train\r\n").encode()
+  )
+  found = annotations.read_annotations(annotations.find_sources(str(tmp_path), ["k"]), 1)
+  assert [c.key for c in found.clips["train"]] == ["abcdefghijk_000001_000011"] and not found.rejected
+
+
+def _corrupt_archive(path: pathlib.Path) -> None:
+  with tarfile.open(path, "w:gz") as tar:
+    info = tarfile.TarInfo("kinetics400/train.csv")
+    data = b"label,youtube_id,time_start,time_end,split\n" * 2000
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+  path.write_bytes(path.read_bytes()[:200])
+
+
+_BAD_FILES = {
+  "empty": ("kinetics400/train.csv", lambda p: p.write_bytes(b""), "the file is empty"),
+  "blank": ("kinetics400/train.csv", lambda p: p.write_bytes(b"\n \n"), "the file is empty"),
+  "columns": ("kinetics400/train.csv", lambda p: p.write_text("name,id,start\nx,y,1\n"), "lacking ['youtube_id'"),
+  "latin1": ("kinetics400/train.csv", write_latin1_annotations, "not UTF-8 text (byte 0xe9"),
+  "json_syntax": ("kinetics400/train.json", lambda p: p.write_text('{"a": {'), "not valid JSON (line 1"),
+  "json_list": ("kinetics400/train.json", lambda p: p.write_text("[1, 2]"), "expected a JSON object"),
+  "archive": ("kinetics400.tar.gz", _corrupt_archive, "not a readable annotation archive"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_BAD_FILES))
+def test_a_bad_annotation_file_is_an_error_naming_it(tmp_path, kind):
+  relative, write, message = _BAD_FILES[kind]
+  path = tmp_path / relative
+  path.parent.mkdir(parents=True, exist_ok=True)
+  write(path)
+  with pytest.raises(annotations.AnnotationError) as error:
+    annotations.read_annotations(annotations.find_sources(str(tmp_path), ["kinetics400"]), 400)
+  assert str(path) in str(error.value) and message in str(error.value)
+  assert "\n" not in str(error.value)

@@ -1,7 +1,9 @@
-"""End to end: `tfds build` as a user runs it, on a manual folder mixing good clips and every bad file."""
+"""End to end: `tfds build` as a user runs it, on a manual folder mixing good clips and every bad file, and on a bad
+annotation file (one line)."""
 
 import csv
 import http.server
+import json
 import os
 import pathlib
 import shutil
@@ -16,7 +18,11 @@ import tensorflow_datasets as tfds
 from conftest import SHARED
 from conftest import SMALL_CLIP
 from conftest import TFDS
+from conftest import TINY_CONFIG
+from conftest import our_stderr
+from conftest import run_command
 from conftest import tfds_build
+from conftest import write_latin1_annotations
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import motion_clips
@@ -225,3 +231,16 @@ def test_annotations_are_downloaded_when_absent(tmp_path):
     s: len(c) for s, c in written.items()
   }
   assert "kinetics400.tar.gz" in os.listdir(tmp_path / "data" / "downloads")  # Kept for the next build.
+
+
+def test_tfds_build_prints_one_line_for_a_bad_annotation_file(tmp_path):
+  manual = tmp_path / "manual"
+  write_latin1_annotations((manual / "kinetics400").mkdir(parents=True) or manual / "kinetics400/train.csv")
+  done = run_command(
+    tfds_build("kinetics400", manual, tmp_path / "data", json.dumps(TINY_CONFIG)),
+    cwd=tmp_path,
+  )
+  assert done.returncode == 1
+  assert "Traceback" not in done.stderr
+  last = our_stderr(done.stderr)[-1]
+  assert last.startswith("tfds: error: ") and str(manual / "kinetics400/train.csv") in last, done.stderr

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import our_stderr
+from conftest import run_command
 from kinetics_tfds import clips
 from kinetics_tfds.download import archives
 from kinetics_tfds.download import cvdf
@@ -594,3 +596,37 @@ def test_a_bomb_removes_only_the_files_it_created(tmp_path):
   with pytest.raises(archives.ExpansionLimit):
     archives.extract(tmp_path / "part_2.tar.gz", tmp_path / "val")
   assert sorted(p.name for p in (tmp_path / "val").iterdir()) == [shared]  # Its own clip removed, not shard 0's.
+
+
+def test_downloader_errors_name_the_flag_and_failures_set_the_exit_status(tmp_path):
+  missing = run_command(
+    [
+      sys.executable,
+      "-m",
+      "kinetics_tfds.download",
+      "--source=youtube",
+      f"--annotations={tmp_path / 'nope.csv'}",
+      f"--manual_dir={tmp_path / 'm'}",
+    ]
+  )
+  assert missing.returncode == 1 and "Traceback" not in missing.stderr
+  assert our_stderr(missing.stderr)[0].startswith(
+    f"python -m kinetics_tfds.download: error: --annotations={tmp_path / 'nope.csv'}: no such file"
+  )
+
+  rows = tmp_path / "val.csv"
+  rows.write_text("label,youtube_id,time_start,time_end,split\nx,aaaaaaaaaaa,0,inf,val\nx,bbbbbbbbbbb,0,10,val\n")
+  dry = run_command(
+    [
+      sys.executable,
+      "-m",
+      "kinetics_tfds.download",
+      "--source=youtube",
+      f"--annotations={rows}",
+      f"--manual_dir={tmp_path / 'm'}",
+      "--dry_run",
+    ]
+  )
+  assert dry.returncode == 1, dry.stderr
+  assert "https://www.youtube.com/watch?v=bbbbbbbbbbb\t0\t10" in dry.stdout  # The good row is still planned.
+  assert our_stderr(dry.stderr)[-1].startswith("1 items failed")

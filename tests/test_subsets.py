@@ -1,4 +1,5 @@
-"""Subsets by class and size: built from a manual folder that holds more, and fetched alone by the downloader."""
+"""Subsets by class and size: built from a manual folder that holds more, and fetched alone by the downloader;
+exclusions; a user's mistake in a selection is one line."""
 
 import csv
 import functools
@@ -14,7 +15,9 @@ import threading
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import JUMPING
 from conftest import SMALL_CLIP
+from conftest import TINY_CONFIG
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import motion_clips
@@ -216,3 +219,26 @@ def test_exclusions_by_key_file_and_version_split(tmp_path):
   }
   with pytest.raises(subsets.SelectionError, match="neither a clip key"):
     subsets.exclusions(["kinetics400:nosuchsplit"], lambda *_: [])
+
+
+def test_a_names_file_that_is_not_utf8_is_an_error_naming_it(tmp_path):
+  names = tmp_path / "names.txt"
+  names.write_bytes("caf\xe9\n".encode("latin-1"))
+  with pytest.raises(subsets.SelectionError, match=f"^{names}: not UTF-8 text \\(byte 0xe9 at offset 3\\)"):
+    kinetics_tfds.KineticsConfig(classes=str(names))
+  with pytest.raises(subsets.SelectionError, match=f"^{names}: not UTF-8"):
+    subsets.exclusions([str(names)], load=None)
+
+
+def test_excluding_an_unknown_version_is_one_line(tmp_path):
+  manual = tmp_path / "manual"
+  motion_clips.write_annotations(str(manual / "kinetics400"), "train", [JUMPING])
+  config = kinetics_tfds.KineticsConfig(**{**TINY_CONFIG, "num_classes": 1, "exclude": ("kinetics4000:validation",)})
+  dataset = tfds.builder("kinetics400", config=config, data_dir=str(tmp_path / "data"))
+  with pytest.raises(subsets.SelectionError, match="^exclude: 'kinetics4000' is not a Kinetics version"):
+    dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+
+
+def test_a_subset_folder_counts_each_class_once():
+  config = kinetics_tfds.KineticsConfig(classes=["swiping up", "swiping up", "swiping down"])
+  assert "_2classes_" in config.name

@@ -386,23 +386,6 @@ def test_schedules():
   np.testing.assert_allclose([float(cosine(s)) for s in (0, 5, 10, 55, 100)], [0, 0.05, 0.1, 0.05, 0], atol=1e-6)
 
 
-def test_eval_views():
-  assert config_lib.parse_views("whole") == (None, 1)
-  assert config_lib.parse_views("10x3") == (10, 3)
-  with pytest.raises(ValueError, match="KxN"):
-    config_lib.parse_views("ten")
-
-
-def test_help_lists_every_setting_from_a_wrapper_script():
-  """benchmarks/i3d.py defines no flag itself: --help still shows each Config field's flag and its help."""
-  result = subprocess.run([sys.executable, "benchmarks/i3d.py", "--help"], capture_output=True, text=True, cwd=REPO)
-  assert result.stdout.lstrip().startswith("The training command from a checkout"), result.stderr[-2000:]
-  shown = " ".join(result.stdout.split())
-  for field in dataclasses.fields(config_lib.Config):
-    flag = f"--[no]{field.name}: " if field.type is bool else f"--{field.name}: "
-    assert flag in shown and field.metadata["help"][:30] in shown, field.name
-
-
 def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(tmp_path):
   # Least squares at a learning rate that multiplies the error by -59 a step: inf by step ~11, then NaN.
   with pytest.raises(loop.Diverged, match=r"loss (nan|inf) at step \d+; .*latest.weights.h5 is the last finite"):

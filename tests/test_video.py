@@ -1,4 +1,5 @@
-"""The OpenCV decoder on the real clips in ../shared and on every kind of bad file."""
+"""The OpenCV decoder on the real clips in ../shared, on a clip whose timestamps jump, and on every kind of bad
+file."""
 
 import math
 import os
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_CLIP
+from conftest import write_jumping_clip
 from kinetics_tfds import motion_clips
 from kinetics_tfds import video
 
@@ -84,6 +86,16 @@ def test_segment_past_the_end_is_refused(tmp_path):
   path = motion_clips.write_clip(str(tmp_path / "short.mp4"), **SMALL_CLIP)
   with pytest.raises(video.VideoError, match="segment outside the video"):
     _decode(path, segment=(5, 15))
+
+
+def test_decoding_stops_at_the_segment_whatever_the_timestamps_say(tmp_path):
+  path = tmp_path / "jump.mp4"
+  write_jumping_clip(path)
+  unbounded = video.decode(str(path), fps=25.0, short_side=32, jpeg_quality=90)
+  assert len(unbounded.jpegs) > 90_000  # What the builder made of it before the bound.
+  for fps, limit in ((25.0, 11.0), (10.0, 11.0), (25.0, 0.2)):
+    frames = video.decode(str(path), fps=fps, short_side=32, jpeg_quality=90, max_seconds=limit)
+    assert len(frames.jpegs) == round(min(limit, 0.4) * fps)  # The 10 frames before the jump, resampled.
 
 
 def test_odd_size_keeps_aspect(tmp_path):

@@ -1,7 +1,7 @@
-"""Every way of building gives the same dataset: serially, over a worker pool, as a Beam pipeline
-through `tfds build`, from a manual folder in object storage (loopback S3 and GCS servers), and when a
-killed build is rerun. Examples are compared key by key with the frames' JPEG bytes as stored;
-skipped_clips.csv byte for byte. Clips are tiny to keep this fast.
+"""How a build runs (kinetics_tfds/build/): every way of building gives the same dataset: serially, over a worker
+pool, as a Beam pipeline through `tfds build`, from a manual folder in object storage (loopback S3 and GCS servers),
+and when a killed build is rerun. Examples are compared key by key with the frames' JPEG bytes as stored;
+skipped_clips.csv byte for byte, and the skip lists keep any key. Clips are tiny to keep this fast.
 """
 
 from concurrent.futures.process import BrokenProcessPool
@@ -25,6 +25,7 @@ import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import clips as clips_lib
 from kinetics_tfds import motion_clips
+from kinetics_tfds.build import beam
 from kinetics_tfds.build import examples as examples_lib
 from kinetics_tfds.build import parallel
 from kinetics_tfds.build import skipped as skipped_lib
@@ -256,7 +257,7 @@ def _alive(pid: int) -> bool:
 
 def test_killed_build_reruns_to_the_same_dataset(manual, serial, tmp_path):
   script = (
-    "import sys; sys.path.insert(0, sys.argv[1]); import test_build_scale as t;"
+    "import sys; sys.path.insert(0, sys.argv[1]); import test_build as t;"
     "t.build(sys.argv[2], sys.argv[3], num_workers=2)"
   )
   run = subprocess.Popen(
@@ -316,6 +317,22 @@ def test_a_split_whose_every_clip_fails_is_left_out_and_reported(manual, tmp_pat
   assert {p.stem for p in validation} <= set(skipped)
   assert all(skipped[p.stem].split == "validation" for p in validation)
   assert not [n for n in os.listdir(folder) if n.startswith(".")]  # The split's record folder removed too.
+
+
+_LINE_BREAKS_OF_STR_SPLITLINES = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\r\n"
+
+
+def test_skip_lists_keep_keys_with_any_line_break_character(tmp_path):
+  """A malformed row's key holds what its file held: the lists a build writes and Beam's read back whole."""
+  skipped = [
+    annotations.Rejected("train", f"a{c}b_000000_000010", f"malformed row: {c!r}")
+    for c in _LINE_BREAKS_OF_STR_SPLITLINES
+  ]
+  skipped_lib.write(str(tmp_path), skipped)
+  assert skipped_lib.read(str(tmp_path)) == sorted(skipped, key=lambda r: (r.split, r.key, r.reason))
+  lines = [beam.skip_line(examples_lib.Result(r.split, r.key, reason=r.reason)) for r in skipped]
+  (tmp_path / ".skipped-train-00000-of-00001").write_text("\n".join(lines) + "\n", newline="")
+  assert beam.collect_skipped(str(tmp_path)) == skipped
 
 
 def _use_in_this_process(env: dict, monkeypatch) -> None:

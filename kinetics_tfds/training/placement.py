@@ -24,6 +24,9 @@ class Placement:
   strategy: object = None  # A tf.distribute.Strategy on the TensorFlow backend.
   platform: str = "cpu"  # What computes: cpu, gpu or tpu.
   process: cluster.Process = cluster.Process()
+  # Batch norm's statistics over all replicas' rows (TensorFlow's workers), as on JAX's one mesh: the model is the
+  # same however many workers train it. Replicas in one process keep their own (MirroredStrategy over GPUs).
+  sync_batch_norm: bool = False
 
   def scope(self):
     """Where variables must be created: the strategy's scope, or nothing to enter on JAX."""
@@ -97,10 +100,10 @@ def _tensorflow(tpu):
     return Placement(f"TPU {tpu!r}", strategy.num_replicas_in_sync, strategy, "tpu")
   process = cluster.join()
   if process.count > 1:  # Before listing devices: TensorFlow then starts its runtime as one of the workers.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    strategy = _multi_worker_strategy()
     platform = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
     description = f"{process.count} workers (TF_CONFIG)"
-    return Placement(description, strategy.num_replicas_in_sync, strategy, platform, process)
+    return Placement(description, strategy.num_replicas_in_sync, strategy, platform, process, sync_batch_norm=True)
   gpus = tf.config.list_logical_devices("GPU")
   platform = "gpu" if gpus else "cpu"
   if len(gpus) > 1:
@@ -108,6 +111,33 @@ def _tensorflow(tpu):
     return Placement(f"{len(gpus)} GPUs", len(gpus), strategy, platform)
   device = gpus[0].name if gpus else "CPU"
   return Placement(device, 1, tf.distribute.get_strategy(), platform)
+
+
+def _multi_worker_strategy():
+  """A MultiWorkerMirroredStrategy whose `reduce` takes what Keras 3.15's TensorFlow `fit` gives it.
+
+  Only with several workers does `fit` call `strategy.reduce`, and the strategy refuses both calls: before training,
+  on its first batch, an (x, y) nest with uint8 clips (`_maybe_symbolic_build`, also for a model already built,
+  which then uses only the batch's shapes; TensorFlow: "TODO: support `value` being a nest", and collectives take
+  no uint8); after each step, `reduce("MEAN", loss, axis=0)` on each scalar of the logs (`reduce_per_replica`),
+  which has no axis 0. This one reduces each tensor of a nest, as MirroredStrategy does, small integers as int32,
+  and a scalar across replicas alone. Building the model first leaves those calls in place, and a loop of our own
+  in place of `fit` would duplicate its callbacks, metrics and steps per execution.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  class Strategy(tf.distribute.MultiWorkerMirroredStrategy):
+    def reduce(self, reduce_op, value, axis=None):
+      return tf.nest.map_structure(lambda values: self._reduce_tensor(reduce_op, values, axis), value)
+
+    def _reduce_tensor(self, reduce_op, values, axis):
+      local = self.experimental_local_results(values)[0]
+      if local.dtype.is_integer and local.dtype not in (tf.int32, tf.int64):
+        widened = self.run(lambda v: tf.cast(v, tf.int32), (values,))
+        return tf.cast(self._reduce_tensor(reduce_op, widened, axis), local.dtype)
+      return super().reduce(reduce_op, values, None if local.shape.rank == 0 else axis)
+
+  return Strategy()
 
 
 def _jax(tpu):

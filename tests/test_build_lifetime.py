@@ -5,6 +5,7 @@ Every process of the build is found by a marker in its environment, which all de
 so following children from the build's PID would miss them).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -13,11 +14,11 @@ import uuid
 
 import pytest
 
+from conftest import TINY_CONFIG
 from conftest import tfds_build
 from kinetics_tfds import motion_clips
 
 _MARKER = "KINETICSTFDS_TEST_BUILD"
-_CONFIG = '{"name": "tiny", "fps": 25, "short_side": 32, "num_classes": 4}'
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_no_process_of_a_killed_build_remains(manual, tmp_path, sig):
   tag = uuid.uuid4().hex
   env = {**os.environ, _MARKER: tag, "KINETICSTFDS_WORKERS": "2"}
   run = subprocess.Popen(
-    tfds_build("kinetics400", manual, tmp_path, _CONFIG),
+    tfds_build("kinetics400", manual, tmp_path, json.dumps(TINY_CONFIG)),
     env=env,
     stdout=subprocess.DEVNULL,
     stderr=subprocess.DEVNULL,

@@ -1,4 +1,5 @@
-"""The I3D architecture: DeepMind's shapes, parameter count and TensorFlow SAME padding, without weights."""
+"""The I3D architecture: DeepMind's shapes, parameter count and TensorFlow SAME padding, without weights; and
+whole clips of any length padded into one batch, with the published weights (their logits are realistic)."""
 
 import os
 import pathlib
@@ -11,9 +12,13 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO
+from conftest import assert_padded_logits_are_each_clips
+from conftest import each_and_padded
+from conftest import padded_batch
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models import rewrites
 from kinetics_tfds.models.i3d import LogitsAvgPool
+from kinetics_tfds.training import loop
 
 # Endpoint shapes for a 64x224x224 clip (DeepMind's training input).
 _SHAPES_64x224 = {
@@ -163,3 +168,17 @@ def test_export_serves_clips_of_any_shape(tmp_path):
 
 if __name__ == "__main__":
   print(*exported_errors(pathlib.Path(sys.argv[1])))
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_padded_clips_of_different_lengths_give_each_clips_logits(model, kinetics400, fast):
+  padded_model = i3d.InceptionI3D(weights=kinetics400, include_rescaling=False, fast=fast, padded_clips=True)
+  each, padded = each_and_padded(model, padded_model)
+  assert_padded_logits_are_each_clips(each, padded)
+  # A batch filled up to a compiled batch size gives its own rows' logits.
+  rng = np.random.RandomState(3)
+  inputs = padded_batch([rng.uniform(-1, 1, (n, 40, 48, 3)).astype(np.float32) for n in (5, 9)], 12, rng)
+  batch = {"video": inputs["clips"], "num_frames": inputs["num_frames"]}
+  filled = loop.predict_batch(padded_model, batch, fill_to=5)
+  assert filled.shape == (2, each.shape[1])
+  np.testing.assert_allclose(filled, loop.predict_batch(padded_model, batch), atol=1e-5 * np.abs(filled).max())

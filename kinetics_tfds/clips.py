@@ -3,7 +3,7 @@
 Clips are found by file name wherever users keep them: CVDF trees (`train/`, `val/`, `test/`,
 `replacement/`, nested shard folders), per-label folders, any of the container extensions.
 A file named `{youtube_id}.{ext}` is a full-length download, cut to the segment when built.
-The manual folder may be a local path or an object-store URL (see build/storage.py).
+The manual folder may be a local path or an object-store URL (see storage.py).
 
 When one key has several files the choice is deterministic: a copy under a `replacement`
 folder wins (CVDF re-encoded the corrupt K400 originals there), then the copy inside a folder
@@ -18,7 +18,7 @@ import os
 import re
 
 from kinetics_tfds import annotations
-from kinetics_tfds.build import storage
+from kinetics_tfds import storage
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 _CLIP_STEM = re.compile(r"^(?P<id>[A-Za-z0-9_-]+)_(?P<start>\d{6})_(?P<end>\d{6})$")

@@ -24,7 +24,7 @@ import numpy as np
 
 from kinetics_tfds import array_records
 from kinetics_tfds import sampling
-from kinetics_tfds.build import storage
+from kinetics_tfds import storage
 
 FOLDER = "frame_index"
 _HEADER = 12  # TFRecord framing before a record: its length (8 bytes) and the length's CRC (4).

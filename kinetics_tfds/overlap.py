@@ -30,6 +30,7 @@ import tensorflow_datasets as tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import command
 from kinetics_tfds import subsets
+from kinetics_tfds.download import annotation_archives
 
 JSON_FILE = "overlap.json"
 
@@ -68,7 +69,7 @@ def from_file(name: str, path: str) -> ClipSet:
 
 def from_version(version: str, archive_names: Sequence[str], folder: str, url: str) -> list[ClipSet]:
   """One set per split of a version's DeepMind archives in folder; a missing archive is downloaded there."""
-  found = annotations.read_annotations(subsets.version_sources(folder, archive_names, url), None)
+  found = annotations.read_annotations(annotation_archives.version_sources(folder, archive_names, url), None)
   return [ClipSet.of(f"{version}:{split}", clips) for split, clips in found.clips.items()]
 
 

@@ -31,7 +31,7 @@ import tensorflow_datasets as tfds
 
 from kinetics_tfds import frame_index
 from kinetics_tfds import sampling
-from kinetics_tfds.build import storage
+from kinetics_tfds import storage
 
 _DTYPES = ("uint8", "float32")
 DCT_METHOD = "INTEGER_ACCURATE"  # libjpeg-turbo's JDCT_ISLOW.

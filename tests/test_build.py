@@ -26,11 +26,11 @@ import kinetics_tfds
 from kinetics_tfds import annotations
 from kinetics_tfds import clips as clips_lib
 from kinetics_tfds import motion_clips
+from kinetics_tfds import storage
 from kinetics_tfds.build import beam
 from kinetics_tfds.build import examples as examples_lib
 from kinetics_tfds.build import parallel
 from kinetics_tfds.build import skipped as skipped_lib
-from kinetics_tfds.build import storage
 
 BEAM_OPTIONS = "runner=DirectRunner,direct_running_mode=multi_processing,direct_num_workers=2"
 

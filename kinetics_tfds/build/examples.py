@@ -17,9 +17,9 @@ from absl import logging
 
 from kinetics_tfds import annotations
 from kinetics_tfds import clips
+from kinetics_tfds import storage
 from kinetics_tfds import video
 from kinetics_tfds.build import shards
-from kinetics_tfds.build import storage
 
 # Field numbers of tf.train.Feature's oneof (tensorflow/core/example/feature.proto).
 _BYTES_LIST, _FLOAT_LIST, _INT64_LIST = 1, 2, 3

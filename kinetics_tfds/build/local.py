@@ -19,12 +19,12 @@ from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.core import writer as writer_lib
 
 from kinetics_tfds import annotations
+from kinetics_tfds import storage
 from kinetics_tfds import video
 from kinetics_tfds.build import examples
 from kinetics_tfds.build import parallel
 from kinetics_tfds.build import shards
 from kinetics_tfds.build import skipped as skipped_lib
-from kinetics_tfds.build import storage
 
 
 @dataclasses.dataclass(frozen=True)

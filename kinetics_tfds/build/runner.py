@@ -17,13 +17,13 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from kinetics_tfds import annotations
+from kinetics_tfds import storage
 from kinetics_tfds.build import beam
 from kinetics_tfds.build import examples
 from kinetics_tfds.build import local
 from kinetics_tfds.build import lock
 from kinetics_tfds.build import parallel
 from kinetics_tfds.build import skipped as skipped_lib
-from kinetics_tfds.build import storage
 
 
 class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

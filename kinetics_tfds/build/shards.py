@@ -25,7 +25,7 @@ from tensorflow_datasets.core import hashing
 from tensorflow_datasets.core.utils import shard_utils
 
 from kinetics_tfds import frame_index
-from kinetics_tfds.build import storage
+from kinetics_tfds import storage
 
 _MASK_DELTA = 0xA282EAD8
 

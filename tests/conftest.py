@@ -9,6 +9,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import imageio_ffmpeg
 import numpy as np
@@ -46,6 +47,27 @@ _TF_NOISE = (
   "E0000 ",
   "To enable the following instructions",
 )
+
+
+# XLA without LLVM's expensive passes: its compiles in these tests take half the time, and compute the same numbers.
+# (Optimisation level 0 compiles faster still but runs TensorFlow's in-process training at half the speed: the
+# subprocesses that only compile and take a few steps ask for it themselves.)
+os.environ.setdefault("XLA_FLAGS", "--xla_llvm_disable_expensive_passes=true")
+
+
+def pytest_configure(config):
+  """One JAX compilation cache for the run, shared through the environment by every process the tests start: most
+  start I3D on JAX, and its variable initialisers alone are ~60 compiles (10 s) that are alike in each."""
+  if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+    return  # An xdist worker inherits the controller's; a user's own cache is theirs.
+  config.jax_cache = tempfile.mkdtemp(prefix="kinetics_tfds_tests_jax_cache_")
+  os.environ.update(JAX_COMPILATION_CACHE_DIR=config.jax_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+
+def pytest_unconfigure(config):
+  if hasattr(config, "jax_cache"):
+    shutil.rmtree(config.jax_cache, ignore_errors=True)
+    del os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 @pytest.fixture(scope="session")

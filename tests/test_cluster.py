@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import h5py
@@ -25,12 +24,6 @@ from kinetics_tfds.training import loop
 _SCRIPT = str(REPO / "benchmarks" / "i3d.py")
 _TINY_CONFIG = {"synthetic": True, "num_frames": 8, "image_size": 32, "batch_size": 4, "num_classes": 4, "log_every": 1}
 _TINY = [f"--{name}={value}" for name, value in _TINY_CONFIG.items()]
-# JAX's persistent compilation cache, shared by the processes of these tests: a process evaluating alone and one of
-# two evaluating its own videos on its own device compile the same program.
-_JAX_CACHE = {
-  "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), "kinetics_tfds_tests_jax_cache"),
-  "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-}
 # How long a process may outlive a killed one: it must not wait on a collective for ever.
 _BOUND_S = 60
 
@@ -48,7 +41,7 @@ def _free_ports(count: int) -> list[int]:
 def _environments(backend: str, count: int, devices: int) -> list[dict]:
   """Each process's environment: only the ecosystem's standard variables say it is one of `count`."""
   xla_flags = "--xla_backend_optimization_level=0" + (f" --xla_force_host_platform_device_count={devices}")
-  base = {**os.environ, "KERAS_BACKEND": backend, "XLA_FLAGS": xla_flags, **_JAX_CACHE}
+  base = {**os.environ, "KERAS_BACKEND": backend, "XLA_FLAGS": xla_flags}
   if count == 1:
     return [base]
   ports = _free_ports(count)

@@ -132,6 +132,8 @@ def train(
   Returns steps (where the run ended), initial_step (where it started), train clips/s, step time and the last loss.
   """
   checkpoint = os.path.join(model_dir, CHECKPOINT)
+  if not model.optimizer.built:
+    model.optimizer.build(model.trainable_variables)
   initial_step = _restore(model, checkpoint)
   remaining = total_steps - initial_step
   if initial_step:
@@ -218,8 +220,6 @@ def _restore(model, checkpoint: str) -> int:
   """Loads `checkpoint`'s weights and optimizer state into `model` if it exists; the step it was saved at."""
   if not os.path.exists(checkpoint):
     return 0
-  if not model.optimizer.built:
-    model.optimizer.build(model.trainable_variables)
   try:
     model.load_weights(checkpoint)
   except ValueError as e:  # Keras' message goes on to print whole arrays: its first line names the layer.

@@ -19,7 +19,8 @@ TFDS's Video feature runs the `ffmpeg` binary; without it the TFDS comparison is
 JSON says so) and the other figures are still measured.
 
 Per-core figures run pinned to one core (ffmpeg inherits the pinning). Times are medians over
-`--repeats`; the writer's CPU is the least of `--repeats` builds. The last line printed is one JSON object; the headline is `--headline_size`.
+`--repeats`; the writer's CPU is the least of `--repeats` builds. The last line printed is one JSON
+object; the headline is `--headline_size`.
 
   python benchmarks/build.py --work_dir /tmp/kinetics_build_bench
 """

@@ -90,7 +90,7 @@ class Settings:
   size: int = command.setting(224, "Crop side in pixels.", lower_bound=1)
   eval_frames: int = command.setting(250, "Frames per clip for inference (I3D tests on whole clips).", lower_bound=1)
   eval_batch: int = command.setting(8, "Inference batch (whole clips).", lower_bound=1)
-  steps: int = command.setting(20, "Timed steps per measurement, after warm-up.", lower_bound=1)
+  steps: int = command.setting(20, "Timed steps per measurement, after warm-up (and the profile's steps).", lower_bound=1)
   whole_clips: int = command.setting(
     0, "Whole clips of many lengths to evaluate one per call and in padded batches (0: none).", lower_bound=0
   )
@@ -170,6 +170,7 @@ def profile_steps(settings: Settings, batch: int) -> dict:
     f"--frames={settings.frames}",
     f"--size={settings.size}",
     f"--precision={settings.precision}",
+    f"--steps={settings.steps}",
   ]
   return _json_line(command)
 

@@ -1,5 +1,5 @@
 """End to end: `tfds build` as a user runs it, on a manual folder mixing good clips and every bad file, and on a bad
-annotation file (one line)."""
+annotation file (one line, from the exception hook that `tfds build` gets and a plain import does not)."""
 
 import csv
 import http.server
@@ -244,3 +244,10 @@ def test_tfds_build_prints_one_line_for_a_bad_annotation_file(tmp_path):
   assert "Traceback" not in done.stderr
   last = our_stderr(done.stderr)[-1]
   assert last.startswith("tfds: error: ") and str(manual / "kinetics400/train.csv") in last, done.stderr
+
+
+def test_importing_the_package_leaves_the_exception_hook():
+  """A library import must not change a notebook's behaviour: only commands and `tfds build` install the hook."""
+  code = "import sys, kinetics_tfds; print(sys.excepthook is sys.__excepthook__)"
+  done = run_command([sys.executable, "-c", code])
+  assert done.returncode == 0 and done.stdout.split() == ["True"], done.stderr[-3000:]

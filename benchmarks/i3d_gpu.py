@@ -90,7 +90,9 @@ class Settings:
   size: int = command.setting(224, "Crop side in pixels.", lower_bound=1)
   eval_frames: int = command.setting(250, "Frames per clip for inference (I3D tests on whole clips).", lower_bound=1)
   eval_batch: int = command.setting(8, "Inference batch (whole clips).", lower_bound=1)
-  steps: int = command.setting(20, "Timed steps per measurement, after warm-up (and the profile's steps).", lower_bound=1)
+  steps: int = command.setting(
+    20, "Timed steps per measurement, after warm-up (and the profile's steps).", lower_bound=1
+  )
   whole_clips: int = command.setting(
     0, "Whole clips of many lengths to evaluate one per call and in padded batches (0: none).", lower_bound=0
   )

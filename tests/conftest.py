@@ -79,6 +79,10 @@ def shared_data() -> pathlib.Path:
   return data
 
 
+# The two real clips of ../shared/data/kinetics/videos that DeepMind's I3D classifies, by their Kinetics-400 label.
+TWO_CLIPS = {"cleaning pool": "mmaction2_tests_test.mp4", "flipping pancake": "decord_flipping_a_pancake.mkv"}
+
+
 @pytest.fixture(scope="session")
 def kinetics400_two_clips(shared_data, tmp_path_factory) -> pathlib.Path:
   """A data_dir: the real builder's default config over two real clips; the 398 other classes' rows have no file."""
@@ -88,12 +92,11 @@ def kinetics400_two_clips(shared_data, tmp_path_factory) -> pathlib.Path:
   from kinetics_tfds import motion_clips  # pylint: disable=g-import-not-at-top
 
   root = tmp_path_factory.mktemp("k400")
-  videos = {"cleaning pool": "mmaction2_tests_test.mp4", "flipping pancake": "decord_flipping_a_pancake.mkv"}
   classes = (shared_data / "kinetics" / "label_maps" / "kinetics400.txt").read_text().splitlines()
   rows = [annotations.Clip(f"clip{i:03d}", 0, 10, label, "validation") for i, label in enumerate(classes)]
   for row in rows:
-    if row.label in videos:
-      source = shared_data / "kinetics" / "videos" / videos[row.label]
+    if row.label in TWO_CLIPS:
+      source = shared_data / "kinetics" / "videos" / TWO_CLIPS[row.label]
       (root / "manual" / "val").mkdir(parents=True, exist_ok=True)
       (root / "manual" / "val" / f"{row.key}{source.suffix}").symlink_to(source)
   motion_clips.write_annotations(str(root / "manual" / "kinetics400"), "validation", rows)
